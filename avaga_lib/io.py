@@ -1,0 +1,72 @@
+"""File writing of the study: atomic JSON / CSV / torch checkpoints (temp file in the same folder, then rename).
+
+Every other module writes through here, so an interrupted run never leaves a half-written file behind.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+
+def atomic_write(path: Path | str, writer: Callable[[Path], None]) -> Path:
+    """Call ``writer(tmp_path)`` then rename the temp file onto ``path`` (same folder, so the rename is atomic)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        writer(tmp_path)
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+    return path
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None  # JSON has no NaN; "unavailable" metrics are written as null
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_jsonable(v) for v in obj]
+    if hasattr(obj, "item") and callable(obj.item):  # numpy / torch scalars
+        return _jsonable(obj.item())
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def write_json(path: Path | str, data: Any) -> Path:
+    """Write ``data`` as indented JSON atomically (NaN/inf become null)."""
+    text = json.dumps(_jsonable(data), indent=2, sort_keys=False)
+    return atomic_write(path, lambda p: p.write_text(text + "\n"))
+
+
+def read_json(path: Path | str) -> Any:
+    """Read a JSON file."""
+    return json.loads(Path(path).read_text())
+
+
+def write_csv(path: Path | str, frame: Any) -> Path:
+    """Write a pandas DataFrame as CSV atomically (no index)."""
+    return atomic_write(path, lambda p: frame.to_csv(p, index=False))
+
+
+def write_text(path: Path | str, text: str) -> Path:
+    """Write text atomically."""
+    return atomic_write(path, lambda p: p.write_text(text))
+
+
+def save_torch(path: Path | str, obj: Any) -> Path:
+    """``torch.save`` atomically (checkpoints)."""
+    import torch
+
+    return atomic_write(path, lambda p: torch.save(obj, p))
