@@ -7,7 +7,7 @@ VENV       := .venv
 PY         := $(VENV)/bin/python
 STAMP      := $(VENV)/.installed
 
-.PHONY: help setup test lint data reproduce bench lab predict clean-results
+.PHONY: help setup test lint data bench lab predict
 
 help: ## list targets with one line each
 	@grep -hE '^[a-zA-Z_%-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-18s %s\n", $$1, $$2}'
@@ -33,3 +33,10 @@ data: $(STAMP) ## generate the embedded default dataset into data/embedded
 
 lab: $(STAMP) ## open JupyterLab on notebooks/
 	$(VENV)/bin/jupyter lab notebooks/
+
+bench: $(STAMP) ## benchmark: throughput, attention cost, data-wait, eval speed, memory -> results/bench/
+	$(PY) -m avaga_lib.bench
+
+predict: $(STAMP) ## anomaly maps for your images: make predict RUN=<run folder> IMAGES=<folder> [OUT=<folder>]
+	@test -n "$(RUN)" -a -n "$(IMAGES)" || { echo "usage: make predict RUN=results/<dataset>/<category>/<setting> IMAGES=<folder> [OUT=<folder>]"; exit 2; }
+	$(PY) -m avaga_lib.cli predict --run "$(RUN)" --images "$(IMAGES)" $(if $(OUT),--out "$(OUT)",)
