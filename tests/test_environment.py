@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import re
 import subprocess
-import tomllib
+import sys
 from pathlib import Path
 
 import yaml
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -24,8 +29,7 @@ def test_every_runtime_dependency_is_in_environment_yml() -> None:
     missing = sorted({_name(d) for d in deps} - in_env)
     assert not missing, f"environment.yml lacks {missing}: add them to its pip section"
     # pinned versions must be identical, so conda users get the same torch as the venv
-    pins = {_name(d): d for d in deps if "==" in d}
-    for name, req in pins.items():
+    for req in (d for d in deps if "==" in d):
         assert req in pip_section, f"environment.yml must pin {req} exactly as pyproject.toml does"
 
 
