@@ -1,0 +1,350 @@
+"""Embedded default dataset: a deterministic, MVTec-layout anomaly dataset generated from a seed (numpy + PIL only).
+
+Three categories of different character, as MVTec's textures and objects:
+
+* ``weave``: a periodic texture (interlaced warp/weft threads),
+* ``granite``: a stochastic texture (multi-scale noise with mineral grains),
+* ``washer``: an object (a metal ring with a printed mark) on a plain background.
+
+Normal images vary naturally: random shift (phase / position), small rotation, lighting gain and gradient, sensor
+noise. Anomalous test images carry one of four defect types, each drawn with a hard boolean region so the stored
+mask is *exactly* the set of changed pixels: ``scratch`` (thin line), ``hole`` (dark blob), ``discoloration``
+(tinted blob) and ``crack`` (jagged random walk) for textures, ``missing_part`` (a wedge of the ring removed) in place
+of ``crack`` for the washer. Defect sizes are drawn from a wide range, so some masks cover < 1% of the image, as
+many of MVTec's do.
+
+The whole default set (3 categories x 120 images at 128 px) is written in a few seconds. The folder is written to a
+temporary sibling and renamed onto ``root`` at the end, after a ``.complete.json`` marker, so an interrupted run
+never leaves a half-written dataset that looks complete.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from avaga_lib.io import atomic_write, read_json, write_json
+
+CATEGORIES: tuple[str, ...] = ("weave", "granite", "washer")
+TEXTURE_DEFECTS: tuple[str, ...] = ("scratch", "hole", "discoloration", "crack")
+OBJECT_DEFECTS: tuple[str, ...] = ("scratch", "hole", "discoloration", "missing_part")
+MARKER = ".complete.json"  # written last: its presence means the dataset is complete
+GENERATOR_VERSION = 1  # bump when the images change, so stale generated folders are regenerated
+
+_CATEGORY_IDS = {name: i for i, name in enumerate(CATEGORIES)}
+
+
+def defects_of(category: str) -> tuple[str, ...]:
+    """Defect types generated for ``category``."""
+    return OBJECT_DEFECTS if category == "washer" else TEXTURE_DEFECTS
+
+
+# --------------------------------------------------------------------------------------------------- normal images
+def _grid(size: int, rng: np.random.Generator, max_rot_deg: float) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel coordinates rotated by a small random angle about the centre (natural pose variation)."""
+    ang = math.radians(rng.uniform(-max_rot_deg, max_rot_deg))
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    c = (size - 1) / 2.0
+    x, y = xx - c, yy - c
+    ca, sa = math.cos(ang), math.sin(ang)
+    return ca * x - sa * y + c, sa * x + ca * y + c
+
+
+def _lighting(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Global gain plus a linear illumination gradient in a random direction."""
+    size = img.shape[0]
+    gain = rng.uniform(0.88, 1.12)  # +-12% exposure variation
+    ang = rng.uniform(0, 2 * math.pi)
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size - 0.5
+    grad = 1.0 + rng.uniform(0.0, 0.15) * (math.cos(ang) * xx + math.sin(ang) * yy)  # up to +-7.5% across the image
+    return img * (gain * grad)[..., None]
+
+
+def _noise(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    return img + rng.normal(0.0, 2.0, img.shape).astype(np.float32)  # sensor noise, sigma 2 grey levels
+
+
+def _weave(size: int, rng: np.random.Generator) -> np.ndarray:
+    x, y = _grid(size, rng, max_rot_deg=4.0)
+    period = size / 10.0  # ten threads across the image
+    x = x + rng.uniform(0, period * 2)  # random phase = shift of the cloth
+    y = y + rng.uniform(0, period * 2)
+    px, py = 2 * math.pi * x / period, 2 * math.pi * y / period
+    warp = 0.5 + 0.5 * np.cos(px)  # vertical threads
+    weft = 0.5 + 0.5 * np.cos(py)
+    over = (np.floor(x / period) + np.floor(y / period)) % 2  # plain weave: threads alternate over / under
+    v = np.where(over == 0, warp * (0.6 + 0.4 * weft), weft * (0.6 + 0.4 * warp))
+    base = np.array([150.0, 120.0, 80.0], dtype=np.float32)  # burlap-like colour
+    return (0.45 + 0.75 * v)[..., None] * base
+
+
+def _smooth_noise(size: int, cells: int, rng: np.random.Generator) -> np.ndarray:
+    low = rng.random((cells, cells)).astype(np.float32)
+    im = Image.fromarray(low, mode="F").resize((size, size), Image.BICUBIC)
+    return np.asarray(im, dtype=np.float32)
+
+
+def _granite(size: int, rng: np.random.Generator) -> np.ndarray:
+    v = np.zeros((size, size), np.float32)
+    for cells, w in ((4, 0.35), (8, 0.3), (16, 0.2), (size // 2, 0.15)):  # octaves of value noise
+        v += w * _smooth_noise(size, cells, rng)
+    img = (60.0 + 120.0 * v)[..., None] * np.array([1.0, 0.97, 0.95], np.float32)
+    n_grains = int(size * size / 90)  # mineral grains: sparse dark / light specks
+    ys, xs = rng.integers(0, size, n_grains), rng.integers(0, size, n_grains)
+    img[ys, xs] = rng.choice([25.0, 220.0], n_grains)[:, None]
+    return img
+
+
+def _washer_parts(size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Return (image, object mask, background) of a ring shifted and rotated at random."""
+    x, y = _grid(size, rng, max_rot_deg=8.0)
+    cx = (size - 1) / 2 + rng.uniform(-0.05, 0.05) * size  # +-5% position jitter
+    cy = (size - 1) / 2 + rng.uniform(-0.05, 0.05) * size
+    r = np.hypot(x - cx, y - cy)
+    theta = np.arctan2(y - cy, x - cx)
+    r_out, r_in = 0.36 * size, 0.15 * size
+    ring = (r <= r_out) & (r >= r_in)
+    shade = 170.0 + 40.0 * np.cos(theta - 0.8) * (r - r_in) / (r_out - r_in)  # brushed metal lit from one side
+    shade += 15.0 * np.cos(6 * theta)  # machining marks: make the small rotation visible
+    mark = (np.abs(theta - 1.2) < 0.12) & (np.abs(r - 0.5 * (r_in + r_out)) < 0.03 * size)  # printed mark
+    shade = np.where(mark, 60.0, shade)
+    background = np.full((size, size, 3), [58.0, 62.0, 70.0], np.float32)  # plain dark-blue table
+    metal = shade[..., None] * np.array([1.0, 1.0, 1.04], np.float32)
+    return np.where(ring[..., None], metal, background), ring, background
+
+
+def _normal(category: str, size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Return (float image before lighting/noise, support mask where defects may go, background or None-like)."""
+    if category == "weave":
+        img = _weave(size, rng)
+        return img, np.ones((size, size), bool), img
+    if category == "granite":
+        img = _granite(size, rng)
+        return img, np.ones((size, size), bool), img
+    if category == "washer":
+        return _washer_parts(size, rng)
+    raise ValueError(f"unknown embedded category '{category}'; choose from {CATEGORIES}")
+
+
+# --------------------------------------------------------------------------------------------------------- defects
+def _disk(size: int, cx: float, cy: float, rx: float, ry: float, ang: float, rng: np.random.Generator) -> np.ndarray:
+    """Irregular elliptic blob (radius modulated by a few random harmonics)."""
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    dx, dy = xx - cx, yy - cy
+    ca, sa = math.cos(ang), math.sin(ang)
+    u, v = (ca * dx + sa * dy) / rx, (-sa * dx + ca * dy) / ry
+    t = np.arctan2(v, u)
+    wobble = 1.0 + sum(rng.uniform(-0.12, 0.12) * np.cos(k * t + rng.uniform(0, 6.3)) for k in (2, 3, 5))
+    return np.hypot(u, v) <= wobble
+
+
+def _polyline(size: int, pts: np.ndarray, width: float) -> np.ndarray:
+    """Boolean mask of pixels within width/2 of a polyline (exact rasterisation by distance to segments)."""
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    out = np.zeros((size, size), bool)
+    for (x0, y0), (x1, y1) in zip(pts[:-1], pts[1:]):
+        lo_x, hi_x = int(max(0, min(x0, x1) - width - 1)), int(min(size, max(x0, x1) + width + 2))
+        lo_y, hi_y = int(max(0, min(y0, y1) - width - 1)), int(min(size, max(y0, y1) + width + 2))
+        if lo_x >= hi_x or lo_y >= hi_y:
+            continue
+        px, py = xx[lo_y:hi_y, lo_x:hi_x], yy[lo_y:hi_y, lo_x:hi_x]
+        dx, dy = x1 - x0, y1 - y0
+        t = np.clip(((px - x0) * dx + (py - y0) * dy) / max(dx * dx + dy * dy, 1e-6), 0, 1)
+        d = np.hypot(px - (x0 + t * dx), py - (y0 + t * dy))
+        out[lo_y:hi_y, lo_x:hi_x] |= d <= width / 2
+    return out
+
+
+def _pick_centre(support: np.ndarray, rng: np.random.Generator, margin: int) -> tuple[float, float]:
+    s = support.copy()
+    s[:margin], s[-margin:], s[:, :margin], s[:, -margin:] = False, False, False, False
+    ys, xs = np.nonzero(s if s.any() else support)
+    i = rng.integers(len(ys))
+    return float(xs[i]), float(ys[i])
+
+
+def _apply_defect(
+    img: np.ndarray, support: np.ndarray, background: np.ndarray, defect: str, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Draw ``defect`` on ``img``; return (image, exact boolean mask of the changed pixels)."""
+    size = img.shape[0]
+    # scale in [0.025, 0.25] of the image side, log-uniform: many small defects (< 1% area), some large
+    scale = math.exp(rng.uniform(math.log(0.025), math.log(0.25))) * size
+    cx, cy = _pick_centre(support, rng, margin=max(2, size // 10))
+    if defect in ("hole", "discoloration"):
+        region = _disk(size, cx, cy, max(1.5, scale), max(1.5, scale * rng.uniform(0.5, 1.0)), rng.uniform(0, 3.2),
+                       rng)
+    elif defect == "scratch":
+        ang = rng.uniform(0, math.pi)
+        length = scale * rng.uniform(2.0, 4.0)  # scratches are long and thin
+        bend = rng.uniform(-0.3, 0.3)
+        ts = np.linspace(-0.5, 0.5, 9)
+        pts = np.stack([cx + ts * length * math.cos(ang) - bend * length * (ts**2) * math.sin(ang),
+                        cy + ts * length * math.sin(ang) + bend * length * (ts**2) * math.cos(ang)], 1)
+        region = _polyline(size, pts, width=rng.uniform(1.0, 2.2))
+    elif defect == "crack":
+        n = 14
+        steps = rng.normal(0, 1, (n, 2)) * 0.8 + np.array([math.cos(a := rng.uniform(0, 6.3)), math.sin(a)]) * 1.2
+        pts = np.array([cx, cy]) + np.cumsum(steps, 0) * (scale / 6.0)
+        region = _polyline(size, np.vstack([[cx, cy], pts]), width=rng.uniform(1.0, 1.8))
+    elif defect == "missing_part":
+        yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+        c0 = np.array([(size - 1) / 2.0, (size - 1) / 2.0])
+        th0 = math.atan2(cy - c0[1], cx - c0[0])
+        half = rng.uniform(0.08, 0.45)  # half-angle of the missing wedge (radians): a nick to a large bite
+        dth = np.angle(np.exp(1j * (np.arctan2(yy - c0[1], xx - c0[0]) - th0)))
+        region = np.abs(dth) <= half
+    else:
+        raise ValueError(f"unknown defect type '{defect}'")
+    region &= support
+    if defect == "hole":
+        out = np.where(region[..., None], np.float32(rng.uniform(10, 40)), img)  # dark pit: no texture left
+    elif defect == "scratch":
+        out = np.where(region[..., None], img * 0.35 + 150.0, img)  # bright, reflective groove
+    elif defect == "crack":
+        out = np.where(region[..., None], img * 0.25, img)  # dark fissure
+    elif defect == "discoloration":
+        tint = rng.choice([np.array([1.35, 0.75, 0.7]), np.array([0.7, 1.25, 0.8]), np.array([0.75, 0.8, 1.4])])
+        out = np.where(region[..., None], img * tint.astype(np.float32) + 10.0, img)  # stain: texture kept
+    else:  # missing_part: background shows through
+        out = np.where(region[..., None], background, img)
+    return out, region
+
+
+# ------------------------------------------------------------------------------------------------------- generation
+def make_image(
+    category: str, size: int, rng: np.random.Generator, defect: str | None = None
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """One image of ``category`` (uint8 HxWx3) and, for a defect, its exact mask (uint8 0/255 HxW).
+
+    The mask is recomputed after quantisation so it lists exactly the pixels whose stored value differs from the
+    defect-free image (a defect can be invisible on a few pixels, e.g. a stain on a black grain).
+    """
+    img, support, background = _normal(category, size, rng)
+    light_seed = int(rng.integers(2**32))  # same lighting and noise with and without the defect
+    clean = _finish(img, np.random.default_rng(light_seed))
+    if defect is None:
+        return clean, None
+    mask = np.zeros((size, size), bool)
+    for _ in range(10):  # a defect clipped to nothing by the support (rare) is redrawn
+        bad, region = _apply_defect(img, support, background, defect, rng)
+        out = _finish(bad, np.random.default_rng(light_seed))
+        mask = region & (out != clean).any(-1)
+        if mask.sum() >= 3:
+            out = np.where(mask[..., None], out, clean)  # pixels outside the mask are bit-identical to the normal
+            return out, (mask * 255).astype(np.uint8)
+    raise RuntimeError(f"could not place a visible {defect} on {category}")
+
+
+def _finish(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    return np.clip(_noise(_lighting(img, rng), rng), 0, 255).round().astype(np.uint8)
+
+
+def _save_png(path: Path, arr: np.ndarray) -> None:
+    atomic_write(path, lambda p: Image.fromarray(arr).save(p, format="PNG"))
+
+
+def _params(seed: int, categories: Sequence[str], n_train: int, n_test_good: int, n_test_bad: int, size: int) -> dict:
+    return {"generator_version": GENERATOR_VERSION, "seed": seed, "categories": list(categories), "n_train": n_train,
+            "n_test_good": n_test_good, "n_test_bad": n_test_bad, "size": size}
+
+
+def is_complete(root: Path | str, params: dict | None = None) -> bool:
+    """True when ``root`` holds a finished generated dataset (and, if given, one made with ``params``)."""
+    marker = Path(root) / MARKER
+    if not marker.is_file():
+        return False
+    return params is None or read_json(marker) == params
+
+
+def generate_dataset(
+    root: Path | str,
+    seed: int = 0,
+    categories: Sequence[str] | None = None,
+    n_train: int = 80,  # ~1 min of training per category at 64 px on 2 CPU cores (smoke profile)
+    n_test_good: int = 16,
+    n_test_bad: int = 24,  # 6 per defect type at the default, as MVTec's small categories
+    size: int = 128,  # stored side: serves the 64 px smoke and 128 px runs
+    progress: Callable[[str], None] | None = None,
+) -> Path:
+    """Write the embedded dataset in MVTec layout under ``root`` and return ``root``.
+
+    Layout: ``<root>/<cat>/train/good/000.png``, ``<root>/<cat>/test/{good,<defect>}/000.png``,
+    ``<root>/<cat>/ground_truth/<defect>/000_mask.png``. Every image is a pure function of
+    ``(seed, category, split, index)``, so the same seed always writes identical files.
+
+    Args:
+        root: destination folder. Skipped when it already holds a complete dataset with the same parameters;
+            regenerated when it holds an older generated one; refused when it holds something else.
+        seed: seed of every random draw.
+        categories: subset of :data:`CATEGORIES` (default: all).
+        n_train: normal training images per category.
+        n_test_good: normal test images per category.
+        n_test_bad: anomalous test images per category, spread round-robin over the defect types.
+        size: side of the square images in pixels.
+        progress: optional callback receiving one line per category.
+
+    Raises:
+        ValueError: unknown category, or ``root`` exists and was not written by this generator.
+    """
+    root = Path(root)
+    categories = list(categories or CATEGORIES)
+    for c in categories:
+        if c not in _CATEGORY_IDS:
+            raise ValueError(f"unknown embedded category '{c}'; choose from {CATEGORIES}")
+    params = _params(seed, categories, n_train, n_test_good, n_test_bad, size)
+    if is_complete(root, params):
+        return root
+    if root.exists() and any(root.iterdir()) and not (root / MARKER).exists():
+        raise ValueError(f"{root} exists and is not a generated embedded dataset (no {MARKER}); "
+                         "choose another folder or remove it")
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))
+    try:
+        for cat in categories:
+            if progress:
+                progress(f"generating {cat} ({n_train + n_test_good + n_test_bad} images, {size} px)")
+            _write_category(tmp / cat, cat, seed, n_train, n_test_good, n_test_bad, size)
+        write_json(tmp / MARKER, params)  # last: marks the folder complete
+        if root.exists():  # an older generated dataset: move it aside, then swap in the new one
+            old = Path(tempfile.mkdtemp(prefix=f".{root.name}.old-", dir=root.parent))
+            os.replace(root, old / "d")
+            os.replace(tmp, root)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, root)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return root
+
+
+def _write_category(d: Path, cat: str, seed: int, n_train: int, n_good: int, n_bad: int, size: int) -> None:
+    cid = _CATEGORY_IDS[cat]
+
+    def rng(split: int, i: int) -> np.random.Generator:
+        return np.random.default_rng([seed, cid, split, i])  # order-independent stream per image
+
+    for i in range(n_train):
+        img, _ = make_image(cat, size, rng(0, i))
+        _save_png(d / "train" / "good" / f"{i:03d}.png", img)
+    for i in range(n_good):
+        img, _ = make_image(cat, size, rng(1, i))
+        _save_png(d / "test" / "good" / f"{i:03d}.png", img)
+    defects = defects_of(cat)
+    counters = dict.fromkeys(defects, 0)
+    for i in range(n_bad):
+        defect = defects[i % len(defects)]
+        img, mask = make_image(cat, size, rng(2, i), defect=defect)
+        k = counters[defect]
+        counters[defect] += 1
+        _save_png(d / "test" / defect / f"{k:03d}.png", img)
+        assert mask is not None
+        _save_png(d / "ground_truth" / defect / f"{k:03d}_mask.png", mask)
