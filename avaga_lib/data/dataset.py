@@ -1,0 +1,407 @@
+"""MVTec-layout reader, uint8 tensor cache, augmentation and the validation / weak splits.
+
+Layout (MVTec AD's, and the "bring your own images" layout: any folder arranged like this works)::
+
+    <root>/<category>/train/good/*.png|jpg|...           normal training images
+    <root>/<category>/test/good/*                        normal test images
+    <root>/<category>/test/<defect>/*                    anomalous test images, one folder per defect type
+    <root>/<category>/ground_truth/<defect>/<stem>_mask.png   pixel masks (optional: no ground_truth/ folder
+                                                         = image-level labels only; pixel metrics unavailable)
+
+Geometry (PROTOCOL_NOTES 13): training images are resized once to ``round(image_size * resize_ratio)`` (288 for 256)
+and kept as uint8; :func:`augment_batch` crops ``image_size`` at random and rotates by +-``rotation_deg`` on whatever
+device the batch is. Test images are resized to ``image_size``, never cropped (defects sit near borders). Masks
+follow with nearest-neighbour and are binarised at > 127.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch.utils.data import Dataset
+
+from avaga_lib import paths
+from avaga_lib.config import SETTINGS, DataConfig
+from avaga_lib.io import write_json
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+MASK_SUFFIX = "_mask.png"  # MVTec AD's mask naming: ground_truth/<defect>/<stem>_mask.png
+_WARNED: set[str] = set()  # categories already warned about (warn once per process)
+
+
+class DataLayoutError(ValueError):
+    """Every bad-input error of the data layer; the message names the file/folder and what was expected."""
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """One image: absolute path, label (0 normal / 1 anomalous), defect type ("good" for normal), mask path."""
+
+    path: str
+    label: int
+    defect: str
+    mask_path: str | None
+
+
+@dataclass
+class Splits:
+    """The four splits of one category (see docs/ARCHITECTURE.md, Data contract)."""
+
+    train: list[ImageRecord]  # normal training images (train/good minus validation)
+    val: list[ImageRecord]  # normal-only calibration split (PN 8)
+    test: list[ImageRecord]  # test images (weak images removed in the weak setting)
+    weak: list[ImageRecord]  # anomalous images moved to training (weak setting; [] otherwise), label only
+    has_masks: bool  # False: image-level only dataset; pixel metrics "unavailable"
+    info: dict[str, Any] = field(default_factory=dict)  # root, category, seed, fractions (what splits.json records)
+
+
+# ------------------------------------------------------------------------------------------------------ scanning
+def _warn_once(key: str, message: str) -> None:
+    if key not in _WARNED:
+        _WARNED.add(key)
+        warnings.warn(message, UserWarning, stacklevel=3)
+
+
+def _list_images(folder: Path) -> list[Path]:
+    """Image files of ``folder`` sorted by name; other visible files are reported, hidden ones ignored."""
+    files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+    images = [p for p in files if p.suffix.lower() in IMAGE_EXTENSIONS]
+    others = [p.name for p in files if p.suffix.lower() not in IMAGE_EXTENSIONS]
+    if others:
+        _warn_once(str(folder), f"{folder}: ignoring {len(others)} non-image file(s) {others[:3]} "
+                   f"(image extensions: {', '.join(IMAGE_EXTENSIONS)})")
+    return images
+
+
+def scan_category(root: Path | str, category: str) -> tuple[list[ImageRecord], list[ImageRecord], bool]:
+    """Read the file list of one category in MVTec layout.
+
+    Returns:
+        (train/good records, test records, has_masks), each list sorted by path.
+
+    Raises:
+        DataLayoutError: missing/empty root or category, no ``train/good`` or ``test/`` (unknown layout), some
+            anomalous images with masks and others without.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DataLayoutError(f"dataset root {root} does not exist; expected a folder <root>/<category>/train/good")
+    cat_dir = root / category
+    if not cat_dir.is_dir():
+        available = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        raise DataLayoutError(f"category folder {cat_dir} does not exist; categories found in {root}: {available}")
+    if not any(cat_dir.iterdir()):
+        raise DataLayoutError(f"category folder {cat_dir} is empty; expected train/good/, test/ and optionally "
+                              "ground_truth/ (MVTec AD layout)")
+    train_dir, test_dir = cat_dir / "train" / "good", cat_dir / "test"
+    for needed, what in ((train_dir, "normal training images"), (test_dir, "one sub-folder per defect type + good")):
+        if not needed.is_dir():
+            found = sorted(p.name for p in cat_dir.iterdir())
+            raise DataLayoutError(f"unknown layout in {cat_dir}: missing {needed} ({what}); found {found}. "
+                                  "Expected <category>/train/good, <category>/test/<good|defect>, "
+                                  "<category>/ground_truth/<defect>/<stem>_mask.png")
+    train_files = _list_images(train_dir)
+    if not train_files:
+        raise DataLayoutError(f"{train_dir} holds no images (extensions {', '.join(IMAGE_EXTENSIONS)})")
+    train = [ImageRecord(str(p), 0, "good", None) for p in train_files]
+
+    gt_dir = cat_dir / "ground_truth"
+    has_masks = gt_dir.is_dir()
+    test: list[ImageRecord] = []
+    missing: list[tuple[Path, Path]] = []
+    n_with_mask = 0
+    defect_dirs = sorted(p for p in test_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not defect_dirs:
+        raise DataLayoutError(f"{test_dir} has no sub-folders; expected test/good and test/<defect type> folders")
+    for d in defect_dirs:
+        for p in _list_images(d):
+            if d.name == "good":
+                test.append(ImageRecord(str(p), 0, "good", None))
+                continue
+            mask = gt_dir / d.name / f"{p.stem}{MASK_SUFFIX}"
+            if has_masks and mask.is_file():
+                n_with_mask += 1
+                test.append(ImageRecord(str(p), 1, d.name, str(mask)))
+            else:
+                missing.append((p, mask))
+                test.append(ImageRecord(str(p), 1, d.name, None))
+    if not test:
+        raise DataLayoutError(f"{test_dir} holds no images in its sub-folders")
+    if has_masks and n_with_mask == 0 and missing:
+        _warn_once(f"{cat_dir}:nomask", f"{gt_dir} exists but holds no <stem>{MASK_SUFFIX} for any anomalous test "
+                   f"image (e.g. {missing[0][1]}); reading {cat_dir} as image-level only: pixel metrics unavailable")
+        has_masks = False
+    elif has_masks and missing:
+        img, mask = missing[0]
+        raise DataLayoutError(f"anomalous test image {img} has no mask: expected {mask} ({len(missing)} image(s) "
+                              f"without a mask while {n_with_mask} have one). Add the masks, or remove {gt_dir} to "
+                              "use image-level labels only")
+    elif not has_masks:
+        _warn_once(f"{cat_dir}:nogt", f"{cat_dir} has no ground_truth/ folder: image-level labels only, "
+                   "pixel metrics will be reported as unavailable")
+    if not has_masks:
+        test = [ImageRecord(r.path, r.label, r.defect, None) for r in test]
+    return train, test, has_masks
+
+
+# -------------------------------------------------------------------------------------------------------- roots
+def resolve_root(cfg: DataConfig) -> Path:
+    """Dataset root for ``cfg``: ``cfg.root`` when given, else the dataset's default location.
+
+    ``embedded`` is generated (defaults) when missing; ``mtd`` is converted from the shared Magnetic Tile copy
+    when missing; ``mvtec`` / ``folder`` / ``stc`` need ``cfg.root``.
+
+    Raises:
+        DataLayoutError: the root does not exist, or cannot be found/made for this dataset.
+    """
+    if cfg.root:
+        root = Path(cfg.root).expanduser()
+        if not root.is_dir():
+            raise DataLayoutError(f"data.root={root} does not exist; expected a folder in MVTec layout "
+                                  "(<root>/<category>/train/good, test/, ground_truth/)")
+        return root
+    if cfg.dataset == "embedded":
+        from avaga_lib.data.synthetic import MARKER, generate_dataset
+
+        root = paths.embedded_root()
+        if not (root / MARKER).is_file():
+            generate_dataset(root)
+        return root
+    if cfg.dataset == "mtd":
+        from avaga_lib.data.mtd import MARKER as MTD_MARKER
+        from avaga_lib.data.mtd import convert_magnetic_tile
+
+        root = paths.mtd_converted_root()
+        if (root / MTD_MARKER).is_file():
+            return root
+        src = paths.shared_magnetic_tile()
+        if src is None:
+            raise DataLayoutError(f"Magnetic Tile Defect not found: no converted copy at {root} and no source at "
+                                  f"{paths.project_root().parent / 'shared' / 'data' / 'magnetic_tile'}; run "
+                                  "`python -m avaga_lib.cli convert-mtd SRC` or pass ROOT=<converted folder>")
+        return convert_magnetic_tile(src, root)
+    if cfg.dataset in ("mvtec", "folder", "stc"):
+        raise DataLayoutError(f"dataset '{cfg.dataset}' has no default location: pass ROOT=/path/to/dataset "
+                              "(data.root=...), a folder in MVTec layout")
+    raise DataLayoutError(f"unknown dataset '{cfg.dataset}'; choose embedded, mtd, mvtec, folder or stc")
+
+
+# -------------------------------------------------------------------------------------------------------- splits
+def _n_of(fraction: float, n: int) -> int:
+    """ceil(fraction * n), at least 1 (rounded first so 0.02 * 150 = 3.0000000000000004 gives 3, not 4)."""
+    return max(1, math.ceil(round(fraction * n, 9)))
+
+
+def _seeded_pick(records: list[ImageRecord], k: int, seed: int, stream: int, base: Path) -> set[str]:
+    """Choose ``k`` records at random from a seed and the sorted relative paths only (stable across settings)."""
+    rel = sorted(os.path.relpath(r.path, base) for r in records)
+    rng = np.random.default_rng([seed, stream])
+    chosen = rng.choice(len(rel), size=k, replace=False)
+    return {str(base / rel[i]) for i in sorted(chosen)}
+
+
+def make_splits(cfg: DataConfig, setting: str, save_dir: Path | None = None) -> Splits:
+    """Train / validation / test / weak splits of ``cfg.category``.
+
+    Validation: a seeded ``val_fraction`` (>= 1 image) of train/good. Weak (``setting == "weak"``): a seeded
+    ``ceil(weak_fraction * n_anomalous)`` (>= 1) of the anomalous test images, removed from the test set, label
+    only (``mask_path`` None, PN 12). The selection depends only on ``cfg.seed`` and the sorted file list, so the
+    validation split is the same in both settings. ``save_dir`` given: ``splits.json`` is written there.
+
+    Raises:
+        DataLayoutError: bad layout (see :func:`scan_category`), too few images to split.
+        ValueError: unknown setting.
+    """
+    if setting not in SETTINGS:
+        raise ValueError(f"setting '{setting}' unknown; choose one of {SETTINGS}")
+    root = resolve_root(cfg)
+    cat_dir = root / cfg.category
+    train_good, test, has_masks = scan_category(root, cfg.category)
+    if len(train_good) < 2:
+        raise DataLayoutError(f"{cat_dir / 'train' / 'good'} holds {len(train_good)} image(s); at least 2 are "
+                              "needed (training + validation)")
+    val_paths = _seeded_pick(train_good, _n_of(cfg.val_fraction, len(train_good)), cfg.seed, 0, cat_dir)
+    if len(val_paths) >= len(train_good):
+        raise DataLayoutError(f"val_fraction={cfg.val_fraction} leaves no training image in {cat_dir}")
+    anomalous = [r for r in test if r.label == 1]
+    weak: list[ImageRecord] = []
+    if setting == "weak":
+        if not anomalous:
+            raise DataLayoutError(f"the weak setting needs anomalous test images; {cat_dir / 'test'} has none")
+        weak_paths = _seeded_pick(anomalous, _n_of(cfg.weak_fraction, len(anomalous)), cfg.seed, 1, cat_dir)
+        weak = [ImageRecord(r.path, 1, r.defect, None) for r in anomalous if r.path in weak_paths]
+        test = [r for r in test if r.path not in weak_paths]
+    splits = Splits(
+        train=[r for r in train_good if r.path not in val_paths],
+        val=[r for r in train_good if r.path in val_paths],
+        test=test,
+        weak=weak,
+        has_masks=has_masks,
+        info={"dataset": cfg.dataset, "root": str(root), "category": cfg.category, "setting": setting,
+              "seed": cfg.seed, "val_fraction": cfg.val_fraction, "weak_fraction": cfg.weak_fraction},
+    )
+    if save_dir is not None:
+        save_splits(splits, Path(save_dir) / "splits.json")
+    return splits
+
+
+def save_splits(splits: Splits, path: Path) -> Path:
+    """Write ``splits.json``: the settings of the split and the list of paths of every split."""
+    data = dict(splits.info)
+    data["has_masks"] = splits.has_masks
+    data["counts"] = {k: len(getattr(splits, k)) for k in ("train", "val", "test", "weak")}
+    for k in ("train", "val", "test", "weak"):
+        data[k] = [r.path for r in getattr(splits, k)]
+    return write_json(path, data)
+
+
+def split_counts(splits: Splits) -> Any:
+    """Table of image counts per split and defect type (a pandas DataFrame: rows defect, columns split + total)."""
+    import pandas as pd
+
+    rows = [{"split": name, "defect": r.defect} for name in ("train", "val", "test", "weak")
+            for r in getattr(splits, name)]
+    frame = pd.DataFrame(rows, columns=["split", "defect"])
+    table = pd.crosstab(frame["defect"], frame["split"]).reindex(columns=["train", "val", "test", "weak"],
+                                                                  fill_value=0)
+    order = ["good"] + sorted(d for d in table.index if d != "good")
+    table = table.reindex([d for d in order if d in table.index])
+    table.loc["total"] = table.sum()
+    table["total"] = table.sum(axis=1)
+    table.columns.name = None
+    return table
+
+
+# ------------------------------------------------------------------------------------------------------- decoding
+def _decode(record: ImageRecord, side: int, want_mask: bool) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        with Image.open(record.path) as im:
+            im.load()
+            size = im.size
+            img = im.convert("RGB").resize((side, side), Image.BILINEAR)  # grayscale -> 3 channels
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise DataLayoutError(f"cannot read image {record.path}: {exc} (unreadable or truncated file)") from exc
+    mask = np.zeros((side, side), np.uint8)
+    if want_mask and record.mask_path is not None:
+        try:
+            with Image.open(record.mask_path) as m:
+                m.load()
+                if m.size != size:
+                    raise DataLayoutError(f"mask {record.mask_path} is {m.size[0]}x{m.size[1]} but image "
+                                          f"{record.path} is {size[0]}x{size[1]}; a mask must match its image")
+                m8 = np.asarray(m.convert("L"))
+        except OSError as exc:
+            raise DataLayoutError(f"cannot read mask {record.mask_path} of {record.path}: {exc}") from exc
+        binary = Image.fromarray(((m8 > 127) * 255).astype(np.uint8))  # binarise before resizing (> 127)
+        mask = (np.asarray(binary.resize((side, side), Image.NEAREST)) > 127).astype(np.uint8)
+    return np.array(img, np.uint8), mask  # a writable copy (torch.from_numpy warns on read-only arrays)
+
+
+class AnomalyDataset(Dataset):
+    """Images of a list of records, decoded and resized once into uint8 tensors (epochs never touch the disk).
+
+    ``train=True`` keeps side ``round(image_size * resize_ratio)`` for :func:`augment_batch`; ``train=False`` keeps
+    ``image_size`` (no crop). Masks are zeros for normal images, weak images and mask-less datasets.
+    """
+
+    def __init__(
+        self,
+        records: list[ImageRecord],
+        image_size: int,
+        train: bool,
+        resize_ratio: float = 1.125,  # PN 13: 288 / 256
+        rotation_deg: float = 15.0,  # PN 13
+        has_masks: bool = True,
+    ) -> None:
+        from tqdm.auto import tqdm
+
+        self.records = list(records)
+        self.image_size = image_size
+        self.train = train
+        self.rotation_deg = rotation_deg
+        self.has_masks = has_masks
+        self.side = round(image_size * resize_ratio) if train else image_size
+        n = len(self.records)
+        self.images = torch.zeros((n, 3, self.side, self.side), dtype=torch.uint8)
+        self.masks = torch.zeros((n, 1, self.side, self.side), dtype=torch.uint8)
+        self.labels = torch.tensor([r.label for r in self.records], dtype=torch.int64)
+        self.defects = [r.defect for r in self.records]
+        self.paths = [r.path for r in self.records]
+        workers = max(1, min(8, os.cpu_count() or 1))  # PIL releases the GIL while decoding / resizing
+        with ThreadPoolExecutor(workers) as pool:
+            results = pool.map(lambda r: _decode(r, self.side, has_masks), self.records)
+            for i, (img, mask) in enumerate(tqdm(results, total=n, disable=n <= 50, desc="decoding images",
+                                                 leave=False)):
+                self.images[i] = torch.from_numpy(img).permute(2, 0, 1)
+                self.masks[i, 0] = torch.from_numpy(mask)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return {
+            "image": self.images[i].float() / 255.0,
+            "mask": self.masks[i].float(),
+            "label": int(self.labels[i]),
+            "defect": self.defects[i],
+            "path": self.paths[i],
+        }
+
+
+# --------------------------------------------------------------------------------------------------- augmentation
+def augment_batch(
+    images_u8: torch.Tensor,
+    masks_u8: torch.Tensor,
+    out_size: int,
+    rotation_deg: float,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random crop to ``out_size`` + random rotation in [-rotation_deg, rotation_deg] (PN 13), batched.
+
+    Crop and rotation are one affine map per image, applied with a single ``grid_sample`` on the tensors' device
+    (bilinear for images, nearest for masks). The rotation turns the crop about its centre; corners that would
+    fall outside the resized image are filled by reflection rather than black, so the network never learns
+    black corners as normal content (the paper does not say; recorded in docs). With ``rotation_deg=0`` the
+    result is an exact pixel crop.
+
+    Args:
+        images_u8: (B, 3, S, S) uint8 (or float in [0, 1]).
+        masks_u8: (B, 1, S, S) with values 0/1.
+        out_size: crop side (<= S).
+        rotation_deg: maximum absolute rotation angle in degrees.
+        generator: optional torch generator (its device is used to draw the random numbers).
+
+    Returns:
+        (images float32 in [0, 1], masks float32 in {0, 1}), both of side ``out_size``.
+    """
+    b, _, h, w = images_u8.shape
+    if h < out_size or w < out_size:
+        raise ValueError(f"augment_batch: images {h}x{w} smaller than out_size {out_size}")
+    device = images_u8.device
+    gdev = generator.device if generator is not None else torch.device("cpu")
+    r = torch.rand((b, 3), generator=generator, device=gdev).to(device=device, dtype=torch.float32)
+    left = torch.floor(r[:, 0] * (w - out_size + 1)).clamp(max=w - out_size)  # integer offsets: exact pixel crop
+    top = torch.floor(r[:, 1] * (h - out_size + 1)).clamp(max=h - out_size)
+    ang = (r[:, 2] * 2 - 1) * math.radians(rotation_deg)
+    cos, sin = torch.cos(ang), torch.sin(ang)
+    # output normalised coords u -> input normalised coords: x = (2 c / W - 1) + R u * (out / W)  (align_corners=False)
+    theta = torch.zeros((b, 2, 3), device=device, dtype=torch.float32)
+    theta[:, 0, 0], theta[:, 0, 1] = cos * out_size / w, -sin * out_size / w
+    theta[:, 1, 0], theta[:, 1, 1] = sin * out_size / h, cos * out_size / h
+    theta[:, 0, 2] = 2 * (left + out_size / 2) / w - 1
+    theta[:, 1, 2] = 2 * (top + out_size / 2) / h - 1
+    grid = F.affine_grid(theta, [b, 1, out_size, out_size], align_corners=False)
+    imgs = images_u8.float() / 255.0 if images_u8.dtype == torch.uint8 else images_u8.float()
+    out_img = F.grid_sample(imgs, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    out_mask = F.grid_sample(masks_u8.float(), grid, mode="nearest", padding_mode="reflection", align_corners=False)
+    return out_img.clamp(0, 1), (out_mask > 0.5).float()
