@@ -231,3 +231,32 @@ def test_ensure_stc_cache(release: Path, tmp_path: Path, monkeypatch: pytest.Mon
 def test_cli_main(release: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert stc.main(["--release", str(release), "--cache", str(tmp_path), "--scenes", "01"]) == 0
     assert "01" in capsys.readouterr().out and (tmp_path / "01" / "test" / "anomalous").is_dir()
+
+
+def test_mvtec_reader_reads_a_scene(cache: tuple[Path, dict], tmp_path: Path) -> None:
+    from avaga_lib.config import DataConfig
+    from avaga_lib.data import AnomalyDataset, make_splits
+
+    root, counts = cache
+    cfg = DataConfig(dataset="stc", root=str(root), category="01", image_size=32)
+    unsup = make_splits(cfg, "unsupervised", save_dir=tmp_path)
+    assert (tmp_path / "splits.json").is_file() and unsup.has_masks
+    assert len(unsup.train) + len(unsup.val) == counts["01"]["train"] and unsup.weak == []
+    assert sorted(r.defect for r in unsup.test) == sorted(["good"] * 12 + ["anomalous"] * 12)
+    weak = make_splits(cfg, "weak")
+    assert len(weak.weak) == 1 and len(weak.test) == len(unsup.test) - 1  # ceil(2% of 12) = 1 (PN 12)
+    ds = AnomalyDataset(unsup.test, image_size=32, train=False)
+    anomalous = ds.labels == 1
+    assert ds.images.shape == (24, 3, 32, 32)
+    assert bool((ds.masks[anomalous].flatten(1).sum(1) > 0).all())  # every anomalous frame has its mask
+    assert int(ds.masks[~anomalous].sum()) == 0
+
+
+def test_resolve_root_extracts_a_release(release: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from avaga_lib.config import DataConfig
+    from avaga_lib.data import resolve_root
+
+    monkeypatch.setenv("AVAGA_PROJECT_ROOT", str(tmp_path))
+    root = resolve_root(DataConfig(dataset="stc", root=str(release), category="02"))
+    assert root == tmp_path / "data" / "stc_cache"
+    assert (root / "02" / "test" / "anomalous").is_dir() and not (root / "01").exists()  # only the scene asked for

@@ -164,6 +164,10 @@ def resolve_root(cfg: DataConfig) -> Path:
     Raises:
         DataLayoutError: the root does not exist, or cannot be found/made for this dataset.
     """
+    if cfg.dataset == "stc":  # the official release is extracted once into an MVTec-layout cache (data/stc.py)
+        from avaga_lib.data.stc import ensure_stc_cache
+
+        return ensure_stc_cache(cfg.root, scenes=[cfg.category])
     if cfg.root:
         root = Path(cfg.root).expanduser()
         if not root.is_dir():

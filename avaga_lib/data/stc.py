@@ -38,15 +38,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from avaga_lib import paths
+from avaga_lib.data.dataset import DataLayoutError
 from avaga_lib.io import atomic_write, read_json, write_json
-
-try:
-    from avaga_lib.data.dataset import DataLayoutError
-except ImportError:  # pragma: no cover - only while the data layer is being written in parallel
-
-    class DataLayoutError(ValueError):  # type: ignore[no-redef]
-        """Bad input layout (stand-in until ``avaga_lib.data.dataset`` exists)."""
-
 
 DEFAULT_SCENES: tuple[str, ...] = tuple(f"{i:02d}" for i in range(1, 14))  # Table 1: 13 scenes (Tables 4/5: 01-12)
 FRAME_STEP: int = 5  # A.1: "every 5th frame of a video from each scene"
@@ -402,7 +395,7 @@ def ensure_stc_cache(
         DataLayoutError: the folder is neither a release nor a cache, or a requested scene is missing.
     """
     default_cache = paths.data_dir() / CACHE_DIRNAME
-    root = Path(release_or_cache_root) if str(release_or_cache_root) else default_cache
+    root = Path(release_or_cache_root).expanduser() if str(release_or_cache_root) else default_cache
     if is_stc_release(root):
         if size is None and is_stc_cache(default_cache):
             size = read_json(default_cache / MANIFEST_NAME).get("size")
