@@ -1,0 +1,157 @@
+"""report.py on hand-written results trees: aggregation over seeds, paper values, differences, claims, files."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from avaga_lib import report
+from avaga_lib.config import make_config
+from avaga_lib.io import write_json
+
+
+def fake_run(base: Path, dataset: str, category: str, overrides: dict, metrics: dict, profile: str = "smoke") -> Path:
+    """Write config.json + metrics.json where the results contract puts them."""
+    cfg = make_config(profile, {"data.dataset": dataset, "data.category": category, "results_dir": str(base),
+                                **overrides})
+    cfg.save(cfg.run_dir / "config.json")
+    full = {"iou": None, "mean_accuracy": None, "image_auroc": 0.7, "pixel_auroc": 0.8, "aupro": 0.5,
+            "pixel_metrics_available": True, "n_test": 10, "n_anomalous": 5, "wall_time_s": 1.0}
+    full.update(metrics)
+    write_json(cfg.run_dir / "metrics.json", full)
+    return cfg.run_dir
+
+
+RU = {"train.setting": "unsupervised"}
+RW = {"train.setting": "weak"}
+L2 = {"method": "ae_l2"}
+
+
+@pytest.fixture()
+def mvtec_tree(tmp_path: Path) -> Path:
+    base = tmp_path / "results"
+    # bottle: R_u over 3 seeds (0.30, 0.32, 0.34 -> mean 0.32, std 0.02); R_w 2 seeds; AE-L2 1 seed
+    for seed, iou in zip((0, 1, 2), (0.30, 0.32, 0.34)):
+        fake_run(base, "mvtec", "bottle", {**RU, "train.seed": seed},
+                 {"iou": iou, "mean_accuracy": 0.8, "iou_at": {"0.2": 0.2, "0.3": 0.25, "0.4": 0.3, "0.5": iou,
+                                                               "0.6": 0.1}})
+    for seed, iou in zip((0, 1), (0.40, 0.50)):
+        fake_run(base, "mvtec", "bottle", {**RW, "train.seed": seed}, {"iou": iou, "mean_accuracy": 0.9})
+    fake_run(base, "mvtec", "bottle", L2, {"iou": 0.05, "mean_accuracy": 0.6})
+    # carpet: R_u better than R_w (claim does not hold there)
+    fake_run(base, "mvtec", "carpet", RU, {"iou": 0.60, "mean_accuracy": 0.7,
+                                           "iou_at": {"0.2": 0.5, "0.3": 0.5, "0.4": 0.5, "0.5": 0.6, "0.6": 0.5}})
+    fake_run(base, "mvtec", "carpet", RW, {"iou": 0.55, "mean_accuracy": 0.75})
+    fake_run(base, "mvtec", "carpet", {**RU, "loss.attention_loss": False}, {"iou": 0.1, "mean_accuracy": 0.5})
+    fake_run(base, "mvtec", "carpet", L2, {"iou": 0.7, "mean_accuracy": 0.6})
+    # a folder that is not a dataset must be ignored
+    write_json(base / "runs" / "mvtec" / "bottle" / "metrics.json", {"iou": 1.0})
+    return base
+
+
+def test_collect_runs_reads_contract(mvtec_tree: Path) -> None:
+    runs = report.collect_runs(mvtec_tree)
+    assert len(runs) == 10
+    assert set(runs["method"]) == {"AVAGA-R_u", "AVAGA-R_w", "AE-L2", "AVAGA-R_u-noattn"}
+    assert set(runs[runs["method"] == "AVAGA-R_u"]["seed"]) == {0, 1, 2}
+    assert runs["iou@0.2"].notna().sum() == 4
+
+
+def test_comparison_table_mean_std_paper_diff(mvtec_tree: Path) -> None:
+    runs = report.collect_runs(mvtec_tree)
+    t = report.comparison_table(runs, "mvtec", "iou", report.MAIN_METHODS)
+    frame = t.frame.set_index("category")
+    assert list(frame.index) == ["bottle", "carpet", "mean"]  # paper's row order, then the mean row
+    assert frame.loc["bottle", "AVAGA-R_u"] == pytest.approx(0.32)
+    assert frame.loc["bottle", "AVAGA-R_u_std"] == pytest.approx(0.02)
+    assert frame.loc["bottle", "AVAGA-R_u_n"] == 3
+    assert frame.loc["bottle", "AVAGA-R_u_paper"] == pytest.approx(0.33)  # Table 2
+    assert frame.loc["bottle", "AVAGA-R_u_diff"] == pytest.approx(-0.01)
+    assert math.isnan(frame.loc["carpet", "AVAGA-R_u_std"])  # one seed: no std
+    # mean row: ours averaged over categories, paper averaged over the same categories
+    assert frame.loc["mean", "AVAGA-R_u"] == pytest.approx((0.32 + 0.60) / 2)
+    assert frame.loc["mean", "AVAGA-R_u_paper"] == pytest.approx((0.33 + 0.73) / 2)
+    assert frame.loc["mean", "AVAGA-R_u_diff"] == pytest.approx((0.32 - 0.33 + 0.60 - 0.73) / 2)
+    # AVAGA-D_u has paper values but no runs: paper shown, ours empty
+    assert math.isnan(frame.loc["bottle", "AVAGA-D_u"]) and frame.loc["bottle", "AVAGA-D_u_paper"] == 0.28
+    assert "0.32 ± 0.02" in t.markdown and "| **mean** |" in t.markdown
+    assert "(n=1)" in t.markdown  # cells with fewer seeds than the most are marked
+
+
+def test_embedded_has_no_paper_columns(tmp_path: Path) -> None:
+    base = tmp_path / "r"
+    fake_run(base, "embedded", "weave", RU, {"iou": 0.2, "mean_accuracy": 0.5})
+    fake_run(base, "embedded", "weave", RW, {"iou": 0.3, "mean_accuracy": 0.6})
+    runs = report.collect_runs(base)
+    t = report.comparison_table(runs, "embedded", "iou", report.MAIN_METHODS)
+    assert not any(c.endswith("_paper") for c in t.frame.columns)
+    assert list(t.frame.columns[:1]) == ["category"] and "AVAGA-R_u" in t.frame and "AVAGA-D_u" not in t.frame
+    assert any("n/a" in n for n in t.notes)
+    claims = {c.claim: c for c in report.evaluate_claims(runs)}
+    c = claims["AVAGA-R_w localizes better than AVAGA-R_u (IoU)"]
+    assert (c.k, c.n, c.verdict) == (1, 1, "holds")
+
+
+def test_claims_count_categories(mvtec_tree: Path) -> None:
+    runs = report.collect_runs(mvtec_tree)
+    claims = {c.claim: c for c in report.evaluate_claims(runs)}
+    rw_ru = claims["AVAGA-R_w localizes better than AVAGA-R_u (IoU)"]
+    assert (rw_ru.k, rw_ru.n, rw_ru.verdict) == (1, 2, "partly")
+    assert rw_ru.clear == 1  # bottle: 0.45 vs 0.32, larger std 0.07 -> clear
+    attn = claims["The guided attention loss improves localization"]
+    assert (attn.k, attn.n) == (1, 1)
+    assert claims["SGB improves weak localization"].verdict == "not measured"
+    thr = claims["AVAGA-R_u beats the best baseline at every threshold 0.2-0.6 (threshold insensitivity)"]
+    assert (thr.k, thr.n) == (1, 2)  # bottle beats 0.05 everywhere; carpet loses to 0.7
+
+
+def test_threshold_table(mvtec_tree: Path) -> None:
+    runs = report.collect_runs(mvtec_tree)
+    frame = report.threshold_table(runs, "mvtec").frame.set_index("category")
+    assert frame.loc["bottle", "iou@0.5"] == pytest.approx(0.32)
+    assert frame.loc["bottle", "iou@0.5_paper"] == pytest.approx(0.33)
+    assert frame.loc["bottle", "best_baseline"] == "AE-L2"
+    assert frame.loc["carpet", "spread"] == pytest.approx(0.1)
+
+
+def test_write_report_files(mvtec_tree: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    paths = report.write_report(mvtec_tree, out)
+    assert (out / "tables" / "mvtec_table2_iou.csv").exists()
+    assert (out / "tables" / "mvtec_table8_ablation_iou.md").exists()
+    assert (out / "tables" / "mvtec_table7_thresholds.csv").exists()
+    csv = pd.read_csv(out / "tables" / "mvtec_table2_iou.csv")
+    assert "AVAGA-R_u_paper" in csv.columns and csv["category"].iloc[-1] == "mean"
+    text = paths.report_md.read_text()
+    assert "## Verdicts per claim" in text and "in 1 of 2 categories" in text
+    assert "## Deviations from the paper" in text and "smoke" in text
+    assert text.index("Table 2 (mvtec)") < text.index("Table 3 (mvtec)")
+
+
+def test_write_report_without_runs_names_folder(tmp_path: Path) -> None:
+    with pytest.raises(report.ReportError, match=str(tmp_path)):
+        report.write_report(tmp_path)
+
+
+def test_corrupt_metrics_names_file(tmp_path: Path) -> None:
+    run = fake_run(tmp_path, "embedded", "weave", RU, {"iou": 0.1})
+    (run / "metrics.json").write_text("{not json")
+    with pytest.raises(report.ReportError, match="metrics.json"):
+        report.collect_runs(tmp_path)
+
+
+def test_export_html_embeds_images(tmp_path: Path) -> None:
+    import nbformat
+
+    png = ("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==")
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("x")
+    cell.outputs = [nbformat.v4.new_output("display_data", data={"image/png": png, "text/plain": "fig"})]
+    nb.cells = [nbformat.v4.new_markdown_cell("# Report"), cell]
+    src = tmp_path / "nb.ipynb"
+    nbformat.write(nb, src)
+    html = report.export_html(src, tmp_path / "r.html").read_text()
+    assert "data:image/png;base64," + png[:20] in html
