@@ -1,0 +1,96 @@
+"""Command line of the study: ``python -m avaga_lib.cli <command> [options]`` (the Makefile calls these).
+
+To add a command: write ``_add_<name>(parser)`` (declares its options) and ``_run_<name>(args) -> int`` and register
+both in :data:`COMMANDS`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+# --------------------------------------------------------------------------------------------------------- data
+
+
+def _add_make_data(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--root", type=Path, default=None, help="destination (default: data/embedded)")
+    p.add_argument("--seed", type=int, default=0, help="generator seed")
+    p.add_argument("--size", type=int, default=128, help="stored image side in pixels")
+    p.add_argument("--categories", nargs="*", default=None, help="subset of weave granite washer")
+
+
+def _run_make_data(args: argparse.Namespace) -> int:
+    from avaga_lib import paths
+    from avaga_lib.data.synthetic import MARKER, generate_dataset
+
+    root = args.root or paths.embedded_root()
+    existed = (root / MARKER).is_file()
+    generate_dataset(root, seed=args.seed, categories=args.categories, size=args.size, progress=print)
+    print(f"embedded dataset {'already complete' if existed else 'written'} at {root}")
+    return 0
+
+
+def _add_convert_mtd(p: argparse.ArgumentParser) -> None:
+    p.add_argument("src", type=Path, nargs="?", default=None,
+                   help="Magnetic Tile Defect release (default: ../shared/data/magnetic_tile)")
+    p.add_argument("--dst", type=Path, default=None, help="destination root (default: data/mtd)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the MT_Free train/test split")
+    p.add_argument("--train-fraction", type=float, default=0.8, help="share of MT_Free used for training")
+    p.add_argument("--size", type=int, default=None, help="pre-resize to SIZE x SIZE (small copy), e.g. 128")
+
+
+def _run_convert_mtd(args: argparse.Namespace) -> int:
+    from avaga_lib import paths
+    from avaga_lib.data.mtd import MTD_CATEGORY, convert_magnetic_tile
+
+    src = args.src or paths.shared_magnetic_tile()
+    if src is None:
+        print("no Magnetic Tile source given and ../shared/data/magnetic_tile not found", file=sys.stderr)
+        return 2
+    dst = convert_magnetic_tile(src, args.dst or paths.mtd_converted_root(), seed=args.seed,
+                                train_fraction=args.train_fraction, size=args.size)
+    print(f"Magnetic Tile in MVTec layout at {dst} (category '{MTD_CATEGORY}')")
+    return 0
+
+
+def _add_download_mvtec(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dest", type=Path, default=None, help="folder for archive and dataset (default: data/)")
+    p.add_argument("--url", default=None, help="archive address (default: $MVTEC_URL or the last known one)")
+    p.add_argument("--no-keep-archive", action="store_true", help="delete the 5 GB archive after extraction")
+
+
+def _run_download_mvtec(args: argparse.Namespace) -> int:
+    from avaga_lib.data.download import download_mvtec
+
+    root = download_mvtec(args.dest, url=args.url, keep_archive=not args.no_keep_archive)
+    print(f"MVTec AD at {root}: pass ROOT={root} DATASET=mvtec")
+    return 0
+
+
+# name -> (declare options, run). Other modules' commands are added here.
+COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int], str]] = {
+    "make-data": (_add_make_data, _run_make_data, "generate the embedded default dataset (data/embedded)"),
+    "convert-mtd": (_add_convert_mtd, _run_convert_mtd, "convert Magnetic Tile Defect to MVTec layout (data/mtd)"),
+    "download-mvtec": (_add_download_mvtec, _run_download_mvtec, "download + verify + extract MVTec AD"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Parser with one sub-command per entry of :data:`COMMANDS`."""
+    parser = argparse.ArgumentParser(prog="avaga", description="AVAGA reproducibility study")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, (add, _, help_text) in COMMANDS.items():
+        add(sub.add_parser(name, help=help_text, description=help_text))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point (``avaga`` script and ``python -m avaga_lib.cli``)."""
+    args = build_parser().parse_args(argv)
+    return COMMANDS[args.command][1](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
