@@ -1,0 +1,247 @@
+"""Data layer: scan, splits, uint8 dataset, augmentation and every bad input of issue 2."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from avaga_lib.config import DataConfig
+from avaga_lib.data import (
+    AnomalyDataset,
+    DataLayoutError,
+    ImageRecord,
+    augment_batch,
+    make_splits,
+    resolve_root,
+    scan_category,
+    split_counts,
+)
+from avaga_lib.data.dataset import _n_of
+
+
+def _cfg(root: Path, category: str = "weave", **kw) -> DataConfig:
+    return DataConfig(dataset="folder", root=str(root), category=category, **kw)
+
+
+def _copy(tiny: Path, tmp: Path, category: str = "weave") -> Path:
+    shutil.copytree(tiny / category, tmp / category)
+    return tmp
+
+
+# ------------------------------------------------------------------------------------------------------- splits
+def test_scan_reads_mvtec_layout(tiny_dataset: Path) -> None:
+    train, test, has_masks = scan_category(tiny_dataset, "weave")
+    assert has_masks and len(train) == 12 and len(test) == 12
+    assert {r.defect for r in test} == {"good", "scratch", "hole", "discoloration", "crack"}
+    for r in test:
+        assert (r.label == 0) == (r.defect == "good")
+        assert (r.mask_path is not None) == (r.label == 1)
+        if r.mask_path:
+            assert Path(r.mask_path).name == Path(r.path).stem + "_mask.png"
+
+
+def test_splits_val_weak_and_json(tiny_dataset: Path, tmp_path: Path) -> None:
+    cfg = _cfg(tiny_dataset)
+    u = make_splits(cfg, "unsupervised", save_dir=tmp_path / "u")
+    w = make_splits(cfg, "weak", save_dir=tmp_path / "w")
+    assert len(u.val) == 2 and len(u.train) == 10  # ceil(0.1 * 12) = 2
+    assert u.weak == [] and len(u.test) == 12
+    assert [r.path for r in u.val] == [r.path for r in w.val]  # same validation split in both settings
+    assert len(w.weak) == 1 and all(r.label == 1 and r.mask_path is None for r in w.weak)  # ceil(0.02 * 8) = 1
+    weak_paths = {r.path for r in w.weak}
+    assert len(w.test) == 11 and not weak_paths & {r.path for r in w.test}
+    assert not {r.path for r in u.val} & {r.path for r in u.train}
+    saved = json.loads((tmp_path / "w" / "splits.json").read_text())
+    assert saved["weak"] == [r.path for r in w.weak] and saved["seed"] == 0 and saved["val"] == [r.path for r in w.val]
+    # more weak images at a higher fraction; a different seed picks other images
+    assert len(make_splits(replace(cfg, weak_fraction=0.3), "weak").weak) == 3
+    other = [make_splits(replace(cfg, seed=s), "unsupervised").val for s in range(1, 6)]
+    assert any({r.path for r in v} != {r.path for r in u.val} for v in other)
+
+
+def test_split_depends_only_on_seed_and_files(tiny_dataset: Path, tmp_path: Path) -> None:
+    moved = _copy(tiny_dataset, tmp_path / "elsewhere")
+    a = make_splits(_cfg(tiny_dataset), "weak")
+    b = make_splits(_cfg(moved), "weak")
+    rel = lambda recs, root: [Path(r.path).relative_to(root).as_posix() for r in recs]  # noqa: E731
+    assert rel(a.val, tiny_dataset) == rel(b.val, moved) and rel(a.weak, tiny_dataset) == rel(b.weak, moved)
+
+
+def test_ceil_fraction_is_robust_to_float_error() -> None:
+    assert _n_of(0.02, 150) == 3 and _n_of(0.02, 50) == 1 and _n_of(0.02, 1) == 1 and _n_of(0.02, 51) == 2
+
+
+def test_split_counts_table(tiny_dataset: Path) -> None:
+    t = split_counts(make_splits(_cfg(tiny_dataset), "weak"))
+    assert list(t.columns) == ["train", "val", "test", "weak", "total"]
+    assert t.loc["good", "train"] == 10 and t.loc["total", "total"] == 24 and t.loc["total", "weak"] == 1
+
+
+# ------------------------------------------------------------------------------------------------------ roots
+def test_resolve_root(tiny_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert resolve_root(DataConfig(dataset="mvtec", root=str(tiny_dataset))) == tiny_dataset  # root wins
+    with pytest.raises(DataLayoutError, match="ROOT="):
+        resolve_root(DataConfig(dataset="mvtec"))
+    with pytest.raises(DataLayoutError, match="nowhere"):
+        resolve_root(DataConfig(dataset="folder", root=str(tmp_path / "nowhere")))
+    # embedded without a root: generated on first use under the project's data/ folder
+    import avaga_lib.data.synthetic as synthetic
+
+    calls = []
+    real = synthetic.generate_dataset
+
+    def tiny(root: Path, **kw) -> Path:
+        calls.append(root)
+        return real(root, categories=["granite"], n_train=3, n_test_good=1, n_test_bad=1, size=32)
+
+    monkeypatch.setenv("AVAGA_PROJECT_ROOT", str(tmp_path))
+    monkeypatch.setattr(synthetic, "generate_dataset", tiny)
+    root = resolve_root(DataConfig(dataset="embedded"))
+    assert root == tmp_path / "data" / "embedded" and (root / "granite" / "train" / "good").is_dir()
+    assert resolve_root(DataConfig(dataset="embedded")) == root and len(calls) == 1  # not regenerated
+
+
+# ----------------------------------------------------------------------------------------------------- dataset
+def test_dataset_geometry_and_items(tiny_dataset: Path) -> None:
+    s = make_splits(_cfg(tiny_dataset, "washer"), "unsupervised")
+    tr = AnomalyDataset(s.train, image_size=32, train=True)
+    te = AnomalyDataset(s.test, image_size=32, train=False)
+    assert tr.images.shape == (10, 3, 36, 36) and tr.images.dtype == torch.uint8  # round(32 * 1.125) = 36
+    assert te.images.shape == (12, 3, 32, 32) and te.masks.shape == (12, 1, 32, 32)
+    assert set(te.masks.unique().tolist()) <= {0, 1}
+    normal = te.labels == 0
+    assert te.masks[normal].sum() == 0 and (te.masks[~normal].sum((1, 2, 3)) > 0).all()
+    item = te[len(te) - 1]
+    assert item["image"].dtype == torch.float32 and 0 <= item["image"].min() and item["image"].max() <= 1
+    assert item["label"] == 1 and item["mask"].shape == (1, 32, 32) and item["path"] == s.test[-1].path
+    # masks off (image-level dataset): all-zero masks
+    assert AnomalyDataset(s.test, 32, False, has_masks=False).masks.sum() == 0
+
+
+def test_grayscale_becomes_three_channels(tmp_path: Path) -> None:
+    p = tmp_path / "g.png"
+    Image.fromarray(np.arange(64 * 64, dtype=np.uint32).reshape(64, 64).astype(np.uint8)).save(p)
+    ds = AnomalyDataset([ImageRecord(str(p), 0, "good", None)], image_size=32, train=False)
+    assert ds.images.shape == (1, 3, 32, 32)
+    assert torch.equal(ds.images[0, 0], ds.images[0, 1]) and torch.equal(ds.images[0, 1], ds.images[0, 2])
+
+
+def test_mask_binarized_above_127(tmp_path: Path) -> None:
+    img, mask = tmp_path / "a.png", tmp_path / "a_mask.png"
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(img)
+    m = np.zeros((8, 8), np.uint8)
+    m[:4] = 127  # not anomalous
+    m[4:] = 128  # anomalous
+    Image.fromarray(m).save(mask)
+    ds = AnomalyDataset([ImageRecord(str(img), 1, "x", str(mask))], image_size=8, train=False)
+    assert ds.masks[0, 0, :4].sum() == 0 and ds.masks[0, 0, 4:].sum() == 32
+
+
+# ------------------------------------------------------------------------------------------------ augmentation
+def test_augment_without_rotation_is_exact_crop() -> None:
+    g = torch.Generator().manual_seed(0)
+    imgs = torch.randint(0, 256, (4, 3, 18, 18), dtype=torch.uint8)
+    masks = (torch.rand(4, 1, 18, 18) > 0.5).to(torch.uint8)
+    out, m = augment_batch(imgs, masks, 16, 0.0, generator=g)
+    assert out.shape == (4, 3, 16, 16) and m.shape == (4, 1, 16, 16)
+    for b in range(4):
+        found = [(t, x) for t in range(3) for x in range(3)
+                 if torch.allclose(out[b] * 255, imgs[b, :, t:t + 16, x:x + 16].float(), atol=1e-3)]
+        assert len(found) == 1
+        t, x = found[0]
+        assert torch.equal(m[b], masks[b, :, t:t + 16, x:x + 16].float())
+
+
+def test_augment_rotation_keeps_mask_on_image_and_is_seeded() -> None:
+    masks = torch.zeros(8, 1, 36, 36, dtype=torch.uint8)
+    masks[:, :, 10:22, 14:20] = 1
+    imgs = (masks * 255).repeat(1, 3, 1, 1)  # the image is its mask: geometry must stay aligned
+    a = augment_batch(imgs, masks, 32, 15.0, generator=torch.Generator().manual_seed(1))
+    b = augment_batch(imgs, masks, 32, 15.0, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    out, m = a
+    assert set(m.unique().tolist()) <= {0.0, 1.0}
+    agree = ((out[:, :1] > 0.5).float() == m).float().mean()
+    assert agree > 0.98
+    assert not torch.equal(m[0], m[1]) or not torch.equal(m[2], m[3])  # random per image
+
+
+# ---------------------------------------------------------------------------------------------------- bad input
+def test_truncated_image_names_file(tiny_dataset: Path, tmp_path: Path) -> None:
+    root = _copy(tiny_dataset, tmp_path)
+    bad = root / "weave" / "train" / "good" / "003.png"
+    bad.write_bytes(bad.read_bytes()[:200])
+    s = make_splits(_cfg(root), "unsupervised")
+    with pytest.raises(DataLayoutError, match="003.png") as e:
+        AnomalyDataset(s.train + s.val, 32, True)
+    assert "truncated" in str(e.value)
+
+
+def test_unreadable_image_names_file(tmp_path: Path) -> None:
+    bad = tmp_path / "junk.png"
+    bad.write_bytes(b"this is not an image")
+    with pytest.raises(DataLayoutError, match="junk.png"):
+        AnomalyDataset([ImageRecord(str(bad), 0, "good", None)], 32, False)
+
+
+def test_missing_mask_names_image_and_expected_mask(tiny_dataset: Path, tmp_path: Path) -> None:
+    root = _copy(tiny_dataset, tmp_path)
+    (root / "weave" / "ground_truth" / "hole" / "001_mask.png").unlink()
+    with pytest.raises(DataLayoutError) as e:
+        make_splits(_cfg(root), "unsupervised")
+    assert str(root / "weave" / "test" / "hole" / "001.png") in str(e.value)
+    assert str(root / "weave" / "ground_truth" / "hole" / "001_mask.png") in str(e.value)
+
+
+def test_mask_of_wrong_size_names_both_files(tiny_dataset: Path, tmp_path: Path) -> None:
+    root = _copy(tiny_dataset, tmp_path)
+    mask = root / "weave" / "ground_truth" / "crack" / "000_mask.png"
+    Image.fromarray(np.zeros((10, 12), np.uint8)).save(mask)
+    s = make_splits(_cfg(root), "unsupervised")
+    with pytest.raises(DataLayoutError) as e:
+        AnomalyDataset(s.test, 32, False)
+    assert str(mask) in str(e.value) and str(root / "weave" / "test" / "crack" / "000.png") in str(e.value)
+
+
+def test_empty_category_folder(tmp_path: Path) -> None:
+    (tmp_path / "bottle").mkdir()
+    with pytest.raises(DataLayoutError, match="bottle.*empty"):
+        make_splits(_cfg(tmp_path, "bottle"), "unsupervised")
+
+
+def test_missing_category_folder_lists_available(tiny_dataset: Path) -> None:
+    with pytest.raises(DataLayoutError) as e:
+        make_splits(_cfg(tiny_dataset, "bottle"), "unsupervised")
+    assert str(tiny_dataset / "bottle") in str(e.value) and "weave" in str(e.value)
+
+
+def test_unknown_layout_no_train_good(tmp_path: Path) -> None:
+    (tmp_path / "cat" / "images").mkdir(parents=True)
+    (tmp_path / "cat" / "images" / "a.png").write_bytes(b"")
+    with pytest.raises(DataLayoutError, match="unknown layout") as e:
+        make_splits(_cfg(tmp_path, "cat"), "unsupervised")
+    assert str(tmp_path / "cat" / "train" / "good") in str(e.value)
+
+
+def test_unknown_layout_no_test(tiny_dataset: Path, tmp_path: Path) -> None:
+    root = _copy(tiny_dataset, tmp_path)
+    shutil.rmtree(root / "weave" / "test")
+    with pytest.raises(DataLayoutError, match="unknown layout") as e:
+        make_splits(_cfg(root), "unsupervised")
+    assert str(root / "weave" / "test") in str(e.value)
+
+
+def test_no_ground_truth_is_image_level_only(tiny_dataset: Path, tmp_path: Path) -> None:
+    root = _copy(tiny_dataset, tmp_path)
+    shutil.rmtree(root / "weave" / "ground_truth")
+    with pytest.warns(UserWarning, match="no ground_truth"):
+        s = make_splits(_cfg(root), "weak")
+    assert s.has_masks is False and all(r.mask_path is None for r in s.test)
+    assert sum(r.label for r in s.test) == 7  # labels still known: 8 anomalous, 1 moved to weak
