@@ -69,11 +69,87 @@ def _run_download_mvtec(args: argparse.Namespace) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------------------------- pipeline (issue 5)
+
+
+def _add_pipeline(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--params", type=Path, default=None, help="params YAML (default: from --dataset, e.g. smoke)")
+    p.add_argument("--dataset", default=None, help="embedded | mvtec | mtd | folder | stc (overrides the file)")
+    p.add_argument("--root", default=None, help="dataset root ('' = the dataset's default location)")
+    p.add_argument("--profile", default=None, help="smoke | paper (default: the file's)")
+    p.add_argument("--categories", default=None, help="comma-separated subset")
+    p.add_argument("--variants", default=None, help="run names or groups (main, ablations, baselines)")
+    p.add_argument("--seeds", default=None, help="comma-separated training seeds")
+    p.add_argument("--results-dir", default="results", help="base of the results tree")
+    p.add_argument("--force", action="store_true", help="rerun finished runs")
+    p.add_argument("--jobs", type=int, default=None, help="parallel runs (default: from make -j, else 1)")
+    p.add_argument("--kernel", default="python3", help="Jupyter kernel")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="notebook parameter for every run, YAML value (e.g. --set epochs=1)")
+    p.add_argument("--dry-run", action="store_true", help="print the plan only")
+    p.add_argument("--report", action="store_true", help="then run notebooks 06 + 07 and write report.html")
+
+
+def _run_pipeline(args: argparse.Namespace) -> int:
+    import yaml
+
+    from avaga_lib import pipeline
+
+    overrides = {}
+    for item in args.set:
+        key, _, value = item.partition("=")
+        overrides[key] = yaml.safe_load(value)
+    try:
+        specs = pipeline.plan_runs(args.params, dataset=args.dataset, root=args.root, categories=args.categories,
+                                   variants=args.variants, seeds=args.seeds, profile=args.profile,
+                                   results_dir=args.results_dir, overrides=overrides)
+    except pipeline.PipelineError as exc:
+        print(f"pipeline: {exc}", file=sys.stderr)
+        return 2
+    if args.dry_run:
+        for s in specs:
+            state = "finished" if pipeline.is_finished(s) else "to run"
+            print(f"{s.label:60s} {s.notebook.name:36s} {state}")
+        return 0
+    jobs = args.jobs or pipeline.jobs_from_makeflags()
+    print(f"pipeline: {len(specs)} runs planned, {jobs} at a time")
+    summary = pipeline.execute(specs, force=args.force, jobs=jobs, kernel=args.kernel)
+    code = summary.exit_code
+    if args.report:
+        outcomes = pipeline.run_report_notebooks(args.results_dir, kernel=args.kernel)
+        code = code or int(any(o.status != "ok" for o in outcomes.values()))
+    print(summary.text())
+    return code
+
+
+def _add_report(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--results-dir", default="results", help="results tree to read")
+    p.add_argument("--kernel", default="python3", help="Jupyter kernel")
+    p.add_argument("--tables-only", action="store_true", help="write tables + REPORT.md without the notebooks")
+
+
+def _run_report(args: argparse.Namespace) -> int:
+    from avaga_lib import pipeline, report
+
+    if args.tables_only:
+        try:
+            paths = report.write_report(args.results_dir)
+        except report.ReportError as exc:
+            print(f"report: {exc}", file=sys.stderr)
+            return 2
+        print(f"report: {paths.report_md} and {len(paths.tables)} tables")
+        return 0
+    outcomes = pipeline.run_report_notebooks(args.results_dir, kernel=args.kernel)
+    return int(any(o.status != "ok" for o in outcomes.values()))
+
+
 # name -> (declare options, run). Other modules' commands are added here.
 COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int], str]] = {
     "make-data": (_add_make_data, _run_make_data, "generate the embedded default dataset (data/embedded)"),
     "convert-mtd": (_add_convert_mtd, _run_convert_mtd, "convert Magnetic Tile Defect to MVTec layout (data/mtd)"),
     "download-mvtec": (_add_download_mvtec, _run_download_mvtec, "download + verify + extract MVTec AD"),
+    "pipeline": (_add_pipeline, _run_pipeline, "plan + execute the reproduction runs (make reproduce)"),
+    "report": (_add_report, _run_report, "notebooks 06 + 07 over a results tree: tables, REPORT.md, report.html"),
 }
 
 
