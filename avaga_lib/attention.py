@@ -1,0 +1,218 @@
+"""Differentiable Grad-CAM on the latent space (PROTOCOL_NOTES 1-2) and the inference maps of the evaluator.
+
+Grad-CAM needs a scalar target y and a feature map F: ``alpha_k = mean_ij dy/dF_k[i,j]`` and
+``A = norm(sum_k alpha_k F_k)``, bilinearly upsampled to the input size.
+
+* Target (PN 1): ``"latent"`` = sum(z) (z = mu at eval, so sum(mu) at test); ``"normal"`` / ``"anomalous"`` = the
+  classifier logit of c_n / c_a (weak setting, PN 3-4).
+* Feature map (PN 1, ``ModelConfig.gradcam_layer``): ``"features"`` (default) = the encoder map after Table 9's
+  ReLU, i.e. the input of the 1x1 mu / logvar heads; ``"z"`` = the latent itself (conv latent only).
+* Normalisation (PN 2, ``ModelConfig.attention_norm``): ``sigmoid`` (default) = sigmoid(sum alpha F) in place of
+  the ReLU; ``minmax`` / ``max`` per image after the ReLU; ``relu_sigmoid`` = the literal reading, A >= 0.5.
+
+The gradient dy/dF is computed in closed form: between F and y there are only linear maps (the mu / logvar heads,
+the classifier's Linear) and the reparameterisation ``z = mu + eps * exp(logvar / 2)``, so
+
+    dy/dmu = dy/dz = G,   dy/dlogvar = G * (z - mu) / 2,   dy/dF = W_mu^T G + W_logvar^T (G * (z - mu) / 2)
+
+(G = 1 for the latent target, the classifier row for a class target). This is exactly what
+``torch.autograd.grad(y, F, create_graph=True)`` returns, as an ordinary differentiable expression of
+(F, mu, logvar, the head and classifier weights), so the attention loss back-propagates through it (second order)
+without a second backward pass; the mean over (i, j) is taken before the matrix product (cheap). ``gradcam_autograd``
+is the reference implementation; tests check both agree in values and in the gradients of a loss on A.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from avaga_lib.config import ModelConfig
+from avaga_lib.model import AVAGA, AVAGAOutput
+
+TARGETS = ("latent", "normal", "anomalous")
+CLASS_INDEX = {"normal": 0, "anomalous": 1}  # classifier logits: index 0 normal c_n, 1 anomalous c_a (PN 4)
+NORMS = ("sigmoid", "minmax", "max", "relu_sigmoid")
+LAYERS = ("features", "z")
+_EPS = 1e-8  # guards the per-image division of minmax / max on a constant map
+
+
+def unwrap(model: nn.Module) -> AVAGA:
+    """The bare ``AVAGA`` behind DDP (``.module``) or ``torch.compile`` (``._orig_mod``) wrappers."""
+    m: nn.Module = model
+    for _ in range(4):  # at most DDP(compile(model)) or compile(DDP(model)) in practice
+        if isinstance(m, AVAGA):
+            return m
+        inner = getattr(m, "module", None)
+        if not isinstance(inner, nn.Module):
+            inner = getattr(m, "_orig_mod", None)
+        if not isinstance(inner, nn.Module):
+            break
+        m = inner
+    if not isinstance(m, AVAGA):
+        raise TypeError(f"expected an AVAGA model (possibly wrapped), got {type(model).__name__}")
+    return m
+
+
+def _check(model: AVAGA, target: str, cfg: ModelConfig) -> None:
+    if target not in TARGETS:
+        raise ValueError(f"Grad-CAM target '{target}' unknown; choose one of {TARGETS}")
+    if target != "latent" and model.classifier is None:
+        raise ValueError(f"Grad-CAM target '{target}' needs the classifier head (build the model for setting=weak)")
+    if cfg.gradcam_layer not in LAYERS:
+        raise ValueError(f"model.gradcam_layer '{cfg.gradcam_layer}' unknown; choose one of {LAYERS}")
+    if cfg.gradcam_layer == "z" and model.latent != "conv":
+        raise ValueError("model.gradcam_layer='z' needs the conv latent (a flat z has no spatial map); use 'features'")
+    if cfg.attention_norm not in NORMS:
+        raise ValueError(f"model.attention_norm '{cfg.attention_norm}' unknown; choose one of {NORMS}")
+
+
+def _grad_wrt_z(model: AVAGA, out: AVAGAOutput, target: str) -> Tensor:
+    """G = dy/dz, broadcastable to ``out.z`` (ones for the latent target, the classifier row for a class)."""
+    if target == "latent":
+        return torch.ones_like(out.z)
+    assert model.classifier is not None
+    row = model.classifier.linear.weight[CLASS_INDEX[target]]  # (numel of one z,)
+    return row.view(1, *out.z.shape[1:])
+
+
+def _channel_weights(model: AVAGA, out: AVAGAOutput, target: str, layer: str) -> Tensor:
+    """Grad-CAM channel weights alpha (B or 1, K) in closed form (see the module docstring)."""
+    g_z = _grad_wrt_z(model, out, target)
+    if layer == "z":
+        return g_z.mean(dim=(2, 3))  # dy/dz = G; F = z itself
+    stochastic = out.z is not out.mu  # at eval z = mu: the logvar path vanishes
+    g_lv = g_z * (0.5 * (out.z - out.mu)) if stochastic else None  # z - mu = eps * std, differentiable in logvar
+    if model.latent == "conv":
+        w_mu = model.mu.weight.flatten(1)  # (C, K) from the 1x1 conv
+        alpha = g_z.mean(dim=(2, 3)) @ w_mu
+        if g_lv is not None:
+            alpha = alpha + g_lv.mean(dim=(2, 3)) @ model.logvar.weight.flatten(1)
+        return alpha
+    # flat latent: mu = W_mu flatten(F) + b, so dy/dflatten(F) = G W_mu (+ logvar term); then mean over (i, j)
+    k, s = out.features.shape[1], out.features.shape[-1]
+    d_flat = g_z @ model.mu.weight
+    if g_lv is not None:
+        d_flat = d_flat + g_lv @ model.logvar.weight
+    return d_flat.view(d_flat.shape[0], k, s, s).mean(dim=(2, 3))
+
+
+def normalize_attention(raw: Tensor, method: str) -> Tensor:
+    """Map the raw Grad-CAM sum_k alpha_k F_k (B, 1, h, w) into [0, 1] (PN 2).
+
+    Args:
+        raw: un-normalised map.
+        method: ``sigmoid`` (sigmoid in place of the ReLU, default), ``minmax`` / ``max`` (per image, after a ReLU),
+            ``relu_sigmoid`` (the literal "sigmoid after Grad-CAM's ReLU": always >= 0.5).
+    """
+    if method == "sigmoid":
+        return torch.sigmoid(raw)
+    if method == "relu_sigmoid":
+        return torch.sigmoid(F.relu(raw))
+    r = F.relu(raw)
+    flat = r.flatten(1)
+    mx = flat.amax(dim=1).view(-1, 1, 1, 1)
+    if method == "max":
+        return r / (mx + _EPS)
+    if method == "minmax":
+        mn = flat.amin(dim=1).view(-1, 1, 1, 1)
+        return (r - mn) / (mx - mn + _EPS)
+    raise ValueError(f"attention normalisation '{method}' unknown; choose one of {NORMS}")
+
+
+def _finish(alpha: Tensor, fmap: Tensor, cfg: ModelConfig, out_size: int) -> Tensor:
+    raw = torch.einsum("bk,bkij->bij", alpha.expand(fmap.shape[0], -1), fmap).unsqueeze(1)
+    a = normalize_attention(raw, cfg.attention_norm)
+    # normalise at latent resolution, then upsample: bilinear weights are convex, so A stays in [0, 1]
+    return F.interpolate(a, size=(out_size, out_size), mode="bilinear", align_corners=False)
+
+
+def gradcam(model: nn.Module, out: AVAGAOutput, target: str, cfg: ModelConfig, out_size: int) -> Tensor:
+    """Differentiable Grad-CAM attention map of a batch (closed-form gradient; second order for free).
+
+    Args:
+        model: the ``AVAGA`` that produced ``out`` (DDP / compile wrappers accepted).
+        out: its forward output for the batch (training: z sampled; eval: z = mu).
+        target: ``"latent"`` (y = sum z), ``"normal"`` or ``"anomalous"`` (y = that classifier logit).
+        cfg: model config (``gradcam_layer``, ``attention_norm``).
+        out_size: side of the returned map (the input side).
+
+    Returns:
+        A, (B, 1, out_size, out_size) in [0, 1]; differentiable w.r.t. every encoder / head / classifier weight.
+    """
+    m = unwrap(model)
+    _check(m, target, cfg)
+    alpha = _channel_weights(m, out, target, cfg.gradcam_layer)
+    fmap = out.z if cfg.gradcam_layer == "z" else out.features
+    return _finish(alpha, fmap, cfg, out_size)
+
+
+def gradcam_autograd(model: nn.Module, out: AVAGAOutput, target: str, cfg: ModelConfig, out_size: int) -> Tensor:
+    """Reference Grad-CAM with ``torch.autograd.grad(create_graph=True)`` (tests; same contract as ``gradcam``)."""
+    m = unwrap(model)
+    _check(m, target, cfg)
+    fmap = out.z if cfg.gradcam_layer == "z" else out.features
+    if target == "latent":
+        y = out.z.sum()
+    else:
+        assert out.logits is not None
+        y = out.logits[:, CLASS_INDEX[target]].sum()  # images are independent between F and y: sum = per image
+    (grad,) = torch.autograd.grad(y, fmap, create_graph=True)
+    return _finish(grad.mean(dim=(2, 3)), fmap, cfg, out_size)
+
+
+@dataclass
+class Inference:
+    """What the evaluator needs per batch.
+
+    Attributes:
+        recon: reconstruction (B, 3, H, W).
+        score_raw: mean |x - recon| per image (B,) (PN 8 calibrates it, label-free).
+        amap: anomalous attention map (B, 1, H, W) in [0, 1]: 1 - A (unsupervised), A^{c_a} (weak, ungated:
+            the evaluator empties it for images the classifier calls normal, PN 4).
+        prob_anomalous: softmax probability of c_a (B,) in the weak setting, else None.
+        attention: A (B, 1, H, W): the latent Grad-CAM (unsupervised) or the normal-class map A^{c_n} (weak).
+    """
+
+    recon: Tensor
+    score_raw: Tensor
+    amap: Tensor
+    prob_anomalous: Tensor | None
+    attention: Tensor
+
+
+def infer(model: nn.Module, x: Tensor, cfg: ModelConfig, setting: str) -> Inference:
+    """Evaluation pass of a batch: model in eval mode (z = mu, so y = sum(mu)), no gradient w.r.t. parameters.
+
+    The closed-form Grad-CAM needs no backward pass, so everything runs under ``torch.no_grad``. The model's
+    train / eval mode is restored afterwards.
+
+    Args:
+        model: an ``AVAGA`` (wrappers accepted).
+        x: images (B, 3, H, W) in [0, 1].
+        cfg: model config (Grad-CAM choices).
+        setting: "unsupervised" or "weak".
+    """
+    if setting not in ("unsupervised", "weak"):
+        raise ValueError(f"setting '{setting}' unknown; choose unsupervised or weak")
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(x)
+            size = x.shape[-1]
+            score = (x - out.recon).abs().flatten(1).mean(1)
+            if setting == "unsupervised":
+                a = gradcam(model, out, "latent", cfg, size)
+                return Inference(recon=out.recon, score_raw=score, amap=1.0 - a, prob_anomalous=None, attention=a)
+            if out.logits is None:
+                raise ValueError("setting=weak needs a model with the classifier head (build_model(..., 'weak'))")
+            a_n = gradcam(model, out, "normal", cfg, size)
+            a_a = gradcam(model, out, "anomalous", cfg, size)
+            prob = torch.softmax(out.logits.float(), dim=1)[:, CLASS_INDEX["anomalous"]]
+            return Inference(recon=out.recon, score_raw=score, amap=a_a, prob_anomalous=prob, attention=a_n)
+    finally:
+        model.train(was_training)
