@@ -245,3 +245,9 @@ def test_no_ground_truth_is_image_level_only(tiny_dataset: Path, tmp_path: Path)
         s = make_splits(_cfg(root), "weak")
     assert s.has_masks is False and all(r.mask_path is None for r in s.test)
     assert sum(r.label for r in s.test) == 7  # labels still known: 8 anomalous, 1 moved to weak
+
+
+def test_mtd_without_copy_or_source_says_what_to_do(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AVAGA_PROJECT_ROOT", str(tmp_path / "project"))  # no data/mtd, no ../shared/data
+    with pytest.raises(DataLayoutError, match="convert-mtd"):
+        resolve_root(DataConfig(dataset="mtd"))
