@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import pytest
 import torch
@@ -9,6 +11,15 @@ import torch
 from avaga_lib import baselines as B
 
 skmetrics = pytest.importorskip("skimage.metrics", reason="scikit-image is a dev dependency (pip install -e .[dev])")
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    """Tiny convolutions: one intra-op thread avoids oversubscription stalls on a busy 2-core machine (10x)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 @pytest.mark.parametrize("size", [64, 128])
