@@ -130,6 +130,15 @@ def _finish(alpha: Tensor, fmap: Tensor, cfg: ModelConfig, out_size: int) -> Ten
     return F.interpolate(a, size=(out_size, out_size), mode="bilinear", align_corners=False)
 
 
+def _as_dtype(out: AVAGAOutput, dtype: torch.dtype) -> AVAGAOutput:
+    """Cast the tensors Grad-CAM reads to the weights' dtype (bf16 autocast outputs vs float32 weights)."""
+    if out.features.dtype == dtype and out.mu.dtype == dtype and out.z.dtype == dtype:
+        return out
+    z = out.z.to(dtype)
+    mu = z if out.z is out.mu else out.mu.to(dtype)  # keep the identity that marks eval mode (z = mu)
+    return AVAGAOutput(out.features.to(dtype), mu, out.logvar, z, out.recon, out.logits)
+
+
 def gradcam(model: nn.Module, out: AVAGAOutput, target: str, cfg: ModelConfig, out_size: int) -> Tensor:
     """Differentiable Grad-CAM attention map of a batch (closed-form gradient; second order for free).
 
@@ -145,6 +154,7 @@ def gradcam(model: nn.Module, out: AVAGAOutput, target: str, cfg: ModelConfig, o
     """
     m = unwrap(model)
     _check(m, target, cfg)
+    out = _as_dtype(out, m.mu.weight.dtype)
     alpha = _channel_weights(m, out, target, cfg.gradcam_layer)
     fmap = out.z if cfg.gradcam_layer == "z" else out.features
     return _finish(alpha, fmap, cfg, out_size)

@@ -327,8 +327,16 @@ class Discriminator(nn.Module):
         """Patch logits (B, 512, S/32, S/32) of images in [0, 1]."""
         return self.net(x * 2.0 - 1.0)  # DCGAN convention: inputs in [-1, 1]
 
-    def forward(self, x: Tensor) -> Tensor:
-        """Probability that each image is real, (B,): the mean of the patch probabilities (PN 6)."""
+    def forward(self, x: Tensor, logits: bool = False) -> Tensor:
+        """Probability that each image is real, (B,): the mean of the patch probabilities (PN 6).
+
+        Args:
+            x: images in [0, 1].
+            logits: return the patch logits instead (what the losses use; through ``__call__`` so wrappers such as
+                ``torch.compile`` or DDP see the call).
+        """
+        if logits:
+            return self.forward_logits(x)
         return self.sigmoid(self.forward_logits(x)).flatten(1).mean(1)
 
 
