@@ -221,11 +221,13 @@ def test_ensure_stc_cache(release: Path, tmp_path: Path, monkeypatch: pytest.Mon
     monkeypatch.setenv("AVAGA_PROJECT_ROOT", str(tmp_path))
     cache_root = ensure_stc_cache(release, scenes=["02"], progress=False)
     assert cache_root == tmp_path / "data" / "stc_cache"
-    assert (cache_root / "02" / "train" / "good").is_dir() and not (cache_root / "01").exists()
+    assert (cache_root / "02" / "train" / "good").is_dir() and not (cache_root / "01").exists()  # only 02 asked
+    ensure_stc_cache(release, scenes=["01"], progress=False)  # a second scene joins the same cache
+    assert list(json.loads((cache_root / "stc_counts.json").read_text())) == ["01", "02"]
     assert ensure_stc_cache(cache_root, scenes=["02"]) == cache_root  # a cache is used as is
     assert ensure_stc_cache("") == cache_root  # "" = the default cache
-    with pytest.raises(DataLayoutError, match="scene 01 is not in this STC cache"):
-        ensure_stc_cache(cache_root, scenes=["01"])
+    with pytest.raises(DataLayoutError, match="scene 03 is not in this STC cache"):
+        ensure_stc_cache(cache_root, scenes=["03"])
 
 
 def test_cli_main(release: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -260,3 +262,49 @@ def test_resolve_root_extracts_a_release(release: Path, tmp_path: Path, monkeypa
     root = resolve_root(DataConfig(dataset="stc", root=str(release), category="02"))
     assert root == tmp_path / "data" / "stc_cache"
     assert (root / "02" / "test" / "anomalous").is_dir() and not (root / "01").exists()  # only the scene asked for
+
+
+# ------------------------------------------------------------------------------------------------ end to end
+
+
+def _tiny_run_config(root: Path, results: Path, setting: str):  # type: ignore[no-untyped-def]
+    from avaga_lib.config import make_config
+
+    return make_config(
+        "smoke",
+        {
+            "data.dataset": "stc",
+            "data.root": str(root),
+            "data.category": "01",
+            "data.image_size": 64,
+            "data.val_fraction": 0.2,
+            "model.pretrained": "none",  # never download in tests
+            "train.setting": setting,
+            "train.epochs": 1,
+            "train.batch_size": 4,  # 4 training frames after the validation split: one step per epoch
+            "results_dir": str(results),
+        },
+    )
+
+
+def _check_metrics(run_dir: Path, n_test: int, n_anomalous: int) -> dict:
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["n_test"] == n_test and metrics["n_anomalous"] == n_anomalous
+    assert metrics["pixel_metrics_available"] is True  # the STC cache carries pixel masks
+    for key in ("iou", "mean_accuracy", "image_auroc", "pixel_auroc", "aupro"):
+        assert metrics[key] is not None and 0.0 <= metrics[key] <= 1.0, key
+    return metrics
+
+
+def test_pipeline_run_from_the_release(release: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """End to end with data.root = the *release*: resolve_root extracts the scene, then make_splits -> train_run ->
+    evaluate_run -> save_run (pipeline.run_inline, the library path the notebooks take), 1 epoch at 64 px."""
+    pipeline = pytest.importorskip("avaga_lib.pipeline")
+    monkeypatch.setenv("AVAGA_PROJECT_ROOT", str(tmp_path))
+    cfg = _tiny_run_config(release, tmp_path / "results", "unsupervised")
+    run_dir = pipeline.run_inline(cfg, figures=False)
+    assert (tmp_path / "data" / "stc_cache" / "01" / "train" / "good").is_dir()
+    metrics = _check_metrics(run_dir, 2 * N_FRAMES, 2 * len(ANOMALOUS))
+    assert metrics["setting_name"] == "AVAGA-R_u-seed0"
+    splits = json.loads((run_dir / "splits.json").read_text())
+    assert splits["root"] == str(tmp_path / "data" / "stc_cache")  # the splits name the cache, not the release

@@ -44,6 +44,7 @@ from avaga_lib.io import atomic_write, read_json, write_json
 DEFAULT_SCENES: tuple[str, ...] = tuple(f"{i:02d}" for i in range(1, 14))  # Table 1: 13 scenes (Tables 4/5: 01-12)
 FRAME_STEP: int = 5  # A.1: "every 5th frame of a video from each scene"
 MANIFEST_NAME: str = "stc_manifest.json"
+COUNTS_NAME: str = "stc_counts.json"  # per-scene image counts of the whole cache (compare with Table 1)
 CACHE_DIRNAME: str = "stc_cache"  # under paths.data_dir() when a release root is given (ensure_stc_cache)
 _TEST_IMAGE_EXTS: tuple[str, ...] = (".jpg", ".jpeg", ".png")
 
@@ -317,7 +318,8 @@ def extract_stc(
     Returns:
         ``{scene: {"train": n, "test_good": n, "test_anomalous": n, "empty_masks": n, "train_videos": k,
         "test_clips": k}}`` over the whole cache (finished clips included), where ``empty_masks`` counts anomalous
-        frames whose pixel mask is empty.
+        frames whose pixel mask is empty. The counts of every scene in the cache are also merged into
+        ``<cache_root>/stc_counts.json``.
 
     Raises:
         DataLayoutError: missing folder, missing mask ``.npy`` (named), mask length != frame count, a truncated or
@@ -366,7 +368,10 @@ def extract_stc(
     partial = cache_root / ".partial"
     if partial.is_dir() and not any(partial.iterdir()):
         partial.rmdir()
-    write_json(cache_root / "stc_counts.json", totals)
+    counts_path = cache_root / COUNTS_NAME
+    merged = read_json(counts_path) if counts_path.is_file() else {}  # scenes extracted by earlier calls stay listed
+    merged.update(totals)
+    write_json(counts_path, dict(sorted(merged.items())))
     return totals
 
 
