@@ -19,6 +19,7 @@ the last good checkpoint on disk is left untouched.
 from __future__ import annotations
 
 import copy
+import json
 import math
 import os
 import random
@@ -536,7 +537,9 @@ def load_trained(run_dir: Path | str, device: str | torch.device = "cpu") -> tup
     for p in (cfg_path, ckpt_path):
         if not p.exists():
             raise FileNotFoundError(f"{p} missing: is {run_dir} a finished run folder (train + evaluate)?")
-    cfg = RunConfig.load(cfg_path)
+    # save_run adds record-only keys (device, pretrained_source) beside the config fields: drop them here
+    raw = json.loads(cfg_path.read_text())
+    cfg = RunConfig.from_dict({k: v for k, v in raw.items() if k in RunConfig.__dataclass_fields__})
     # the weights come from the checkpoint: never fetch pretrained ones here
     model, _, _ = build_networks(replace(cfg, model=replace(cfg.model, pretrained="none")))
     ck = _load_checkpoint(ckpt_path)
