@@ -576,3 +576,39 @@ def run_report_notebooks(
             html = export_html(out_nb, base / "report.html")
             log(f"report: {html}")
     return outcomes
+
+
+def ensure_demo_runs(
+    results_dir: Path | str,
+    variants: str | Sequence[str],
+    category: str = "weave",
+    epochs: int = 1,
+    image_size: int = 64,
+    log: Callable[[str], None] = print,
+) -> list[RunSpec]:
+    """Train (in-process) the missing runs of a small demo tree so notebooks 05-07 have real results to show.
+
+    The demo data is a tiny generated copy of one embedded category (8 training images, 8 test images) under
+    ``<results_dir>/demo_data``, read as a ``folder`` dataset; every run goes through the real trainer, evaluator
+    and ``save_run``. Used only when a notebook finds no results under its ``results_dir``.
+
+    Returns:
+        The demo runs (finished).
+    """
+    from avaga_lib.data import generate_dataset
+
+    base = _absolute(results_dir)
+    data = generate_dataset(base / "demo_data", categories=[category], n_train=8, n_test_good=4, n_test_bad=4,
+                            size=image_size)
+    specs = plan_runs(project_root() / "params" / "smoke.yaml", dataset="folder", root=str(data),
+                      categories=[category], variants=variants, seeds=[0], results_dir=base,
+                      overrides={"epochs": epochs, "image_size": image_size, "device": "cpu"})
+    for s in specs:
+        if is_finished(s):
+            continue
+        if s.run_dir.exists():
+            shutil.rmtree(s.run_dir)
+        t0 = time.perf_counter()
+        run_inline(s)
+        log(f"demo run {s.label} trained in {time.perf_counter() - t0:.0f} s")
+    return specs

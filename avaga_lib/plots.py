@@ -238,3 +238,175 @@ def save_overlay_png(image_u8: np.ndarray, mask: np.ndarray, path: Path | str) -
 
     rgb = red_overlay(image_u8, mask)
     return atomic_write(path, lambda p: Image.fromarray(rgb).save(p, format="PNG"))
+
+
+# ------------------------------------------------------------------------------------- report figures (issue 5)
+
+
+def plot_ours_vs_paper(table: Any, methods: Any, metric_label: str = "IoU", path: Path | str | None = None,
+                       title: str = "", close: bool = False) -> Any:
+    """Grouped bars per category: our mean (± seed std) beside the paper's value for each method.
+
+    Args:
+        table: ``report.Table.frame`` (wide: ``<method>``, ``<method>_std``, optionally ``<method>_paper``).
+        methods: columns to draw (methods absent from the frame are skipped).
+        metric_label: y-axis label.
+        path: PNG to write; None = only return the figure.
+        title: figure title.
+        close: close the figure after saving.
+    """
+    import pandas as pd
+    import seaborn as sns
+
+    rows = []
+    for _, r in table.iterrows():
+        for m in methods:
+            if m not in table.columns:
+                continue
+            rows.append({"category": r["category"], "method": m, "source": "ours", "value": r[m],
+                         "std": r.get(f"{m}_std", np.nan)})
+            if f"{m}_paper" in table.columns:
+                rows.append({"category": r["category"], "method": m, "source": "paper", "value": r[f"{m}_paper"],
+                             "std": np.nan})
+    long = pd.DataFrame(rows)
+    cats = list(dict.fromkeys(table["category"]))
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(cats) * max(1, len(methods)) ** 0.5), 3.6))
+    if long.empty:
+        ax.text(0.5, 0.5, "no measured values", ha="center", va="center")
+        _save(fig, path)
+        return fig
+    long["series"] = long["method"] + " (" + long["source"] + ")"
+    order = [f"{m} ({s})" for m in methods for s in ("ours", "paper") if f"{m} ({s})" in set(long["series"])]
+    palette = {}
+    base = sns.color_palette("tab10", n_colors=max(len(methods), 1))
+    for i, m in enumerate(methods):
+        palette[f"{m} (ours)"] = base[i % len(base)]
+        palette[f"{m} (paper)"] = tuple(0.55 + 0.45 * c for c in base[i % len(base)])  # paler: quoted value
+    sns.barplot(data=long, x="category", y="value", hue="series", hue_order=order, order=cats, palette=palette,
+                ax=ax, errorbar=None)
+    # seed std as error bars on "ours" (seaborn would recompute spread from rows; we have aggregated values)
+    for container, series in zip(ax.containers, order):
+        if not series.endswith("(ours)"):
+            continue
+        sub = long[long["series"] == series].set_index("category")
+        for bar, cat in zip(container, cats):
+            std = sub["std"].get(cat, np.nan) if cat in sub.index else np.nan
+            if np.isfinite(std):
+                ax.errorbar(bar.get_x() + bar.get_width() / 2, bar.get_height(), yerr=std, color="black",
+                            capsize=2, lw=0.8)
+    ax.set_ylabel(metric_label)
+    ax.set_xlabel("")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=7, ncol=2, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    ax.set_title(title or f"{metric_label}: ours vs paper", fontsize=10)
+    plt.setp(ax.get_xticklabels(), rotation=30, ha="right")
+    fig.tight_layout()
+    _save(fig, path)
+    if close:
+        plt.close(fig)
+    return fig
+
+
+def plot_threshold_curves(curves: Any, path: Path | str | None = None, title: str = "", close: bool = False) -> Any:
+    """IoU vs threshold per attention normalization (PN 2) and accuracy vs threshold per calibration (PN 8).
+
+    Args:
+        curves: ``report.ThresholdStudy.curves``.
+        path: PNG to write; None = only return the figure.
+        title: figure title.
+        close: close the figure after saving.
+    """
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
+    for norm, grp in curves.groupby("norm", sort=False):
+        axes[0].plot(grp["threshold"], grp["iou"], marker="o", ms=3, label=norm)
+        axes[1].plot(grp["threshold"], grp["fp_area"], marker="o", ms=3, label=norm)
+    first = curves[curves["norm"] == curves["norm"].iloc[0]]
+    axes[2].plot(first["threshold"], first["acc_validation"], marker="o", ms=3, label="validation (default, PN 8)")
+    axes[2].plot(first["threshold"], first["acc_transductive"], marker="s", ms=3, ls="--",
+                 label="transductive (flagged)")
+    for ax, ylabel in zip(axes, ("mean IoU (anomalous images)", "flagged area of normal images",
+                                 "mean accuracy")):
+        ax.axvline(0.5, color="grey", lw=0.8, ls=":")
+        ax.axvspan(0.2, 0.6, color="grey", alpha=0.08)  # Table 7 range
+        ax.set_xlabel("threshold")
+        ax.set_ylabel(ylabel)
+        ax.set_ylim(-0.02, 1.02)
+        ax.legend(fontsize=7)
+    fig.suptitle(title or "threshold study", fontsize=10)
+    fig.tight_layout()
+    _save(fig, path)
+    if close:
+        plt.close(fig)
+    return fig
+
+
+def plot_threshold_masks(examples: dict[str, Any], norm: str, threshold: float, path: Path | str | None = None,
+                         close: bool = False) -> Any:
+    """Predicted masks (map > threshold, red) and ground truth for a few anomalous images (the slider's view).
+
+    Args:
+        examples: ``report.ThresholdStudy.examples``.
+        norm: which normalization's maps to threshold.
+        threshold: the threshold.
+        path: PNG to write; None = only return the figure.
+        close: close the figure after saving.
+    """
+    maps = examples["maps"][norm]
+    k = len(maps)
+    fig, axes = plt.subplots(2, max(k, 1), figsize=(1.7 * max(k, 1), 3.6), squeeze=False)
+    for j in range(k):
+        img = _hwc(examples["image"][j])
+        pred = maps[j] > threshold
+        gt = examples["gt"][j].astype(bool)
+        inter, union = (pred & gt).sum(), (pred | gt).sum()
+        axes[0, j].imshow(red_overlay(img, gt))
+        axes[1, j].imshow(red_overlay(img, pred))
+        axes[0, j].set_title(str(examples["defect"][j]), fontsize=8)
+        axes[1, j].set_title(f"IoU {inter / union:.2f}" if union else "IoU n/a", fontsize=8)
+        for ax in axes[:, j]:
+            ax.set_xticks([])
+            ax.set_yticks([])
+    axes[0, 0].set_ylabel("ground truth", fontsize=8)
+    axes[1, 0].set_ylabel(f"{norm} > {threshold:.2f}", fontsize=8)
+    fig.tight_layout()
+    _save(fig, path)
+    if close:
+        plt.close(fig)
+    return fig
+
+
+def plot_image_files_grid(paths: Any, titles: Any, path: Path | str | None = None, columns: int = 1,
+                          width: float = 12.0, close: bool = False) -> Any:
+    """Stack saved figures (e.g. each run's ``fig_qualitative.png``) into one figure, one panel per file.
+
+    Args:
+        paths: PNG files to show (missing files get an empty panel saying so).
+        titles: one title per file.
+        path: PNG to write; None = only return the figure.
+        columns: panels per row.
+        width: figure width in inches.
+        close: close the figure after saving.
+    """
+    from PIL import Image
+
+    paths = list(paths)
+    n = max(len(paths), 1)
+    rows = (n + columns - 1) // columns
+    images = [np.asarray(Image.open(p).convert("RGB")) if Path(p).exists() else None for p in paths]
+    heights = [im.shape[0] / im.shape[1] if im is not None else 0.3 for im in images] or [0.3]
+    fig, axes = plt.subplots(rows, columns, figsize=(width, width / columns * max(heights) * rows + 0.4 * rows),
+                             squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for i, (im, t) in enumerate(zip(images, titles)):
+        ax = axes[i // columns, i % columns]
+        if im is None:
+            ax.text(0.5, 0.5, f"missing: {paths[i]}", ha="center", va="center", fontsize=7)
+        else:
+            ax.imshow(im)
+        ax.set_title(str(t), fontsize=9)
+    fig.tight_layout()
+    _save(fig, path)
+    if close:
+        plt.close(fig)
+    return fig

@@ -20,6 +20,7 @@ from typing import Any
 
 import pandas as pd
 
+from avaga_lib.config import RunConfig
 from avaga_lib.io import read_json, write_csv, write_text
 from avaga_lib.paths import PAPER_TABLES_DIR
 
@@ -663,3 +664,112 @@ def export_html(executed_notebook: Path | str, html_path: Path | str) -> Path:
     exporter = HTMLExporter(embed_images=True)
     body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": "AVAGA reproduction report"}})
     return write_text(html_path, body)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Threshold study (notebook 06): curves from a trained run, under the normalization options of PN 2 and PN 8
+
+ATTENTION_NORMS: tuple[str, ...] = ("sigmoid", "minmax", "max")  # PN 2 options (relu_sigmoid = literal reading)
+
+
+@dataclass
+class ThresholdStudy:
+    """IoU-vs-threshold and accuracy-vs-threshold of one trained run.
+
+    Attributes:
+        curves: one row per (norm, threshold): ``iou`` (mean over anomalous test images), ``acc_validation``
+            (mean accuracy, scores calibrated on normal validation images, PN 8), ``acc_transductive`` (scores
+            min-maxed over the unlabeled test scores, flagged), ``fp_area`` (share of normal-image pixels flagged).
+        examples: ``image`` uint8 (K,3,H,W), ``gt`` uint8 (K,H,W), ``maps`` {norm: float (K,H,W)}, ``defect``.
+        setting: the run's setting name; ``method``: avaga / ae_l2 / ae_ssim.
+    """
+
+    curves: pd.DataFrame
+    examples: dict[str, Any]
+    setting: str
+    method: str
+
+
+def threshold_study(
+    run_dir: Path | str,
+    norms: Sequence[str] = ATTENTION_NORMS,
+    thresholds: Sequence[float] | None = None,
+    device: str = "cpu",
+    n_examples: int = 6,
+    batch_size: int = 16,
+    max_images: int | None = None,
+) -> ThresholdStudy:
+    """Re-infer a trained run's test split under each attention normalization and sweep the threshold.
+
+    The normalization changes only how Grad-CAM becomes a map (PN 2), so one trained model serves all options.
+    Baselines have no attention: their calibrated residual map is the single option (``norm = "calibrated"``).
+
+    Args:
+        run_dir: a finished run folder (config.json + checkpoint.pt).
+        norms: attention normalizations to compare (PN 2).
+        thresholds: sweep (default 0.05 ... 0.95).
+        device: where to infer.
+        n_examples: anomalous test images kept for the interactive mask view.
+        batch_size: inference batch.
+        max_images: cap on test images (half normal, half anomalous, in split order) for a quick look; None = all.
+
+    Raises:
+        FileNotFoundError: the run folder lacks config.json / checkpoint.pt (named).
+    """
+    import dataclasses
+
+    import numpy as np
+
+    from avaga_lib import metrics as M
+    from avaga_lib.data import AnomalyDataset, make_splits
+    from avaga_lib.evaluate import fit_calibration, infer_batch, load_calibration, transductive_scores
+    from avaga_lib.train import iterate_batches, load_trained
+
+    thresholds = list(thresholds) if thresholds is not None else [round(t, 2) for t in np.arange(0.05, 1.0, 0.05)]
+    cfg, model = load_trained(run_dir, device)
+    splits = make_splits(cfg.data, cfg.train.setting)
+    size = cfg.data.image_size
+    if max_images is not None:
+        normal = [r for r in splits.test if r.label == 0][: max_images // 2]
+        bad = [r for r in splits.test if r.label == 1][: max_images - len(normal)]
+        splits = dataclasses.replace(splits, test=normal + bad)
+    test = AnomalyDataset(splits.test, size, train=False, has_masks=splits.has_masks)
+    val = AnomalyDataset(splits.val, size, train=False, has_masks=False)
+    labels = test.labels.numpy()
+    masks = test.masks[:, 0].numpy()
+    options = list(norms) if cfg.method == "avaga" else ["calibrated"]
+    calibration = load_calibration(run_dir) if cfg.method != "avaga" else None
+    rows: list[dict[str, Any]] = []
+    anomalous = np.flatnonzero(labels == 1)[:n_examples]
+    examples: dict[str, Any] = {"image": test.images[anomalous].numpy(), "gt": masks[anomalous],
+                                "defect": [test.defects[i] for i in anomalous], "maps": {}}
+    for norm in options:
+        run_cfg = cfg if norm == "calibrated" else dataclasses.replace(
+            cfg, model=dataclasses.replace(cfg.model, attention_norm=norm))
+
+        def _infer(ds: AnomalyDataset, cfg_: RunConfig = run_cfg) -> tuple[np.ndarray, np.ndarray]:
+            maps, scores = [], []
+            for sl in iterate_batches(len(ds), batch_size):
+                x = ds.images[sl].to(device).float() / 255.0
+                b = infer_batch(cfg_, model, x, calibration)
+                maps.append(b.amap.float().cpu().numpy())
+                scores.append((b.prob if b.prob is not None else b.score_raw).float().cpu().numpy())
+            return np.concatenate(maps), np.concatenate(scores)
+
+        test_maps, test_raw = _infer(test)
+        _, val_raw = _infer(val)
+        if cfg.train.setting == "weak" and cfg.method == "avaga":
+            val_scores01 = test_raw  # the classifier's probability is already in [0, 1] (PN 4)
+        else:
+            val_scores01 = fit_calibration(val_raw).normalize_scores(test_raw)
+        trans01 = transductive_scores(test_raw)
+        iou = M.iou_threshold_curve(test_maps, masks, thresholds, labels) if splits.has_masks else {}
+        acc_v = M.accuracy_threshold_curve(val_scores01, labels, thresholds)
+        acc_t = M.accuracy_threshold_curve(trans01, labels, thresholds)
+        normal = test_maps[labels == 0]
+        for t in thresholds:
+            rows.append({"norm": norm, "threshold": float(t), "iou": iou.get(float(t), math.nan),
+                         "acc_validation": acc_v[float(t)], "acc_transductive": acc_t[float(t)],
+                         "fp_area": float((normal > t).mean()) if len(normal) else math.nan})
+        examples["maps"][norm] = test_maps[anomalous]
+    return ThresholdStudy(pd.DataFrame(rows), examples, cfg.setting_name, cfg.method)
