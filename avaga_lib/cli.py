@@ -143,6 +143,81 @@ def _run_report(args: argparse.Namespace) -> int:
     return int(any(o.status != "ok" for o in outcomes.values()))
 
 
+# ------------------------------------------------------------------------------------------ train / predict (issue 4)
+
+
+def _add_train(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--profile", default="smoke", help="smoke | paper")
+    p.add_argument("--dataset", default=None, help="embedded | mvtec | mtd | folder | stc")
+    p.add_argument("--root", default=None, help="dataset root in MVTec layout (default: the dataset's location)")
+    p.add_argument("--category", default=None, help="category / scene")
+    p.add_argument("--setting", default=None, help="unsupervised | weak")
+    p.add_argument("--method", default=None, help="avaga | ae_l2 | ae_ssim")
+    p.add_argument("--variant", default=None, help="R | D")
+    p.add_argument("--image-size", type=int, default=None, help="test side in pixels (64, 128, 256)")
+    p.add_argument("--epochs", type=int, default=None, help="training epochs")
+    p.add_argument("--seed", type=int, default=None, help="training seed")
+    p.add_argument("--results-dir", default=None, help="base of the results tree (default: results/scratch)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="dotted config override, YAML value (e.g. --set train.lr=2e-4)")
+    p.add_argument("--no-progress", action="store_true", help="no tqdm bars")
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    import yaml
+
+    from avaga_lib.config import make_config
+    from avaga_lib.evaluate import train_and_evaluate
+    from avaga_lib.train import NonFiniteLossError, TrainingInterrupted
+
+    named = {"data.dataset": args.dataset, "data.root": args.root, "data.category": args.category,
+             "train.setting": args.setting, "method": args.method, "model.variant": args.variant,
+             "data.image_size": args.image_size, "train.epochs": args.epochs, "train.seed": args.seed,
+             "results_dir": args.results_dir}
+    overrides = {k: v for k, v in named.items() if v is not None}
+    for item in args.set:
+        key, _, value = item.partition("=")
+        overrides[key] = yaml.safe_load(value)
+    try:
+        cfg = make_config(args.profile, overrides)
+        _, ev, run_dir = train_and_evaluate(cfg, progress=not args.no_progress)
+    except TrainingInterrupted as exc:
+        print(f"train: {exc}", file=sys.stderr)
+        return 130
+    except (NonFiniteLossError, ValueError, FileNotFoundError) as exc:
+        print(f"train: {exc}", file=sys.stderr)
+        return 2
+    keys = ("iou", "iou_pooled", "mean_accuracy", "image_auroc", "image_auroc_classifier", "pixel_auroc", "aupro",
+            "fp_area_normal", "mean_accuracy_transductive", "wall_time_s")
+    summary = ", ".join(f"{k}={ev.metrics[k]:.4g}" for k in keys
+                        if isinstance(ev.metrics.get(k), float))
+    print(f"{run_dir}: {summary}")
+    return 0
+
+
+def _add_predict(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--run", type=Path, required=True, help="finished run folder (config.json, checkpoint.pt, ...)")
+    p.add_argument("--images", type=Path, required=True, help="folder of images to score")
+    p.add_argument("--out", type=Path, default=None, help="output folder (default: <run>/maps/<images name>)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | mps")
+
+
+def _run_predict(args: argparse.Namespace) -> int:
+    from avaga_lib.predict import PREDICTIONS_NAME, predict_folder
+
+    try:
+        frame = predict_folder(args.run, args.images, args.out, device=args.device)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"predict: {exc}", file=sys.stderr)
+        return 2
+    out = args.out or args.run / "maps" / args.images.name
+    bad = int((frame["error"] != "").sum())
+    n_anom = int((frame["decision"] == "anomalous").sum())
+    print(f"predict: {len(frame) - bad} images scored ({n_anom} anomalous), {bad} unreadable; "
+          f"{out / PREDICTIONS_NAME}")
+    return 0
+
+
 # name -> (declare options, run). Other modules' commands are added here.
 COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int], str]] = {
     "make-data": (_add_make_data, _run_make_data, "generate the embedded default dataset (data/embedded)"),
@@ -150,6 +225,8 @@ COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[a
     "download-mvtec": (_add_download_mvtec, _run_download_mvtec, "download + verify + extract MVTec AD"),
     "pipeline": (_add_pipeline, _run_pipeline, "plan + execute the reproduction runs (make reproduce)"),
     "report": (_add_report, _run_report, "notebooks 06 + 07 over a results tree: tables, REPORT.md, report.html"),
+    "train": (_add_train, _run_train, "train + evaluate + save one run from dotted overrides"),
+    "predict": (_add_predict, _run_predict, "anomaly maps, overlays and decisions for a folder of images"),
 }
 
 

@@ -419,12 +419,12 @@ def save_run(cfg: RunConfig, train_result: Any, eval_result: EvalResult, figures
     run_cfg = getattr(train_result, "cfg", None) or cfg
     out = Path(run_cfg.run_dir)
     out.mkdir(parents=True, exist_ok=True)
-    cfg_dict = run_cfg.to_dict()
     metrics = dict(eval_result.metrics)
     if train_result is not None:
-        model = train_result.model
-        cfg_dict["pretrained_source"] = getattr(model, "pretrained_source", "none")
-        cfg_dict["device"] = train_result.device
+        # config.json stays loadable by RunConfig.load: what happened is recorded as notes, not new keys
+        source = getattr(train_result.model, "pretrained_source", "none (no pretrained encoder)")
+        run_cfg = run_cfg.with_note(f"pretrained_source={source}")
+        metrics["device"] = train_result.device
         metrics["train_wall_time_s"] = train_result.wall_time_s
         metrics["epochs_done"] = train_result.epochs_done
         metrics["wall_time_s"] = train_result.wall_time_s + eval_result.wall_time_s
@@ -432,7 +432,7 @@ def save_run(cfg: RunConfig, train_result: Any, eval_result: EvalResult, figures
     else:
         metrics["wall_time_s"] = eval_result.wall_time_s
     metrics["setting_name"] = run_cfg.setting_name
-    write_json(out / "config.json", cfg_dict)
+    write_json(out / "config.json", run_cfg.to_dict())
     write_json(out / "metrics.json", M.nan_to_none(metrics))
     write_json(out / CALIBRATION_NAME, eval_result.calibration.to_dict())
     write_csv(out / "predictions.csv", eval_result.predictions)
@@ -449,6 +449,21 @@ def save_run(cfg: RunConfig, train_result: Any, eval_result: EvalResult, figures
                 eval_result.examples, out / "fig_qualitative.png", title=run_cfg.setting_name, close=True
             )
     return out
+
+
+def train_and_evaluate(cfg: RunConfig, progress: bool = True, figures: bool = True) -> tuple[Any, EvalResult, Path]:
+    """Train, evaluate and save one run (what ``python -m avaga_lib.cli train`` does).
+
+    Returns:
+        (TrainResult, EvalResult, run folder).
+    """
+    from avaga_lib.data import make_splits
+    from avaga_lib.train import train_run
+
+    splits = make_splits(cfg.data, cfg.train.setting, save_dir=cfg.run_dir)
+    tr = train_run(cfg, splits, progress=progress)
+    ev = evaluate_run(tr.cfg, tr.model, splits, progress=progress)
+    return tr, ev, save_run(tr.cfg, tr, ev, figures=figures)
 
 
 def load_calibration(run_dir: Path | str) -> Calibration:
@@ -519,5 +534,6 @@ __all__ = [
     "paper_comparison",
     "paper_value",
     "save_run",
+    "train_and_evaluate",
     "transductive_scores",
 ]

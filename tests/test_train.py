@@ -16,9 +16,9 @@ from avaga_lib.data import generate_dataset, make_splits
 
 @pytest.fixture(scope="module")
 def tiny_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A very small embedded category (10 train, 4 + 4 test images at 64 px)."""
+    """A very small embedded category (6 train = 4 + 2 validation, 4 + 4 test images at 64 px)."""
     root = tmp_path_factory.mktemp("emb")
-    return generate_dataset(root / "embedded", categories=["weave"], n_train=10, n_test_good=4, n_test_bad=4, size=64)
+    return generate_dataset(root / "embedded", categories=["weave"], n_train=6, n_test_good=4, n_test_bad=4, size=64)
 
 
 def _cfg(root: Path, results: Path, **over: object):
@@ -28,7 +28,8 @@ def _cfg(root: Path, results: Path, **over: object):
         "data.image_size": 64,
         "data.val_fraction": 0.2,
         "model.pretrained": "none",  # never download in tests
-        "train.batch_size": 4,
+        "model.latent_channels": 32,  # small decoder: the tests check mechanics, not accuracy
+        "train.batch_size": 4,  # AVAGA: one step per epoch
         "train.epochs": 2,
         "results_dir": str(results),
     }
@@ -52,17 +53,18 @@ def test_epoch_batches_cover_normals_and_every_weak_image() -> None:
 
 
 def test_resume_equals_uninterrupted_run(tiny_root: Path, tmp_path: Path) -> None:
-    straight = T.train_run(_cfg(tiny_root, tmp_path / "a", **{"train.epochs": 2}), progress=False)
-    first = T.train_run(_cfg(tiny_root, tmp_path / "b", **{"train.epochs": 1}), progress=False)
+    small = {"data.image_size": 32}  # 32 px: the mechanics of resumption do not depend on the size
+    straight = T.train_run(_cfg(tiny_root, tmp_path / "a", **small, **{"train.epochs": 2}), progress=False)
+    first = T.train_run(_cfg(tiny_root, tmp_path / "b", **small, **{"train.epochs": 1}), progress=False)
     assert first.epochs_done == 1
-    resumed = T.train_run(_cfg(tiny_root, tmp_path / "b", **{"train.epochs": 2}), progress=False)
+    resumed = T.train_run(_cfg(tiny_root, tmp_path / "b", **small, **{"train.epochs": 2}), progress=False)
     assert resumed.resumed_from == 1 and resumed.epochs_done == 2
     assert _states_equal(straight.model, resumed.model)
     assert _states_equal(straight.disc, resumed.disc)
     assert straight.history.drop(columns="time_s").equals(resumed.history.drop(columns="time_s"))
     assert (Path(resumed.cfg.run_dir) / "losses.csv").read_text().count("\n") == 3  # header + 2 epochs
     with pytest.raises(ValueError, match="different config"):
-        T.train_run(_cfg(tiny_root, tmp_path / "b", **{"train.epochs": 3, "train.lr": 1e-3}), progress=False)
+        T.train_run(_cfg(tiny_root, tmp_path / "b", **small, **{"train.epochs": 3, "train.lr": 1e-3}), progress=False)
 
 
 def test_weak_setting_trains_with_classifier(tiny_root: Path, tmp_path: Path) -> None:
@@ -87,7 +89,7 @@ def test_nan_guard_names_epoch_and_term_and_keeps_checkpoint(
         return loss * float("nan") if calls["n"] > 2 else loss  # 2 batches per epoch: epoch 2 is poisoned
 
     monkeypatch.setattr(B, "reconstruction_loss", poisoned)
-    cfg = _cfg(tiny_root, tmp_path, method="ae_l2", **{"train.epochs": 3})
+    cfg = _cfg(tiny_root, tmp_path, method="ae_l2", **{"train.epochs": 3, "train.batch_size": 2})
     with pytest.raises(T.NonFiniteLossError, match=r"'loss'.*epoch 2") as info:
         T.train_run(cfg, progress=False)
     assert info.value.epoch == 2 and info.value.term == "loss"
@@ -129,7 +131,8 @@ def test_ctrl_c_saves_last_completed_epoch(tiny_root: Path, tmp_path: Path, monk
         return real(kind, x, recon)
 
     monkeypatch.setattr(B, "reconstruction_loss", interrupt)
-    cfg = _cfg(tiny_root, tmp_path, method="ae_l2", **{"train.epochs": 3, "train.checkpoint_every": 10})
+    cfg = _cfg(tiny_root, tmp_path, method="ae_l2", **{"train.epochs": 3, "train.checkpoint_every": 10,
+                                                       "train.batch_size": 2})
     with pytest.raises(T.TrainingInterrupted) as info:
         T.train_run(cfg, progress=False)
     assert isinstance(info.value, KeyboardInterrupt) and info.value.epoch == 1
@@ -148,7 +151,10 @@ def test_amp_and_device_choices() -> None:
 
 
 def test_bf16_autocast_path_runs_on_cpu(tiny_root: Path, tmp_path: Path) -> None:
-    res = T.train_run(_cfg(tiny_root, tmp_path, **{"train.epochs": 1, "train.amp": "bf16"}), progress=False)
+    # the trainer's autocast path (AVAGA's losses run their arithmetic outside autocast themselves); bf16
+    # convolutions are slow on CPU, so the small SSIM autoencoder at 32 px
+    cfg = _cfg(tiny_root, tmp_path, method="ae_ssim", **{"train.epochs": 1, "train.amp": "bf16", "data.image_size": 32})
+    res = T.train_run(cfg, progress=False)
     assert res.history.shape[0] == 1
     assert all(math.isfinite(v) for v in res.history.iloc[0])
 

@@ -1,0 +1,63 @@
+"""Practitioner's path: trained run + image folder -> maps, overlays, CSV; unreadable images reported, rest done."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from PIL import Image
+
+from avaga_lib.cli import main
+from avaga_lib.config import make_config
+from avaga_lib.data import generate_dataset
+from avaga_lib.evaluate import train_and_evaluate
+from avaga_lib.predict import predict_folder
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    base = tmp_path_factory.mktemp("pred")
+    root = generate_dataset(base / "embedded", categories=["weave"], n_train=6, n_test_good=2, n_test_bad=4, size=64)
+    cfg = make_config("smoke", {"data.root": str(root), "data.val_fraction": 0.2, "method": "ae_l2",
+                                "train.epochs": 1, "train.batch_size": 4, "results_dir": str(base / "results")})
+    _, _, out = train_and_evaluate(cfg, progress=False, figures=False)
+    return out
+
+
+@pytest.fixture()
+def images(tmp_path: Path, run_dir: Path) -> Path:
+    folder = tmp_path / "my images"
+    folder.mkdir()
+    src = sorted((Path(run_dir).parents[2] / "../embedded/weave/test").resolve().glob("*/*.png"))[:2]
+    for i, p in enumerate(src):
+        shutil.copy(p, folder / f"img{i}.png")
+    Image.new("L", (50, 30), 128).save(folder / "gray_small.jpg")  # other size and mode: resized, made RGB
+    (folder / "broken.png").write_bytes(b"not a png")
+    return folder
+
+
+def test_predict_folder_writes_maps_overlays_and_reports_unreadable(run_dir: Path, images: Path,
+                                                                    tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    with pytest.warns(UserWarning, match="broken.png"):
+        frame = predict_folder(run_dir, images, out)
+    assert list(frame["file"]) == ["broken.png", "gray_small.jpg", "img0.png", "img1.png"]
+    bad = frame.set_index("file").loc["broken.png"]
+    assert bad["error"] and "broken.png" in bad["error"]
+    ok = frame[frame["error"] == ""]
+    assert len(ok) == 3 and ok["score"].between(0, 1).all()
+    assert set(ok["decision"]) <= {"normal", "anomalous"}
+    for _, row in ok.iterrows():
+        with Image.open(out / row["map_png"]) as m, Image.open(out / row["overlay_png"]) as o:
+            assert m.size == o.size == (64, 64) and o.mode == "RGB"
+    assert len(pd.read_csv(out / "predictions.csv")) == 4
+
+
+def test_cli_predict(run_dir: Path, images: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.warns(UserWarning):
+        assert main(["predict", "--run", str(run_dir), "--images", str(images)]) == 0
+    assert "1 unreadable" in capsys.readouterr().out
+    assert (run_dir / "maps" / images.name / "predictions.csv").is_file()
+    assert main(["predict", "--run", str(run_dir), "--images", str(images / "missing")]) == 2
