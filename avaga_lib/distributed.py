@@ -1,22 +1,24 @@
 """Data-parallel training through torchrun (issue 8): process group, epoch sharding, gradient all-reduce, launch.
 
-Design (why not ``DistributedDataParallel``): one AVAGA step runs the discriminator several times before its
-backward (adversarial term of the generator, then real and fake in the D step) and Grad-CAM takes a
-``torch.autograd.grad(..., create_graph=True)`` inside the generator objective, so the backward is second order.
-DDP's reducer hooks assume one forward per backward and first-order ``.backward()`` (its documentation: "this module
-doesn't work with torch.autograd.grad()"), and would all-reduce the discriminator's gradients of the generator
-step for nothing. Instead the trainer keeps plain modules and calls :func:`allreduce_gradients` after each
-``backward()``: one coalesced all-reduce of the flattened gradients per optimizer, the same communication volume as
-DDP, without overlap with the backward (a few ms for ResNet-18 sized models on NCCL; measured on gloo in
-``docs/PERFORMANCE.md``).
+Design (why not ``DistributedDataParallel``): one AVAGA step runs the discriminator three times (the adversarial
+term of the generator objective, then real and fake in the D step), and the generator step back-propagates into
+the discriminator's parameters too (the trainer zeroes them before the D step). DDP's reducer assumes one forward
+per backward and would all-reduce the discriminator's generator-step gradients for nothing (and, with
+``find_unused_parameters=False``, errors when a step leaves a parameter without gradient, as the ablations do).
+Grad-CAM is closed form in ``attention.py`` (no ``torch.autograd.grad``), so a plain first-order ``backward()``
+gives every gradient. The trainer therefore keeps plain modules and calls :func:`allreduce_gradients` after each
+``backward()``: one coalesced all-reduce of the flattened gradients per optimizer step, the same communication
+volume as DDP, without DDP's overlap with the backward (measured in ``docs/PERFORMANCE.md``).
 
 Semantics (same results as one process, up to BatchNorm): the *global* batch stays ``train.batch_size``; every
-epoch uses the same seeded permutation on every rank; each global batch is split into ``world_size`` contiguous
-slices and rank ``r`` trains on slice ``r``; gradients are averaged weighted by slice size, so the update equals
-the single-process update on the global batch (exactly so for models without BatchNorm; BatchNorm statistics are
-per rank, as with DDP without SyncBatchNorm). Buffers (BatchNorm running statistics) are broadcast from rank 0
-after each step, like DDP's ``broadcast_buffers``. Rank 0 alone writes results and checkpoints; every rank reads
-the same checkpoint on resume.
+rank draws the same batches from the same seeded generator (the trainer's own ``epoch_batches``), and rank ``r``
+keeps the images ``r, r + W, r + 2W, ...`` of each batch (:func:`shard_batch`; strided, so normal and weak
+anomalous images spread over the ranks); gradients are summed weighted by slice size / batch size, so the update
+equals the single-process update on the global batch (exactly so for models without BatchNorm; BatchNorm
+statistics are per rank, as with DDP without SyncBatchNorm). Buffers (BatchNorm running statistics) are broadcast
+from rank 0 after each step, like DDP's ``broadcast_buffers``. Every RNG stream is identical on every rank (so a
+resumed run continues exactly): ranks see different images with the same augmentation / noise draws. Rank 0 alone
+writes results and checkpoints; every rank reads the same checkpoint on resume (a shared file system across nodes).
 
 Usage in a trainer::
 
@@ -24,7 +26,8 @@ Usage in a trainer::
     device = ctx.device or device
     broadcast_module(model, ctx)               # identical initial weights
     for epoch ...:
-        for idx, frac in epoch_batches(n, batch_size, epoch, seed, ctx):
+        for idx in trainer_batches:
+            idx, frac = shard_batch(idx, ctx)
             ...; loss.backward(); allreduce_gradients(model.parameters(), ctx, frac); opt.step()
             sync_buffers(model, ctx)
     if ctx.is_main: write results
@@ -141,8 +144,8 @@ def epoch_batches(
     """This rank's share of each global batch of one epoch.
 
     Every rank draws the same permutation (seeded by ``seed`` and ``epoch``), cuts it into global batches of
-    ``batch_size`` and keeps its contiguous slice (``torch.tensor_split``), so every rank makes the same number of
-    steps. A trailing global batch with fewer images than ranks is dropped (otherwise a rank would have nothing).
+    ``batch_size`` and keeps its :func:`shard_batch` slice, so every rank makes the same number of steps. A
+    trailing global batch with fewer images than ranks is dropped (otherwise a rank would have nothing).
 
     Args:
         n: number of training images.
@@ -172,8 +175,45 @@ def epoch_batches(
         glob = perm[start : start + batch_size]
         if glob.numel() < ctx.world_size:
             break
-        mine = torch.tensor_split(glob, ctx.world_size)[ctx.rank]
-        yield mine, mine.numel() / glob.numel()
+        yield shard_batch(glob, ctx)
+
+
+def shard_batch(indices: Tensor, ctx: DistContext = SINGLE) -> tuple[Tensor, float]:
+    """This rank's images of a global batch: positions ``rank, rank + W, ...`` (strided, W = world size).
+
+    Args:
+        indices: the global batch (same on every rank).
+        ctx: distributed context (alone: the whole batch, fraction 1).
+
+    Returns:
+        (indices of this rank, fraction = slice size / batch size) for :func:`allreduce_gradients`.
+
+    Raises:
+        ValueError: the batch has fewer images than ranks (raise train.batch_size or lower train.nproc).
+    """
+    if not ctx.enabled:
+        return indices, 1.0
+    if indices.numel() < ctx.world_size:
+        raise ValueError(
+            f"a batch of {indices.numel()} images cannot feed {ctx.world_size} processes: raise train.batch_size "
+            "or lower train.nproc"
+        )
+    mine = indices[ctx.rank :: ctx.world_size]
+    return mine, mine.numel() / indices.numel()
+
+
+def all_finite(values: dict[str, float], ctx: DistContext) -> bool:
+    """True when every value is finite on every rank (collective, so all ranks stop together on a NaN)."""
+    import math
+
+    ok = all(math.isfinite(v) for v in values.values())
+    if not ctx.enabled:
+        return ok
+    t = torch.tensor([0.0 if ok else 1.0])
+    if ctx.backend == "nccl" and ctx.device is not None:
+        t = t.to(ctx.device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return float(t.item()) == 0.0
 
 
 def _flat_grads(params: Sequence[nn.Parameter]) -> tuple[list[nn.Parameter], Tensor | None]:

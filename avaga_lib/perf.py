@@ -496,3 +496,291 @@ def timed() -> Iterator[dict[str, float]]:
         yield t
     finally:
         t["s"] = time.perf_counter() - t0
+
+
+# -------------------------------------------------------------------------------------------------------- benchmark
+
+TARGETS: dict[str, float] = {
+    "cpu_train_fraction_of_gemm_peak_256": 0.70,  # issue 8: achieved FLOP/s >= 0.70 of the measured GEMM peak
+    "attention_cost_ratio": 1.05,  # issue 8: step with L_attn / without <= 1.05
+    "data_wait_fraction": 0.05,  # issue 8: data step / whole step <= 0.05
+    "gpu_train_images_per_s_256": 2000.0,  # issue 8: H200, AVAGA-R_u at 256 px
+    "gpu_study_hours": 1.0,  # issue 8: full MVTec Tables 2/3/8 study on one GPU
+}
+BENCH_BATCH: dict[str, dict[int, int]] = {
+    "cpu": {256: 2, 128: 4},  # CPU: small batches so a repetition takes seconds, not minutes
+    "cuda": {256: 64, 128: 128},  # GPU: large enough to fill an H200 (the paper's 24 under-fills it)
+}
+EVAL_BATCH: dict[str, int] = {"cpu": 8, "cuda": 128}
+
+
+def machine_info(device: torch.device) -> dict[str, Any]:
+    """What the figures were measured on (they mean nothing without it)."""
+    import os
+    import platform
+
+    info: dict[str, Any] = {
+        "device": str(device),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "cpu_count": os.cpu_count(),
+        "threads": torch.get_num_threads(),
+        "cpu": platform.processor() or platform.machine(),
+    }
+    with contextlib.suppress(OSError):
+        info["loadavg_1min_at_start"] = os.getloadavg()[0]  # other processes share the CPU: read figures with it
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def _variant_cfg(size: int, setting: str, amp: str, attention: bool = True) -> RunConfig:
+    from avaga_lib.config import make_config
+
+    return make_config(
+        "paper",
+        {"data.image_size": size, "train.setting": setting, "train.amp": amp, "loss.attention_loss": attention},
+    )
+
+
+def run_benchmark(
+    device: str = "auto",
+    quick: bool = False,
+    threads: int | None = None,
+    sizes: tuple[int, int] = (256, 128),
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Measure every figure of issue 8 in one process and return them (see :func:`bench_markdown`).
+
+    Figures: GEMM peak; training images/s and FLOP/s (FlopCounterMode over one full step) at 256 and 128 px for
+    AVAGA-R_u and AVAGA-R_w, as a fraction of the GEMM peak; attention cost (R_u 256 px step with L_attn /
+    without); data-wait fraction (data step / whole step); evaluation images/s (Grad-CAM + metrics); peak memory;
+    the MVTec Tables 2/3/8 study estimate. On CPU (unless ``quick``) also the CPU options that were tried:
+    1 vs all threads, channels_last, bf16 autocast (at 128 px).
+
+    Args:
+        device: "auto" (cuda when available), "cpu" or "cuda".
+        quick: fewer repetitions and no CPU-option study (smoke check of the bench itself).
+        threads: CPU threads (default: torch's).
+        sizes: (main side, second side); the targets refer to the main side (256; tests pass smaller ones).
+        log: progress printer.
+    """
+    main = sizes[0]
+    dev = resolve_device(device)
+    kind = "cuda" if dev.type == "cuda" else "cpu"
+    backends = configure_backends(dev, threads)
+    res: dict[str, Any] = {"machine": machine_info(dev), "backends": backends, "targets": TARGETS}
+    amp = "auto"  # the trainer's default: bf16 on CUDA, fp32 on CPU
+    gemm_dtype = torch.bfloat16 if kind == "cuda" else torch.float32
+    repeats = 2 if quick else 3
+    peaks = [gemm_peak_flops(dev, gemm_dtype, repeats=3)]
+    log(f"GEMM peak ({gemm_dtype}): {peaks[0] / 1e9:.1f} GFLOP/s")
+
+    # --- training: FLOPs of one full step (also the warm-up), then interleaved timing
+    harness: dict[str, TrainHarness] = {}
+    flops: dict[str, int] = {}
+    for size in sizes:
+        for setting, tag in (("unsupervised", "R_u"), ("weak", "R_w")):
+            name = f"AVAGA-{tag}@{size}"
+            harness[name] = build_train_harness(_variant_cfg(size, setting, amp), dev, _batch(kind, size))
+    harness[f"AVAGA-R_u@{main}-noattn"] = build_train_harness(
+        _variant_cfg(main, "unsupervised", amp, attention=False), dev, _batch(kind, main)
+    )
+    for name, h in harness.items():
+        h.data_step()
+        flops[name] = count_flops(h.compute_step)
+        log(f"{name}: {flops[name] / h.batch_size / 1e9:.1f} GFLOP per training image")
+    fns: dict[str, Callable[[], Any]] = {name: h.step for name, h in harness.items()}
+    fns |= {f"data:{name}": h.data_step for name, h in harness.items() if "noattn" not in name}
+    med = interleaved_medians(fns, repeats=repeats, warmup=0 if kind == "cpu" else 2, device=dev)
+    peaks.append(gemm_peak_flops(dev, gemm_dtype, repeats=3))
+    peak = max(peaks)  # the best the machine showed during the run
+    train: dict[str, Any] = {}
+    for name, h in harness.items():
+        t = med[name]
+        train[name] = {
+            "batch": h.batch_size,
+            "step_s": t,
+            "images_per_s": h.batch_size / t,
+            "gflop_per_image": flops[name] / h.batch_size / 1e9,
+            "achieved_tflops": flops[name] / t / 1e12,
+            "fraction_of_gemm_peak": flops[name] / t / peak,
+        }
+        if f"data:{name}" in med:
+            train[name]["data_s"] = med[f"data:{name}"]
+            train[name]["data_wait_fraction"] = med[f"data:{name}"] / t
+        log(f"{name}: {train[name]['images_per_s']:.2f} img/s, {train[name]['fraction_of_gemm_peak']:.2f} of peak")
+    res["gemm_peak_tflops"] = peak / 1e12
+    res["gemm_peak_samples_tflops"] = [p / 1e12 for p in peaks]
+    res["train"] = train
+    res["main_size"] = main
+    res["attention_cost_ratio"] = med[f"AVAGA-R_u@{main}"] / med[f"AVAGA-R_u@{main}-noattn"]
+    res["data_wait_fraction_main"] = max(train[f"AVAGA-{t}@{main}"]["data_wait_fraction"] for t in ("R_u", "R_w"))
+    res["fraction_of_gemm_peak_main"] = train[f"AVAGA-R_u@{main}"]["fraction_of_gemm_peak"]
+
+    # --- CPU options: what limits the CPU efficiency (measured, not guessed)
+    if kind == "cpu" and not quick:
+        res["cpu_options"] = _cpu_options(dev, sizes[1], repeats, log)
+    del harness, fns
+    import gc
+
+    gc.collect()
+
+    # --- evaluation throughput (Grad-CAM + metrics), main side
+    ev = {tag: build_eval_harness(_variant_cfg(main, s, amp), dev, EVAL_BATCH[kind]) for s, tag in
+          (("unsupervised", "R_u"), ("weak", "R_w"))}  # fmt: skip
+    emed = interleaved_medians({k: h.step for k, h in ev.items()}, repeats=repeats, warmup=1, device=dev)
+    res["eval"] = {f"AVAGA-{k}@{main}": {"batch": ev[k].images.shape[0], "images_per_s": ev[k].images.shape[0] / t}
+                   for k, t in emed.items()}  # fmt: skip
+    del ev
+    gc.collect()
+
+    # --- peak memory of one training step, each configuration in a fresh process (a process that already ran
+    # others keeps their freed heap in its RSS, which would inflate the CPU figure)
+    mem: dict[str, float] = {}
+    for setting, tag in (("unsupervised", "R_u"), ("weak", "R_w")):
+        mem[f"AVAGA-{tag}@{main}"] = memory_probe(main, setting, str(dev), _batch(kind, main), amp) / 2**20
+    res["peak_memory_mib"] = mem
+    res["peak_memory_kind"] = "torch.cuda.max_memory_allocated" if kind == "cuda" else "process RSS high-water mark"
+
+    # --- estimate of the full MVTec Tables 2/3/8 study
+    tputs = {f"AVAGA-{t}": train[f"AVAGA-{t}@{main}"]["images_per_s"] for t in ("R_u", "R_w")}
+    est = mvtec_study_hours(tputs, eval_images_per_s=res["eval"][f"AVAGA-R_u@{main}"]["images_per_s"])
+    res["study_estimate"] = {
+        "device_kind": kind,
+        "hours": est["hours"],
+        "assumed_runs": est["assumed"],
+        "gpu_hours": est["hours"] if kind == "cuda" else None,  # unmeasured without a GPU
+    }
+    log(bench_markdown(res))
+    return res
+
+
+def _probe(size: int, setting: str, device: str, batch: int, amp: str) -> int:
+    """In this process: build one training configuration, run one step, return the peak memory in bytes."""
+    dev = torch.device(device)
+    h = build_train_harness(_variant_cfg(size, setting, amp), dev, batch)
+    reset_peak_memory(dev)
+    h.step()
+    synchronize(dev)
+    return peak_memory_bytes(dev)
+
+
+def memory_probe(size: int, setting: str, device: str, batch: int, amp: str = "auto") -> int:
+    """Peak memory (bytes) of one training step of AVAGA at ``size`` px, measured in a fresh python process."""
+    import json
+    import subprocess
+    import sys
+
+    code = (
+        "import json, sys; from avaga_lib.perf import _probe; "
+        f"print(json.dumps(_probe({size}, {setting!r}, {device!r}, {batch}, {amp!r})))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        raise RuntimeError(f"memory probe ({size} px, {setting}, {device}) failed: {out.stderr[-2000:]}")
+    return int(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def _batch(kind: str, size: int) -> int:
+    return BENCH_BATCH[kind].get(size, BENCH_BATCH[kind][128])
+
+
+def _cpu_options(dev: torch.device, size: int, repeats: int, log: Callable[[str], None]) -> dict[str, Any]:
+    """Step time of AVAGA-R_u at ``size`` under the CPU options, interleaved; ratios to the default (fp32, NCHW)."""
+    n_threads = torch.get_num_threads()
+    base_cfg = _variant_cfg(size, "unsupervised", "off")
+    bs = _batch("cpu", size)
+    hs = {
+        "default": build_train_harness(base_cfg, dev, bs, channels_last=False),
+        "channels_last": build_train_harness(base_cfg, dev, bs, channels_last=True),
+        "bf16_autocast": build_train_harness(_variant_cfg(size, "unsupervised", "bf16"), dev, bs, channels_last=False),
+        "batch_x4": build_train_harness(base_cfg, dev, 4 * bs, channels_last=False),
+    }
+
+    def one_thread() -> None:
+        torch.set_num_threads(1)
+        try:
+            hs["default"].step()
+        finally:
+            torch.set_num_threads(n_threads)
+
+    fns: dict[str, Callable[[], Any]] = {k: h.step for k, h in hs.items()}
+    if n_threads > 1:
+        fns["threads_1"] = one_thread
+    med = interleaved_medians(fns, repeats=repeats, warmup=1, device=dev)
+    per_image = {k: med[k] / (4 * bs if k == "batch_x4" else bs) for k in med}
+    out = {k: {"s_per_image": v, "speedup_vs_default": per_image["default"] / v} for k, v in per_image.items()}
+    log(f"CPU options (R_u {size} px): " + ", ".join(f"{k} x{v['speedup_vs_default']:.2f}" for k, v in out.items()))
+    return out
+
+
+def _fmt(x: float | None, spec: str = ".2f") -> str:
+    return "unmeasured" if x is None else format(x, spec)
+
+
+def bench_markdown(res: Mapping[str, Any]) -> str:
+    """The bench results as a markdown report: one table of figures against targets, one per-configuration table."""
+    m = res["machine"]
+    kind = res["study_estimate"]["device_kind"] if "study_estimate" in res else "cpu"
+    lines = [
+        "# make bench",
+        "",
+        f"Device `{m['device']}` ({m.get('gpu', m.get('cpu'))}), torch {m['torch']}, {m['threads']} threads, "
+        f"load average at start {m.get('loadavg_1min_at_start', 'n/a')}. GEMM peak (measured here, best of the "
+        f"run): {res['gemm_peak_tflops'] * 1e3:.1f} GFLOP/s.",
+        "",
+        "| figure | measured | target | met |",
+        "|---|---|---|---|",
+    ]
+    t = res["targets"]
+    mp = res["main_size"]
+
+    def row(name: str, value: float | None, target: float, le: bool, spec: str = ".3f") -> None:
+        met = "n/a" if value is None else ("yes" if (value <= target if le else value >= target) else "no")
+        lines.append(f"| {name} | {_fmt(value, spec)} | {'<=' if le else '>='} {target:g} | {met} |")
+
+    if kind == "cpu":
+        row(f"training FLOP/s / GEMM peak, R_u {mp} px (CPU)", res["fraction_of_gemm_peak_main"],
+            t["cpu_train_fraction_of_gemm_peak_256"], le=False)  # fmt: skip
+    row(f"step time with L_attn / without (R_u {mp} px)", res["attention_cost_ratio"], t["attention_cost_ratio"], True)
+    row(f"data-wait fraction of the step ({mp} px)", res["data_wait_fraction_main"], t["data_wait_fraction"], True)
+    gpu_tput = res["train"][f"AVAGA-R_u@{mp}"]["images_per_s"] if kind == "cuda" else None
+    row(f"GPU training images/s, R_u {mp} px", gpu_tput, t["gpu_train_images_per_s_256"], False, ".0f")
+    row("GPU-hours, MVTec Tables 2/3/8 study", res["study_estimate"]["gpu_hours"], t["gpu_study_hours"], True, ".2f")
+    lines += [
+        "",
+        f"Study estimate on this device ({kind}): {res['study_estimate']['hours']:.1f} hours for 15 categories x "
+        f"150 epochs x {len(STUDY_RUNS)} runs (runs without their own measurement use AVAGA-R_u's speed: "
+        f"{', '.join(res['study_estimate']['assumed_runs'])}).",
+        "",
+        "| configuration | batch | images/s | GFLOP / image | TFLOP/s | of GEMM peak | data wait |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, r in res["train"].items():
+        dw = f"{r['data_wait_fraction']:.3f}" if "data_wait_fraction" in r else "-"
+        lines.append(
+            f"| train {name} | {r['batch']} | {r['images_per_s']:.2f} | {r['gflop_per_image']:.1f} | "
+            f"{r['achieved_tflops']:.4f} | {r['fraction_of_gemm_peak']:.3f} | {dw} |"
+        )
+    for name, r in res["eval"].items():
+        lines.append(f"| eval {name} (Grad-CAM + metrics) | {r['batch']} | {r['images_per_s']:.2f} | | | | |")
+    lines += ["", f"Peak memory ({res['peak_memory_kind']}, one training step):"]
+    lines += [f"- {k}: {v:.0f} MiB" for k, v in res["peak_memory_mib"].items()]
+    if "cpu_options" in res:
+        lines += ["", "CPU options (AVAGA-R_u, second side, per-image time vs fp32 NCHW default):", ""]
+        lines += ["| option | s / image | speed-up |", "|---|---|---|"]
+        lines += [f"| {k} | {v['s_per_image']:.3f} | {v['speedup_vs_default']:.2f} |" for k, v in
+                  res["cpu_options"].items()]  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def write_bench(res: Mapping[str, Any], out_dir: str | None = None) -> tuple[Any, Any]:
+    """Write ``bench.json`` and ``bench.md`` (atomically) under ``results/bench/`` (or ``out_dir``)."""
+    from pathlib import Path
+
+    from avaga_lib import paths
+    from avaga_lib.io import write_json, write_text
+
+    d = Path(out_dir) if out_dir else paths.results_dir() / "bench"
+    return write_json(d / "bench.json", dict(res)), write_text(d / "bench.md", bench_markdown(res))

@@ -94,11 +94,22 @@ def test_epoch_batches_cover_epoch_once_and_split_evenly() -> None:
     assert seen.unique().numel() == seen.numel() == n  # tail of 5 >= 3 ranks is kept, nothing twice
     for step in range(len(per_rank[0])):
         assert sum(per_rank[r][step][1] for r in range(world)) == pytest.approx(1.0)
-    single = torch.cat([i for i, _ in D.epoch_batches(n, bs, epoch=1, seed=0)])
-    merged = torch.cat([per_rank[r][s][0] for s in range(len(per_rank[0])) for r in range(world)])
-    assert torch.equal(single, merged)  # ranks' slices, in order, are the single-process batches
+    single = [i for i, _ in D.epoch_batches(n, bs, epoch=1, seed=0)]
+    for s, batch in enumerate(single):  # ranks' slices of step s together are the single-process batch s
+        merged = torch.cat([per_rank[r][s][0] for r in range(world)])
+        assert sorted(merged.tolist()) == sorted(batch.tolist())
     other = torch.cat([i for i, _ in D.epoch_batches(n, bs, epoch=2, seed=0)])
-    assert not torch.equal(single, other)
+    assert not torch.equal(torch.cat(single), other)
+
+
+def test_shard_batch_is_strided() -> None:
+    idx = torch.arange(10, 17)
+    mine, frac = D.shard_batch(idx, D.DistContext(1, 3))
+    assert mine.tolist() == [11, 14] and frac == pytest.approx(2 / 7)
+    assert D.shard_batch(idx)[1] == 1.0 and torch.equal(D.shard_batch(idx)[0], idx)
+    with pytest.raises(ValueError, match="train.batch_size"):
+        D.shard_batch(torch.arange(2), D.DistContext(0, 3))
+    assert D.all_finite({"a": 1.0}, D.SINGLE) and not D.all_finite({"a": float("nan")}, D.SINGLE)
 
 
 def test_epoch_batches_rejects_batch_smaller_than_world() -> None:
