@@ -1,0 +1,158 @@
+"""``make bench``: measured costs of the study's choices.
+
+Part of issue 3: :func:`bench_attention_cost`, the price of the guided-attention term (eq. 3) in a training step,
+as the ratio of the median step time with L_attn to the median step time without it. Both variants run in the same
+process on the same model, their repetitions interleaved (ABAB...), so drifts of the machine (other processes,
+thermal) hit both alike. Further benchmarks (issue 8) add their own functions and register them in ``BENCHMARKS``.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+import torch
+
+from avaga_lib.config import LossConfig, ModelConfig
+
+
+def _train_step_fn(
+    image_size: int, batch: int, variant: str, setting: str, device: torch.device, seed: int
+) -> Callable[[bool], None]:
+    """A closure running one full training step (generator objective + backward + Adam, then the D step)."""
+    from avaga_lib.losses import discriminator_objective, generator_objective
+    from avaga_lib.model import Discriminator, build_model
+
+    torch.manual_seed(seed)
+    mcfg = ModelConfig(variant=variant, pretrained="none")  # weights do not change the cost
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model, _ = build_model(mcfg, image_size, setting)
+    disc = Discriminator(image_size)
+    model.to(device).train()
+    disc.to(device).train()
+    opt_g = torch.optim.Adam(model.parameters(), lr=1e-4, betas=(0.5, 0.999))  # A.1 lr; betas as TrainConfig
+    opt_d = torch.optim.Adam(disc.parameters(), lr=1e-4, betas=(0.5, 0.999))
+    x = torch.rand(batch, 3, image_size, image_size, device=device)
+    labels = torch.zeros(batch, dtype=torch.long, device=device)
+    with_attn, without_attn = LossConfig(), replace(LossConfig(), attention_loss=False)
+
+    def step(attention: bool) -> None:
+        loss_cfg = with_attn if attention else without_attn
+        loss, _, out = generator_objective(model, disc, x, labels, loss_cfg, mcfg, setting)
+        opt_g.zero_grad(set_to_none=True)
+        loss.backward()
+        opt_g.step()
+        d_loss, _ = discriminator_objective(disc, x, out.recon.detach())
+        opt_d.zero_grad(set_to_none=True)
+        d_loss.backward()
+        opt_d.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    return step
+
+
+def bench_attention_cost(
+    image_size: int = 256,
+    batch: int = 2,
+    variant: str = "R",
+    reps: int = 7,
+    warmup: int = 1,
+    device: str = "cpu",
+    setting: str = "unsupervised",
+    seed: int = 0,
+    verbose: bool = True,
+) -> dict[str, Any]:
+    """Cost of the attention loss: median train-step time with L_attn / without, interleaved repetitions.
+
+    "Without" is the ``attention_loss=False`` ablation: it still computes the (detached) Grad-CAM for logging,
+    which in closed form is one (B, 512) x (512, 512) product and a weighted channel sum, negligible next to a step.
+
+    Args:
+        image_size: input side (paper: 256).
+        batch: images per step (2 keeps a CPU run short).
+        variant: "R" or "D".
+        reps: timed repetitions of each variant (interleaved, alternating which goes first).
+        warmup: untimed repetitions of each variant first (allocator, thread pools).
+        device: "cpu" or "cuda".
+        setting: "unsupervised" (L_attn, eq. 4) or "weak" (L_a, eq. 6).
+        seed: model init / input seed.
+        verbose: print a one-line summary.
+
+    Returns:
+        dict with ``ratio`` (median with / median without), ``ratio_paired`` (median of per-pair ratios),
+        ``with_s`` / ``without_s`` (median seconds), the raw times and the settings.
+    """
+    dev = torch.device(device)
+    step = _train_step_fn(image_size, batch, variant, setting, dev, seed)
+    for _ in range(warmup):
+        step(True)
+        step(False)
+    t_with: list[float] = []
+    t_without: list[float] = []
+    for r in range(reps):
+        order = (True, False) if r % 2 == 0 else (False, True)  # alternate which variant runs first
+        for attention in order:
+            t0 = time.perf_counter()
+            step(attention)
+            (t_with if attention else t_without).append(time.perf_counter() - t0)
+    med_with, med_without = statistics.median(t_with), statistics.median(t_without)
+    result = {
+        "benchmark": "attention_cost",
+        "image_size": image_size,
+        "batch": batch,
+        "variant": variant,
+        "setting": setting,
+        "device": str(dev),
+        "threads": torch.get_num_threads(),
+        "reps": reps,
+        "with_s": med_with,
+        "without_s": med_without,
+        "ratio": med_with / med_without,
+        "ratio_paired": statistics.median(a / b for a, b in zip(t_with, t_without)),
+        "times_with_s": t_with,
+        "times_without_s": t_without,
+        "target": 1.05,  # issue 3: the attention term may cost at most 5% of a step
+    }
+    if verbose:
+        print(
+            f"attention cost ({variant}, {setting}, {image_size}px, batch {batch}, {dev}): step with L_attn "
+            f"{med_with:.3f} s / without {med_without:.3f} s = ratio {result['ratio']:.3f} "
+            f"(paired median {result['ratio_paired']:.3f}; target <= 1.05)"
+        )
+    return result
+
+
+BENCHMARKS: dict[str, Callable[..., dict[str, Any]]] = {
+    "attention_cost": bench_attention_cost,
+}
+
+
+def main(argv: list[str] | None = None) -> dict[str, dict[str, Any]]:
+    """Run the benchmarks named on the command line (default: all) and print their summaries."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m avaga_lib.bench", description=__doc__.splitlines()[0])
+    parser.add_argument("names", nargs="*", default=list(BENCHMARKS), help=f"benchmarks among {list(BENCHMARKS)}")
+    parser.add_argument("--image-size", type=int, default=256)
+    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--reps", type=int, default=7)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args(argv)
+    results: dict[str, dict[str, Any]] = {}
+    for name in args.names:
+        if name not in BENCHMARKS:
+            raise SystemExit(f"unknown benchmark '{name}'; choose among {list(BENCHMARKS)}")
+        results[name] = BENCHMARKS[name](
+            image_size=args.image_size, batch=args.batch, reps=args.reps, device=args.device
+        )
+    return results
+
+
+if __name__ == "__main__":
+    main()
