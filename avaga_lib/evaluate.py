@@ -521,8 +521,35 @@ def paper_comparison(cfg: RunConfig, metrics: dict[str, Any]) -> pd.DataFrame:
     return frame
 
 
+ROW_METRICS = ("iou", "mean_accuracy", "image_auroc", "image_auroc_classifier", "pixel_auroc", "aupro", "iou_pooled",
+               "fp_area_normal", "mean_accuracy_transductive")
+
+
+def metrics_row(cfg: RunConfig, metrics: dict[str, Any]) -> pd.DataFrame:
+    """One-row table of a run's metrics with the paper's value beside ours (``<metric> (paper)``; NaN = n/a).
+
+    The paper reports IoU and mean accuracy only (Tables 2-5, MVTec AD and STC); the threshold-free metrics and
+    every other dataset have no paper value.
+    """
+    from avaga_lib.report import PAPER_FILES
+
+    col = paper_column(cfg)
+    row: dict[str, float] = {}
+    for k in ROW_METRICS:
+        v = metrics.get(k)
+        if k == "image_auroc_classifier" and (v is None or math.isnan(v)):
+            continue  # weak setting only
+        row[k] = math.nan if v is None else float(v)
+        table = PAPER_FILES.get((cfg.data.dataset, k))
+        if k in ("iou", "mean_accuracy"):
+            row[f"{k} (paper)"] = paper_value(table, cfg.data.category, col) if table else math.nan
+    return pd.DataFrame([row], index=[f"{cfg.data.dataset}/{cfg.data.category}/{cfg.setting_name}"])
+
+
 __all__ = [
     "CALIBRATION_NAME",
+    "ROW_METRICS",
+    "metrics_row",
     "Calibration",
     "EvalResult",
     "calibrate",
