@@ -410,3 +410,38 @@ def plot_image_files_grid(paths: Any, titles: Any, path: Path | str | None = Non
     if close:
         plt.close(fig)
     return fig
+
+
+# ------------------------------------------------------------------------------------------------ model (issue 3)
+def plot_model_forward(
+    images: Any, recons: Any, attention: Any, amaps: Any, path: Path | str | None = None, title: str = "",
+    close: bool = False,
+) -> Any:
+    """One row per image: input, reconstruction, attention map A, anomalous map 1 - A (Fig. 1 of the paper).
+
+    Args:
+        images, recons: float arrays / tensors (N, 3, H, W) in [0, 1].
+        attention, amaps: float arrays / tensors (N, 1, H, W) in [0, 1].
+    """
+    cols = (("input", images), ("reconstruction", recons), ("attention A", attention), ("anomalous map", amaps))
+    arrays = [np.asarray(a.detach().cpu() if hasattr(a, "detach") else a, dtype=np.float32) for _, a in cols]
+    n = arrays[0].shape[0]
+    fig, axes = plt.subplots(n, 4, figsize=(8, 2 * n), squeeze=False)
+    for i in range(n):
+        for j, ((name, _), arr) in enumerate(zip(cols, arrays)):
+            ax = axes[i, j]
+            if arr.shape[1] == 3:
+                ax.imshow(np.clip(arr[i].transpose(1, 2, 0), 0, 1))
+            else:
+                ax.imshow(arr[i, 0], cmap="jet", vmin=0.0, vmax=1.0)  # fixed [0, 1] scale: maps are comparable
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(name, fontsize=9)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    _save(fig, path)
+    if close:
+        plt.close(fig)
+    return fig
