@@ -257,34 +257,62 @@ def allreduce_gradients(params: Iterable[nn.Parameter], ctx: DistContext, fracti
             offset += k
 
 
+def _broadcast_coalesced(tensors: list[Tensor], src: int) -> None:
+    """Broadcast tensors from ``src`` as one flat buffer per dtype (one collective instead of one per tensor)."""
+    by_dtype: dict[torch.dtype, list[Tensor]] = {}
+    for t in tensors:
+        by_dtype.setdefault(t.dtype, []).append(t)
+    for group in by_dtype.values():
+        flat = torch.cat([t.reshape(-1) for t in group])
+        dist.broadcast(flat, src=src)
+        offset = 0
+        for t in group:
+            k = t.numel()
+            t.copy_(flat[offset : offset + k].view_as(t))
+            offset += k
+
+
 def broadcast_module(module: nn.Module, ctx: DistContext, src: int = 0) -> None:
     """Copy rank ``src``'s parameters and buffers to every rank (identical start, as DDP's constructor does)."""
     if not ctx.enabled:
         return
     with torch.no_grad():
-        for t in list(module.parameters()) + list(module.buffers()):
-            dist.broadcast(t.data, src=src)
+        _broadcast_coalesced([t.data for t in list(module.parameters()) + list(module.buffers())], src)
 
 
 def sync_buffers(module: nn.Module, ctx: DistContext, src: int = 0) -> None:
     """Broadcast rank ``src``'s buffers (BatchNorm running statistics), as DDP's ``broadcast_buffers=True``."""
     if not ctx.enabled:
         return
-    with torch.no_grad():
-        for b in module.buffers():
-            dist.broadcast(b.data, src=src)
+    buffers = [b.data for b in module.buffers()]
+    if buffers:
+        with torch.no_grad():
+            _broadcast_coalesced(buffers, src)
+
+
+def same_on_all_ranks(value: int, ctx: DistContext) -> bool:
+    """True when every rank passes the same integer (e.g. the epoch a run resumes from)."""
+    if not ctx.enabled:
+        return True
+    t = torch.tensor([value, -value], dtype=torch.int64)
+    if ctx.backend == "nccl" and ctx.device is not None:
+        t = t.to(ctx.device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return int(t[0]) == value and int(-t[1]) == value
 
 
 def mean_over_ranks(values: dict[str, float], ctx: DistContext) -> dict[str, float]:
-    """Average a dict of scalars (loss logs) over ranks; identity alone."""
-    if not ctx.enabled or not values:
+    """Average a dict of scalars (loss logs) over the ranks that hold each key; identity alone."""
+    if not ctx.enabled:
         return dict(values)
-    keys = sorted(values)
-    t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64)
-    if ctx.backend == "nccl" and ctx.device is not None:
-        t = t.to(ctx.device)
-    dist.all_reduce(t, op=dist.ReduceOp.SUM)
-    return {k: float(v) / ctx.world_size for k, v in zip(keys, t.cpu().tolist())}
+    gathered: list[dict[str, float] | None] = [None] * ctx.world_size
+    dist.all_gather_object(gathered, {k: float(v) for k, v in values.items()})
+    keys = list(dict.fromkeys(k for d in gathered if d for k in d))
+    out: dict[str, float] = {}
+    for k in keys:
+        vals = [d[k] for d in gathered if d and k in d]
+        out[k] = sum(vals) / len(vals)
+    return out
 
 
 def state_hash(module: nn.Module) -> str:

@@ -148,3 +148,57 @@ def test_init_distributed_requires_torchrun_env(monkeypatch: pytest.MonkeyPatch)
         monkeypatch.delenv(k, raising=False)
     with pytest.raises(RuntimeError, match="torchrun"):
         D.init_distributed("cpu")
+
+
+def _trainer_worker(rank: int, world: int, port: int, root: str, out: str, epochs: int) -> None:
+    """One torchrun-like rank running the real trainer (train_run) on the tiny dataset."""
+    os.environ.update(
+        {"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world), "MASTER_ADDR": "127.0.0.1",
+         "MASTER_PORT": str(port)}
+    )  # fmt: skip
+    torch.set_num_threads(1)
+    from avaga_lib.config import make_config
+    from avaga_lib.train import train_run
+
+    cfg = make_config(
+        "smoke",
+        {"data.dataset": "embedded", "data.root": root, "data.category": "weave", "data.image_size": 64,
+         "train.epochs": epochs, "train.batch_size": 4, "train.nproc": world, "train.device": "cpu",
+         "model.pretrained": "none", "results_dir": str(Path(out) / "results")},
+    )  # fmt: skip
+    res = train_run(cfg, progress=False)
+    losses = res.history.drop(columns="time_s").to_dict("list")  # epoch time differs per rank
+    hashes = {"model": D.state_hash(res.model), "disc": D.state_hash(res.disc), "notes": res.notes,
+              "epochs_done": res.epochs_done, "rank": res.extra.get("rank"), "losses": losses}
+    torch.save(hashes, Path(out) / f"trainer_rank{rank}_e{epochs}.pt")
+
+
+@pytest.mark.timeout(180)
+def test_trainer_two_gloo_ranks_agree_and_resume(tiny_dataset: Path, tmp_path: Path) -> None:
+    """train_run under 2 gloo processes: same final weights on both ranks, rank 0 alone writes, resume works."""
+    for epochs in (1, 2):  # the second call resumes from epoch 1's checkpoint on both ranks
+        mp.start_processes(_trainer_worker, args=(2, _free_port(), str(tiny_dataset), str(tmp_path), epochs),
+                           nprocs=2, join=True, start_method="fork")  # fmt: skip
+        r0, r1 = (torch.load(tmp_path / f"trainer_rank{r}_e{epochs}.pt", weights_only=False) for r in (0, 1))
+        assert (r0["rank"], r1["rank"]) == (0, 1)
+        assert r0["model"] == r1["model"] and r0["disc"] == r1["disc"]
+        assert r0["epochs_done"] == r1["epochs_done"] == epochs
+        assert r0["losses"] == r1["losses"]  # epoch means averaged over ranks
+    for r in (r0, r1):
+        assert any("resumed from epoch 1" in n for n in r["notes"])
+    run_dirs = list((tmp_path / "results").rglob("checkpoint.pt"))
+    assert len(run_dirs) == 1
+    ck = torch.load(run_dirs[0], weights_only=False)
+    assert ck["epoch"] == 2
+    model_hash_ck = D.state_hash(_load_into_model(ck))
+    assert model_hash_ck == r0["model"]
+
+
+def _load_into_model(ck: dict) -> nn.Module:
+    from avaga_lib.config import RunConfig
+    from avaga_lib.train import build_networks
+
+    cfg = RunConfig.from_dict(ck["config"])
+    model, _, _ = build_networks(cfg)
+    model.load_state_dict(ck["model"])
+    return model

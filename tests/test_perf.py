@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -98,3 +100,33 @@ def test_eval_harness_runs() -> None:
     cfg = make_config("smoke", {"data.image_size": 64})
     h = perf.build_eval_harness(cfg, "cpu", batch_size=2)
     assert h.step() == 2
+
+
+def _fake_bench() -> dict:
+    train = {
+        name: {"batch": 2, "step_s": 2.0, "images_per_s": 1.0, "gflop_per_image": 75.0, "achieved_tflops": 0.07,
+               "fraction_of_gemm_peak": 0.5, "fraction_of_gemm_peak_best": 0.6, "data_wait_fraction": 0.01}
+        for name in ("AVAGA-R_u@256", "AVAGA-R_w@256")
+    }  # fmt: skip
+    est = perf.mvtec_study_hours({"AVAGA-R_u": 1.0}, 2.0)
+    return {
+        "machine": {"device": "cpu", "cpu": "x86_64", "torch": torch.__version__, "threads": 2},
+        "targets": perf.TARGETS, "gemm_peak_tflops": 0.1, "main_size": 256, "train": train,
+        "fraction_of_gemm_peak_main": 0.5, "fraction_of_gemm_peak_main_best": 0.6, "attention_cost_ratio": 1.01,
+        "attention_cost_ratio_best": 1.0, "data_wait_fraction_main": 0.01,
+        "eval": {"AVAGA-R_u@256": {"batch": 8, "images_per_s": 3.0}},
+        "peak_memory_mib": {"AVAGA-R_u@256": 2000.0}, "peak_memory_kind": "process RSS high-water mark",
+        "study_estimate": {"device_kind": "cpu", "hours": est["hours"], "assumed_runs": est["assumed"],
+                           "gpu_hours": None},
+    }  # fmt: skip
+
+
+def test_bench_markdown_and_files(tmp_path: Path) -> None:
+    res = _fake_bench()
+    md = perf.bench_markdown(res)
+    assert "| step time with L_attn / without (R_u 256 px) | 1.010 | <= 1.05 | yes |" in md
+    assert "| training FLOP/s / GEMM peak, R_u 256 px (CPU) | 0.500 | >= 0.7 | no |" in md
+    assert "GPU-hours, MVTec Tables 2/3/8 study | unmeasured" in md
+    j, m = perf.write_bench(res, str(tmp_path))
+    assert json.loads(Path(j).read_text())["train"]["AVAGA-R_u@256"]["images_per_s"] == 1.0
+    assert Path(m).read_text() == md
