@@ -24,6 +24,7 @@ import math
 import os
 import random
 import time
+import warnings
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
@@ -278,7 +279,8 @@ def train_run(cfg: RunConfig, splits: Any | None = None, progress: bool = True) 
     Raises:
         NonFiniteLossError: a loss term became NaN/inf (epoch and term named; last good checkpoint kept).
         TrainingInterrupted: Ctrl-C (the last completed epoch was saved first).
-        ValueError: a checkpoint of a different config sits in the run folder while ``train.resume`` is on.
+        ValueError: an unreadable checkpoint in the run folder while ``train.resume`` is on. (A checkpoint of a
+            *different* config is not resumed: a warning says so and training starts from scratch.)
     """
     from tqdm.auto import tqdm
 
@@ -342,13 +344,17 @@ def train_run(cfg: RunConfig, splits: Any | None = None, progress: bool = True) 
     history: list[dict[str, Any]] = []
     start_epoch = 0
     rhash = resume_hash(cfg)
-    if tc.resume and ckpt_path.exists():
-        ck = _load_checkpoint(ckpt_path)
-        if ck.get("resume_hash") != rhash:
-            raise ValueError(
-                f"checkpoint {ckpt_path} belongs to a different config (hash {ck.get('resume_hash')} != {rhash}); "
-                "delete it, choose another results_dir, or set train.resume=False"
-            )
+    ck = _load_checkpoint(ckpt_path) if tc.resume and ckpt_path.exists() else None
+    if ck is not None and ck.get("resume_hash") != rhash:
+        # a changed config in the same run folder (the pipeline reruns such runs): never mix two configs
+        warnings.warn(
+            f"checkpoint {ckpt_path} belongs to a different config (hash {ck.get('resume_hash')} != {rhash}); "
+            "training from scratch (it is overwritten at the first checkpoint)",
+            UserWarning,
+            stacklevel=2,
+        )
+        ck = None
+    if ck is not None:
         model.load_state_dict(ck["model"])
         opt_g.load_state_dict(ck["opt_g"])
         sched_g.load_state_dict(ck["sched_g"])
