@@ -11,6 +11,7 @@ cell in the CSV) and the others are still processed.
 from __future__ import annotations
 
 import warnings
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -72,6 +73,7 @@ def predict_folder(
     thr = cfg.eval.threshold
     weak = cfg.method == "avaga" and cfg.train.setting == "weak"
 
+    stems = Counter(f.stem for f in files)
     rows: list[dict[str, object]] = []
     readable: list[tuple[Path, torch.Tensor]] = []
     for f in files:
@@ -93,8 +95,9 @@ def predict_folder(
         amap = b.amap.clamp(0, 1).cpu()
         for i, (f, img_u8) in enumerate(chunk):
             mask = (amap[i] > thr).numpy() & bool(called[i] or not weak)  # weak: called normal -> empty mask
-            map_png = out / f"{f.stem}_map.png"
-            overlay_png = out / f"{f.stem}_overlay.png"
+            base = f.stem if stems[f.stem] == 1 else f"{f.stem}_{f.suffix.lstrip('.')}"  # a.png + a.jpg: no clash
+            map_png = out / f"{base}_map.png"
+            overlay_png = out / f"{base}_overlay.png"
             plots.save_map_png(amap[i].numpy(), map_png)
             plots.save_overlay_png(img_u8.numpy(), mask, overlay_png)
             rows.append(

@@ -10,9 +10,7 @@ import pytest
 from PIL import Image
 
 from avaga_lib.cli import main
-from avaga_lib.config import make_config
 from avaga_lib.data import generate_dataset
-from avaga_lib.evaluate import train_and_evaluate
 from avaga_lib.predict import predict_folder
 
 
@@ -20,9 +18,12 @@ from avaga_lib.predict import predict_folder
 def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     base = tmp_path_factory.mktemp("pred")
     root = generate_dataset(base / "embedded", categories=["weave"], n_train=6, n_test_good=2, n_test_bad=4, size=64)
-    cfg = make_config("smoke", {"data.root": str(root), "data.val_fraction": 0.2, "method": "ae_l2",
-                                "train.epochs": 1, "train.batch_size": 4, "results_dir": str(base / "results")})
-    _, _, out = train_and_evaluate(cfg, progress=False, figures=False)
+    args = ["train", "--root", str(root), "--category", "weave", "--method", "ae_l2", "--epochs", "1",
+            "--results-dir", str(base / "results"), "--set", "data.val_fraction=0.2", "--set", "train.batch_size=4",
+            "--no-progress"]
+    assert main(args) == 0  # the CLI's train command: train + evaluate + save
+    out = base / "results" / "embedded" / "weave" / "AE-L2-seed0"
+    assert (out / "metrics.json").is_file() and (out / "fig_qualitative.png").is_file()
     return out
 
 
@@ -34,6 +35,7 @@ def images(tmp_path: Path, run_dir: Path) -> Path:
     for i, p in enumerate(src):
         shutil.copy(p, folder / f"img{i}.png")
     Image.new("L", (50, 30), 128).save(folder / "gray_small.jpg")  # other size and mode: resized, made RGB
+    Image.new("RGB", (64, 64), (10, 20, 30)).save(folder / "img0.jpg")  # same stem as img0.png
     (folder / "broken.png").write_bytes(b"not a png")
     return folder
 
@@ -43,16 +45,17 @@ def test_predict_folder_writes_maps_overlays_and_reports_unreadable(run_dir: Pat
     out = tmp_path / "out"
     with pytest.warns(UserWarning, match="broken.png"):
         frame = predict_folder(run_dir, images, out)
-    assert list(frame["file"]) == ["broken.png", "gray_small.jpg", "img0.png", "img1.png"]
+    assert list(frame["file"]) == ["broken.png", "gray_small.jpg", "img0.jpg", "img0.png", "img1.png"]
     bad = frame.set_index("file").loc["broken.png"]
     assert bad["error"] and "broken.png" in bad["error"]
     ok = frame[frame["error"] == ""]
-    assert len(ok) == 3 and ok["score"].between(0, 1).all()
+    assert len(ok) == 4 and ok["score"].between(0, 1).all()
+    assert ok["map_png"].is_unique and ok["overlay_png"].is_unique
     assert set(ok["decision"]) <= {"normal", "anomalous"}
     for _, row in ok.iterrows():
         with Image.open(out / row["map_png"]) as m, Image.open(out / row["overlay_png"]) as o:
             assert m.size == o.size == (64, 64) and o.mode == "RGB"
-    assert len(pd.read_csv(out / "predictions.csv")) == 4
+    assert len(pd.read_csv(out / "predictions.csv")) == 5
 
 
 def test_cli_predict(run_dir: Path, images: Path, capsys: pytest.CaptureFixture[str]) -> None:
