@@ -143,6 +143,10 @@ def test_paper_values() -> None:
     assert table.loc["iou", "paper"] == pytest.approx(0.33) and table.loc["iou", "ours"] == 0.1
     assert math.isnan(table.loc["aupro", "paper"])
     assert E.paper_comparison(make_config("smoke"), {})["paper"].isna().all()
+    row = E.metrics_row(cfg, {"iou": 0.1, "mean_accuracy": 0.5, "image_auroc_classifier": float("nan")})
+    assert len(row) == 1 and row["iou (paper)"].iloc[0] == pytest.approx(0.33) and row["iou"].iloc[0] == 0.1
+    assert "image_auroc_classifier" not in row.columns  # unsupervised run: no classifier column
+    assert math.isnan(E.metrics_row(make_config("smoke"), {})["mean_accuracy (paper)"].iloc[0])  # embedded: n/a
 
 
 def test_same_seed_same_metrics(tiny_root: Path, tmp_path: Path) -> None:
