@@ -4,6 +4,12 @@ Part of issue 3: :func:`bench_attention_cost`, the price of the guided-attention
 as the ratio of the median step time with L_attn to the median step time without it. Both variants run in the same
 process on the same model, their repetitions interleaved (ABAB...), so drifts of the machine (other processes,
 thermal) hit both alike. Further benchmarks (issue 8) add their own functions and register them in ``BENCHMARKS``.
+
+Issue 8: :func:`bench_issue8` (``avaga_lib.perf.run_benchmark``) measures every figure of ``make bench`` in one run
+(training throughput and FLOP/s vs a measured GEMM peak at 256 / 128 px for AVAGA-R_u and R_w, attention cost
+through the trainer's own step, data-wait fraction, evaluation throughput, peak memory, MVTec study estimate) and
+:func:`main` writes them to ``results/bench/bench.json`` + ``bench.md``. ``make bench`` runs it alone;
+``python -m avaga_lib.bench attention_cost`` runs the standalone paired attention-cost measurement.
 """
 
 from __future__ import annotations
@@ -128,29 +134,60 @@ def bench_attention_cost(
     return result
 
 
+def bench_issue8(device: str = "cpu", quick: bool = False, threads: int | None = None, **_: Any) -> dict[str, Any]:
+    """Every figure of issue 8 in one run (see :func:`avaga_lib.perf.run_benchmark`); ignores the per-figure knobs."""
+    from avaga_lib.perf import run_benchmark
+
+    return run_benchmark(device=device, quick=quick, threads=threads)
+
+
 BENCHMARKS: dict[str, Callable[..., dict[str, Any]]] = {
     "attention_cost": bench_attention_cost,
+    "issue8": bench_issue8,
 }
+DEFAULT_BENCHMARKS = ("issue8",)  # make bench; issue8 already measures the attention cost through the trainer step
 
 
 def main(argv: list[str] | None = None) -> dict[str, dict[str, Any]]:
-    """Run the benchmarks named on the command line (default: all) and print their summaries."""
+    """Run the benchmarks named on the command line (default: ``issue8``), print and write their results.
+
+    ``issue8`` writes ``results/bench/bench.json`` + ``bench.md`` (or under ``--out``); other benchmarks are added
+    to ``bench.json`` under ``"extra"`` when run together with it, else written as ``<name>.json``.
+    """
     import argparse
 
+    from avaga_lib import paths
+    from avaga_lib.io import write_json
+    from avaga_lib.perf import write_bench
+
     parser = argparse.ArgumentParser(prog="python -m avaga_lib.bench", description=__doc__.splitlines()[0])
-    parser.add_argument("names", nargs="*", default=list(BENCHMARKS), help=f"benchmarks among {list(BENCHMARKS)}")
+    parser.add_argument("names", nargs="*", default=list(DEFAULT_BENCHMARKS),
+                        help=f"benchmarks among {list(BENCHMARKS)}")
     parser.add_argument("--image-size", type=int, default=256)
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--reps", type=int, default=7)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--quick", action="store_true", help="issue8: fewer repetitions, no CPU-option study")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
+    parser.add_argument("--out", default=None, help="output folder (default: results/bench)")
     args = parser.parse_args(argv)
     results: dict[str, dict[str, Any]] = {}
     for name in args.names:
         if name not in BENCHMARKS:
             raise SystemExit(f"unknown benchmark '{name}'; choose among {list(BENCHMARKS)}")
-        results[name] = BENCHMARKS[name](
-            image_size=args.image_size, batch=args.batch, reps=args.reps, device=args.device
-        )
+        kwargs: dict[str, Any] = {"image_size": args.image_size, "batch": args.batch, "reps": args.reps,
+                                  "device": args.device}
+        if name == "issue8":
+            kwargs |= {"quick": args.quick, "threads": args.threads}
+        results[name] = BENCHMARKS[name](**kwargs)
+    out = args.out or str(paths.results_dir() / "bench")
+    if "issue8" in results:
+        extra = {k: v for k, v in results.items() if k != "issue8"}
+        j, m = write_bench({**results["issue8"], **({"extra": extra} if extra else {})}, out)
+        print(f"wrote {j} and {m}")
+    else:
+        for name, r in results.items():
+            print(f"wrote {write_json(f'{out}/{name}.json', r)}")
     return results
 
 
