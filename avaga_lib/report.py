@@ -773,3 +773,31 @@ def threshold_study(
                          "fp_area": float((normal > t).mean()) if len(normal) else math.nan})
         examples["maps"][norm] = test_maps[anomalous]
     return ThresholdStudy(pd.DataFrame(rows), examples, cfg.setting_name, cfg.method)
+
+
+def table_html(table: Table, table_id: str | None = None) -> str:
+    """The table's formatted cells (as in its markdown) as an HTML ``<table>`` (escaped), for notebooks / HTML."""
+    lines = [ln for ln in table.markdown.strip().splitlines() if ln.startswith("|")]
+    if len(lines) < 2:
+        return "<p>(empty table)</p>"
+    split = [[c.strip().replace("**", "") for c in ln.strip().strip("|").split("|")] for ln in lines]
+    frame = pd.DataFrame(split[2:], columns=split[0])
+    return frame.to_html(index=False, table_id=table_id, classes="avaga-table", border=1, escape=True)
+
+
+def qualitative_figures(runs: pd.DataFrame, prefer: Sequence[str] = ("AVAGA-R_w", "AVAGA-R_u")) -> list[
+    tuple[Path, str]
+]:
+    """One ``fig_qualitative.png`` per (dataset, category): the first preferred method with one, else any run."""
+    out: list[tuple[Path, str]] = []
+    if runs.empty:
+        return out
+    for (dataset, category), grp in runs.groupby(["dataset", "category"], sort=True):
+        order = [m for m in prefer if (grp["method"] == m).any()] + sorted(set(grp["method"]) - set(prefer))
+        for m in order:
+            row = grp[grp["method"] == m].sort_values("seed").iloc[0]
+            fig = Path(row["run_dir"]) / "fig_qualitative.png"
+            if fig.exists():
+                out.append((fig, f"{dataset}/{category} · {row['setting']}"))
+                break
+    return out
