@@ -40,3 +40,30 @@ bench: $(STAMP) ## benchmark: throughput, attention cost, data-wait, eval speed,
 predict: $(STAMP) ## anomaly maps for your images: make predict RUN=<run folder> IMAGES=<folder> [OUT=<folder>]
 	@test -n "$(RUN)" -a -n "$(IMAGES)" || { echo "usage: make predict RUN=results/<dataset>/<category>/<setting> IMAGES=<folder> [OUT=<folder>]"; exit 2; }
 	$(PY) -m avaga_lib.cli predict --run "$(RUN)" --images "$(IMAGES)" $(if $(OUT),--out "$(OUT)",)
+
+# ------------------------------------------------------------------------------ reproduction pipeline (issue 5)
+# One papermill process per run (notebooks 03/04), JOBS of them at once: `make -j N reproduce` passes N through
+# MAKEFLAGS to the pipeline (it runs N runs in parallel, across categories; data is prepared once before), so one
+# failing run never stops the others and the summary/exit code come from a single place.
+DATASET    ?= embedded
+ROOT       ?=
+PROFILE    ?=
+CATEGORIES ?=
+VARIANTS   ?=
+SEEDS      ?=
+FORCE      ?=
+JOBS       ?=
+PARAMS     ?=
+RESULTS    ?= results
+
+.PHONY: reproduce report
+
+reproduce: $(STAMP) ## run the study + report: [DATASET=mvtec ROOT=.. PROFILE=paper CATEGORIES=a,b VARIANTS=main SEEDS=0,1 FORCE=1] (-j N)
+	$(PY) -m avaga_lib.cli pipeline --dataset "$(DATASET)" --results-dir "$(RESULTS)" \
+		$(if $(PARAMS),--params "$(PARAMS)") $(if $(ROOT),--root "$(ROOT)") $(if $(PROFILE),--profile "$(PROFILE)") \
+		$(if $(CATEGORIES),--categories "$(CATEGORIES)") $(if $(VARIANTS),--variants "$(VARIANTS)") \
+		$(if $(SEEDS),--seeds "$(SEEDS)") $(if $(filter-out 0,$(FORCE)),--force) $(if $(JOBS),--jobs $(JOBS)) --report
+
+# order-only: `make -j reproduce report` must not build the report while runs are still going
+report: $(STAMP) | $(filter reproduce,$(MAKECMDGOALS)) ## notebooks 06 + 07 over RESULTS: tables, REPORT.md, report.html
+	$(PY) -m avaga_lib.cli report --results-dir "$(RESULTS)"
