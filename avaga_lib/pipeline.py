@@ -428,7 +428,6 @@ def run_papermill(spec: RunSpec, kernel: str = DEFAULT_KERNEL, threads: int | No
     env = dict(os.environ)
     if threads:
         env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), AVAGA_NUM_THREADS=str(threads))
-    env.setdefault("MPLBACKEND", "Agg")
     with open(spec.log, "w") as log:
         log.write("$ " + " ".join(_papermill_command(spec, kernel)[:6]) + "\n")
         log.flush()
@@ -567,7 +566,7 @@ def run_report_notebooks(
         out_nb.parent.mkdir(parents=True, exist_ok=True)
         with open(spec.log, "w") as fh:
             proc = subprocess.run(_papermill_command(spec, kernel), stdout=fh, stderr=subprocess.STDOUT,
-                                  cwd=project_root(), env={**os.environ, "MPLBACKEND": "Agg"}, check=False)
+                                  cwd=project_root(), env=dict(os.environ), check=False)
         status = "ok" if proc.returncode == 0 else "failed"
         outcomes[name] = Outcome(spec, status, time.perf_counter() - t0,
                                  "" if status == "ok" else _error_from_log(spec.log))
