@@ -155,3 +155,43 @@ def test_export_html_embeds_images(tmp_path: Path) -> None:
     nbformat.write(nb, src)
     html = report.export_html(src, tmp_path / "r.html").read_text()
     assert "data:image/png;base64," + png[:20] in html
+
+
+def test_table_html_and_figures(mvtec_tree: Path, tmp_path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from avaga_lib import plots
+
+    runs = report.collect_runs(mvtec_tree)
+    tables = report.build_tables(runs)
+    key = report.headline_key(tables)
+    assert key == "mvtec_table2_iou"
+    html = report.table_html(tables[key], table_id="headline-table")
+    assert 'id="headline-table"' in html and "<td>mean</td>" in html and "0.32 ± 0.02" in html
+    fig = plots.plot_ours_vs_paper(tables[key].frame, report.MAIN_METHODS, "IoU", path=tmp_path / "bars.png",
+                                   close=True)
+    assert fig is not None and (tmp_path / "bars.png").stat().st_size > 1000
+    # qualitative figures: one per category, the preferred method first
+    png = Path(runs[(runs["category"] == "carpet") & (runs["method"] == "AVAGA-R_u")]["run_dir"].iloc[0])
+    (png / "fig_qualitative.png").write_bytes((tmp_path / "bars.png").read_bytes())
+    picked = report.qualitative_figures(runs)
+    assert [t for _, t in picked] == ["mvtec/carpet · AVAGA-R_u-seed0"]
+    plots.plot_image_files_grid([p for p, _ in picked], ["x"], path=tmp_path / "grid.png", close=True)
+    assert (tmp_path / "grid.png").exists()
+
+
+def test_threshold_curve_plot(tmp_path: Path) -> None:
+    import matplotlib
+    import numpy as np
+
+    matplotlib.use("Agg")
+    from avaga_lib import plots
+
+    rows = [{"norm": n, "threshold": t, "iou": t / 2, "acc_validation": 0.5, "acc_transductive": 0.6,
+             "fp_area": 1 - t} for n in ("sigmoid", "minmax") for t in np.arange(0.1, 1.0, 0.1)]
+    plots.plot_threshold_curves(pd.DataFrame(rows), path=tmp_path / "c.png", close=True)
+    ex = {"image": np.zeros((2, 3, 8, 8), np.uint8), "gt": np.ones((2, 8, 8), np.uint8), "defect": ["a", "b"],
+          "maps": {"sigmoid": np.full((2, 8, 8), 0.7)}}
+    plots.plot_threshold_masks(ex, "sigmoid", 0.5, path=tmp_path / "m.png", close=True)
+    assert (tmp_path / "c.png").exists() and (tmp_path / "m.png").exists()
