@@ -608,6 +608,6 @@ def ensure_demo_runs(
         if s.run_dir.exists():
             shutil.rmtree(s.run_dir)
         t0 = time.perf_counter()
-        run_inline(s)
+        run_inline(s, figures=s.name in ("AVAGA-R_u", "AVAGA-R_w"))  # the report's qualitative grid uses these
         log(f"demo run {s.label} trained in {time.perf_counter() - t0:.0f} s")
     return specs
