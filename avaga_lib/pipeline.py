@@ -542,11 +542,11 @@ def jobs_from_makeflags(makeflags: str | None = None) -> int:
 def run_report_notebooks(
     results_dir: Path | str = "results",
     kernel: str = DEFAULT_KERNEL,
-    notebooks: Sequence[str] = ("06_threshold_study.ipynb", "07_report.ipynb"),
+    notebooks: Sequence[str] = ("05_ablations.ipynb", "06_threshold_study.ipynb", "07_report.ipynb"),
     log: Callable[[str], None] = print,
     extra_parameters: dict[str, Any] | None = None,
 ) -> dict[str, Outcome]:
-    """Execute the analysis notebooks over ``results_dir`` and write ``<results_dir>/report.html`` from 07.
+    """Execute the analysis notebooks (05-07) over ``results_dir`` and write ``<results_dir>/report.html`` from 07.
 
     Returns:
         Outcome per notebook name (a failure is recorded, the next notebook still runs).

@@ -195,3 +195,16 @@ def test_threshold_curve_plot(tmp_path: Path) -> None:
           "maps": {"sigmoid": np.full((2, 8, 8), 0.7)}}
     plots.plot_threshold_masks(ex, "sigmoid", 0.5, path=tmp_path / "m.png", close=True)
     assert (tmp_path / "c.png").exists() and (tmp_path / "m.png").exists()
+
+
+def test_stc_tables_4_and_5(tmp_path: Path) -> None:
+    base = tmp_path / "r"
+    fake_run(base, "stc", "01", RU, {"iou": 0.20, "mean_accuracy": 0.80})
+    fake_run(base, "stc", "13", RU, {"iou": 0.30, "mean_accuracy": 0.70})  # scene 13: not in the paper's tables
+    tables = report.build_tables(report.collect_runs(base))
+    assert "stc_table4_iou" in tables and "stc_table5_mean_accuracy" in tables
+    frame = tables["stc_table4_iou"].frame.set_index("category")
+    assert frame.loc["01", "AVAGA-R_u_paper"] == pytest.approx(0.25)  # Table 4, scene 01
+    assert frame.loc["01", "AVAGA-R_u_diff"] == pytest.approx(-0.05)
+    assert math.isnan(frame.loc["13", "AVAGA-R_u_paper"])
+    assert frame.loc["mean", "AVAGA-R_u_paper"] == pytest.approx(0.25)  # only scenes the paper has
