@@ -115,7 +115,11 @@ def _run_pipeline(args: argparse.Namespace) -> int:
     print(f"pipeline: {len(specs)} runs planned, {jobs} at a time")
     summary = pipeline.execute(specs, force=args.force, jobs=jobs, kernel=args.kernel)
     code = summary.exit_code
-    if args.report:
+    if args.report and not summary.by_status("ok") and not summary.failed and pipeline.report_up_to_date(
+        args.results_dir
+    ):
+        print("report: up to date (no run changed since report.html was written)")
+    elif args.report:
         outcomes = pipeline.run_report_notebooks(args.results_dir, kernel=args.kernel)
         code = code or int(any(o.status != "ok" for o in outcomes.values()))
     print(summary.text())

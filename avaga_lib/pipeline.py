@@ -611,3 +611,16 @@ def ensure_demo_runs(
         run_inline(s, figures=s.name in ("AVAGA-R_u", "AVAGA-R_w"))  # the report's qualitative grid uses these
         log(f"demo run {s.label} trained in {time.perf_counter() - t0:.0f} s")
     return specs
+
+
+def report_up_to_date(results_dir: Path | str = "results") -> bool:
+    """True when ``report.html`` is newer than every run's metrics.json and than notebooks 05-07 (so a second
+    ``make reproduce`` that skipped every run need not re-execute the analysis notebooks)."""
+    base = _absolute(results_dir)
+    html = base / "report.html"
+    if not html.exists():
+        return False
+    inputs = [p for p in base.glob("*/*/*/metrics.json") if p.parts[-4] not in ("runs", "scratch")]
+    inputs += list((project_root() / "notebooks").glob("0[5-7]_*.ipynb"))
+    newest = max((p.stat().st_mtime for p in inputs), default=0.0)
+    return html.stat().st_mtime > newest
