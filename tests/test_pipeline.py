@@ -173,6 +173,21 @@ def test_execute_parallel_and_data_errors(tmp_path: Path, monkeypatch: pytest.Mo
     assert len(summary.by_status("ok")) == 2 and len(runner.calls) == 4
 
 
+def test_report_up_to_date(tmp_path: Path) -> None:
+    import os
+
+    metrics = tmp_path / "embedded" / "weave" / "AVAGA-R_u-seed0" / "metrics.json"
+    write_json(metrics, {"iou": 0.1})
+    assert not pipeline.report_up_to_date(tmp_path)  # no report yet
+    html = tmp_path / "report.html"
+    html.write_text("<html/>")
+    future = time.time() + 3600
+    os.utime(html, (future, future))
+    assert pipeline.report_up_to_date(tmp_path)
+    os.utime(metrics, (future + 10, future + 10))  # a run finished after the report
+    assert not pipeline.report_up_to_date(tmp_path)
+
+
 def test_error_from_log(tmp_path: Path) -> None:
     log = tmp_path / "x.log"
     log.write_text("cell 3\n\x1b[0;31mValueError\x1b[0m: boom\nPapermillExecutionError: \nmore\n")
