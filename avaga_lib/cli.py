@@ -184,7 +184,13 @@ def _run_train(args: argparse.Namespace) -> int:
         overrides[key] = yaml.safe_load(value)
     try:
         cfg = make_config(args.profile, overrides)
+        from avaga_lib.distributed import env_world_size, launch
+
+        if cfg.train.nproc > 1 and env_world_size() == 1:  # issue 8: relaunch this command under torchrun
+            return launch(args.argv, cfg.train.nproc)
         _, ev, run_dir = train_and_evaluate(cfg, progress=not args.no_progress)
+        if ev is None:  # torchrun rank > 0: rank 0 evaluates and prints
+            return 0
     except TrainingInterrupted as exc:
         print(f"train: {exc}", file=sys.stderr)
         return 130
@@ -246,6 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point (``avaga`` script and ``python -m avaga_lib.cli``)."""
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # the command as given (train relaunches it, issue 8)
     return COMMANDS[args.command][1](args)
 
 

@@ -451,8 +451,13 @@ def save_run(cfg: RunConfig, train_result: Any, eval_result: EvalResult, figures
     return out
 
 
-def train_and_evaluate(cfg: RunConfig, progress: bool = True, figures: bool = True) -> tuple[Any, EvalResult, Path]:
+def train_and_evaluate(
+    cfg: RunConfig, progress: bool = True, figures: bool = True
+) -> tuple[Any, EvalResult | None, Path]:
     """Train, evaluate and save one run (what ``python -m avaga_lib.cli train`` does).
+
+    Under torchrun (``train.nproc > 1``) every rank trains; rank 0 alone evaluates and writes, the others return
+    ``EvalResult`` None.
 
     Returns:
         (TrainResult, EvalResult, run folder).
@@ -462,6 +467,8 @@ def train_and_evaluate(cfg: RunConfig, progress: bool = True, figures: bool = Tr
 
     splits = make_splits(cfg.data, cfg.train.setting, save_dir=cfg.run_dir)
     tr = train_run(cfg, splits, progress=progress)
+    if not tr.extra.get("is_main", True):  # torchrun rank > 0 (issue 8): rank 0 evaluates and writes the run
+        return tr, None, Path(cfg.run_dir)
     ev = evaluate_run(tr.cfg, tr.model, splits, progress=progress)
     return tr, ev, save_run(tr.cfg, tr, ev, figures=figures)
 

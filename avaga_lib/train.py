@@ -284,23 +284,31 @@ def train_run(cfg: RunConfig, splits: Any | None = None, progress: bool = True) 
     """
     from tqdm.auto import tqdm
 
+    from avaga_lib import distributed as ddp
     from avaga_lib.data import AnomalyDataset, augment_batch, make_splits
 
     t0 = time.perf_counter()
     tc = cfg.train
+    # torchrun (WORLD_SIZE > 1): join the process group; alone this is ddp.SINGLE and changes nothing (issue 8)
+    ctx = ddp.init_distributed(resolve_device(tc.device))
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = run_dir / CHECKPOINT_NAME
     if splits is None:
-        splits = make_splits(cfg.data, tc.setting, save_dir=run_dir)
+        splits = make_splits(cfg.data, tc.setting, save_dir=run_dir if ctx.is_main else None)
 
-    device = resolve_device(tc.device)
+    device = ctx.device or resolve_device(tc.device)
     dtype = amp_dtype(tc.amp, device)
     seed_everything(tc.seed, tc.deterministic)
     notes: list[str] = []
 
     model, disc, build_notes = build_networks(cfg)
     notes += build_notes
+    if tc.nproc > 1 and not ctx.enabled:
+        notes.append(f"train.nproc={tc.nproc} but not started by torchrun: trained in one process "
+                     "(python -m avaga_lib.distributed --nproc N -- train ...)")
+    elif ctx.enabled and ctx.world_size != tc.nproc:
+        notes.append(f"torchrun world size {ctx.world_size} differs from train.nproc={tc.nproc}: world size used")
     if tc.compile:
         notes.append("train.compile=True ignored: Grad-CAM's second-order graph is not compiled by this trainer")
     channels_last = tc.channels_last and device.type == "cuda"  # helps convs on tensor cores; not on CPU
@@ -385,6 +393,13 @@ def train_run(cfg: RunConfig, splits: Any | None = None, progress: bool = True) 
             "notes": notes,
         }
 
+    if ctx.enabled:
+        if not ddp.same_on_all_ranks(start_epoch, ctx):
+            raise ValueError(f"ranks resume from different epochs: {ckpt_path} must be on a file system every rank "
+                             "reads (or start fresh with train.resume=False)")
+        ddp.broadcast_module(model, ctx)  # identical start on every rank (seeded alike; this makes it certain)
+        if disc is not None:
+            ddp.broadcast_module(disc, ctx)
     last_saved: Path | None = ckpt_path if start_epoch > 0 else None
     saved_epoch = start_epoch
     pending: dict[str, Any] | None = None  # in-memory state of the last completed epoch when not yet on disk
@@ -399,6 +414,7 @@ def train_run(cfg: RunConfig, splits: Any | None = None, progress: bool = True) 
             sums: dict[str, float] = {}
             bar = tqdm(batches, desc=f"{cfg.setting_name} epoch {epoch}/{tc.epochs}", disable=not progress, leave=False)
             for idx in bar:
+                idx, share = ddp.shard_batch(idx, ctx)  # this rank's images of the global batch (issue 8)
                 idx_dev = idx.to(device, non_blocking=non_blocking)
                 x, _ = augment_batch(
                     images_u8[idx_dev],
@@ -409,7 +425,7 @@ def train_run(cfg: RunConfig, splits: Any | None = None, progress: bool = True) 
                 )
                 if channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
-                terms = _train_step(cfg, model, disc, opt_g, opt_d, x, labels[idx_dev], device, dtype)
+                terms = _train_step(cfg, model, disc, opt_g, opt_d, x, labels[idx_dev], device, dtype, ctx, share)
                 for name, value in terms.items():
                     if not math.isfinite(value):
                         raise NonFiniteLossError(epoch, name, value, last_saved)
@@ -417,18 +433,19 @@ def train_run(cfg: RunConfig, splits: Any | None = None, progress: bool = True) 
                 bar.set_postfix({k: f"{v / (bar.n + 1):.4g}" for k, v in sums.items()}, refresh=False)
             bar.close()
             row = {"epoch": epoch, "lr": opt_g.param_groups[0]["lr"]}
-            row.update({k: v / len(batches) for k, v in sums.items()})
+            row.update(ddp.mean_over_ranks({k: v / len(batches) for k, v in sums.items()}, ctx))
             row["time_s"] = time.perf_counter() - t_epoch
             history.append(row)
             sched_g.step()
             if sched_d is not None:
                 sched_d.step()
-            if epoch % tc.log_every == 0 or epoch == tc.epochs:
+            if ctx.is_main and (epoch % tc.log_every == 0 or epoch == tc.epochs):
                 write_csv(run_dir / LOSSES_NAME, pd.DataFrame(history))
             if epoch % tc.checkpoint_every == 0 or epoch == tc.epochs:
-                save_torch(ckpt_path, snapshot(epoch))
+                if ctx.is_main:  # rank 0 alone writes (issue 8); every rank holds the same weights
+                    save_torch(ckpt_path, snapshot(epoch))
                 last_saved, saved_epoch, pending = ckpt_path, epoch, None
-            else:
+            elif ctx.is_main:
                 pending = copy.deepcopy(snapshot(epoch))  # so Ctrl-C can still save this epoch exactly
     except KeyboardInterrupt as exc:
         if isinstance(exc, TrainingInterrupted):
@@ -436,9 +453,10 @@ def train_run(cfg: RunConfig, splits: Any | None = None, progress: bool = True) 
         if pending is not None:
             save_torch(ckpt_path, pending)
             last_saved, saved_epoch = ckpt_path, int(pending["epoch"])
-        write_csv(run_dir / LOSSES_NAME, pd.DataFrame(history)) if history else None
+        write_csv(run_dir / LOSSES_NAME, pd.DataFrame(history)) if history and ctx.is_main else None
         raise TrainingInterrupted(saved_epoch, last_saved) from None
 
+    ddp.cleanup(ctx)
     model.eval()
     if disc is not None:
         disc.eval()
@@ -456,7 +474,8 @@ def train_run(cfg: RunConfig, splits: Any | None = None, progress: bool = True) 
         epochs_done=max(epoch, start_epoch),
         resumed_from=start_epoch,
         checkpoint=last_saved,
-        extra={"n_train_normal": n_normal, "n_train_weak": n_weak},
+        extra={"n_train_normal": n_normal, "n_train_weak": n_weak, "rank": ctx.rank, "world_size": ctx.world_size,
+               "is_main": ctx.is_main},
     )
 
 
@@ -470,18 +489,32 @@ def _train_step(
     labels: torch.Tensor,
     device: torch.device,
     dtype: torch.dtype | None,
+    ctx: Any = None,
+    share: float = 1.0,
 ) -> dict[str, float]:
-    """One optimisation step; returns the loss terms as floats (checked for finiteness by the caller)."""
+    """One optimisation step; returns the loss terms as floats (checked for finiteness by the caller).
+
+    ``ctx`` / ``share``: the DDP context and this rank's share of the global batch (:mod:`avaga_lib.distributed`);
+    gradients are all-reduced after each backward. None / 1.0 alone.
+    """
+    from avaga_lib import distributed as ddp
+
+    ctx = ctx or ddp.SINGLE
     if cfg.method != "avaga":
         from avaga_lib.baselines import reconstruction_loss
 
         with autocast(device, dtype):
             recon = model(x)
             loss = reconstruction_loss(baseline_kind(cfg.method), x, recon.float())
+        value = float(loss.detach())
+        if not ddp.all_finite({"loss": value}, ctx):  # collective: every rank stops together
+            return {"loss": value if not math.isfinite(value) else math.nan}
         opt_g.zero_grad(set_to_none=True)
         loss.backward()
+        ddp.allreduce_gradients(model.parameters(), ctx, share)
         opt_g.step()
-        return {"loss": float(loss.detach())}
+        ddp.sync_buffers(model, ctx)
+        return {"loss": value}
 
     from avaga_lib.losses import discriminator_objective, generator_objective
 
@@ -491,17 +524,23 @@ def _train_step(
         )
     terms = {f"g_{k}" if k in ("total", "loss") else k: float(v) for k, v in terms.items()}
     terms.setdefault("g_total", float(g_loss.detach()))
-    if not all(math.isfinite(v) for v in terms.values()):
+    if not ddp.all_finite(terms, ctx):  # collective: every rank stops together
+        if all(math.isfinite(v) for v in terms.values()):
+            terms["nonfinite_on_another_rank"] = math.nan
         return terms  # caller raises before any step is taken with a non-finite loss
     opt_g.zero_grad(set_to_none=True)
     g_loss.backward()
+    ddp.allreduce_gradients(model.parameters(), ctx, share)
     opt_g.step()
+    ddp.sync_buffers(model, ctx)
     if disc is not None and opt_d is not None and cfg.loss.adversarial_recon:
         with autocast(device, dtype):
             d_loss, d_terms = discriminator_objective(disc, x, out.recon.detach())
         opt_d.zero_grad(set_to_none=True)
         d_loss.backward()
+        ddp.allreduce_gradients(disc.parameters(), ctx, share)
         opt_d.step()
+        ddp.sync_buffers(disc, ctx)
         terms.update({k if k.startswith("d_") else f"d_{k}": float(v) for k, v in d_terms.items()})
     return terms
 
