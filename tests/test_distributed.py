@@ -176,12 +176,6 @@ def _trainer_worker(rank: int, world: int, port: int, root: str, out: str, epoch
 @pytest.mark.timeout(180)
 def test_trainer_two_gloo_ranks_agree_and_resume(tiny_dataset: Path, tmp_path: Path) -> None:
     """train_run under 2 gloo processes: same final weights on both ranks, rank 0 alone writes, resume works."""
-    import inspect
-
-    from avaga_lib import train
-
-    if "ctx" not in inspect.signature(train._train_step).parameters:
-        pytest.skip("avaga_lib/train.py does not yet call avaga_lib.distributed (DDP integration not applied)")
     for epochs in (1, 2):  # the second call resumes from epoch 1's checkpoint on both ranks
         mp.start_processes(_trainer_worker, args=(2, _free_port(), str(tiny_dataset), str(tmp_path), epochs),
                            nprocs=2, join=True, start_method="fork")  # fmt: skip
