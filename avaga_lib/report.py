@@ -415,6 +415,7 @@ class Claim:
     n: int  # categories where both sides were measured
     clear: int  # of the k, how many by more than the larger seed std (0 when single seed)
     detail: str = ""
+    ties: int = 0  # categories where both sides are equal (e.g. both 0): neither supports nor refutes
 
     @property
     def verdict(self) -> str:
@@ -423,6 +424,8 @@ class Claim:
             return "not measured"
         if self.k == self.n:
             return "holds"
+        if self.ties == self.n:
+            return "tie (no difference measured)"
         return "partly" if self.k > 0 else "does not hold"
 
     def sentence(self) -> str:
@@ -430,19 +433,20 @@ class Claim:
         if self.n == 0:
             return f"- **{self.claim}** ({self.source}, {self.dataset}): not measured — {self.detail}"
         clear = f"; by more than one seed std in {self.clear}" if self.clear else ""
+        ties = f"; tied in {self.ties}" if self.ties else ""
         return (
             f"- **{self.claim}** ({self.source}, {self.dataset}): **{self.verdict}** — in {self.k} of {self.n} "
-            f"categories{clear}. {self.detail}"
+            f"categories{clear}{ties}. {self.detail}"
         )
 
 
 def _compare(runs: pd.DataFrame, dataset: str, metric: str, better: str | Sequence[str],
-             worse: str | Sequence[str]) -> tuple[int, int, int, list[str]]:
-    """Count categories where mean(better) > mean(best of worse); returns k, n, clear, per-category lines."""
+             worse: str | Sequence[str]) -> tuple[int, int, int, int, list[str]]:
+    """Count categories where mean(better) > mean(best of worse); returns k, n, clear, ties, per-category lines."""
     agg = aggregate(runs[runs["dataset"] == dataset], metric)
     better_l = [better] if isinstance(better, str) else list(better)
     worse_l = [worse] if isinstance(worse, str) else list(worse)
-    k = n = clear = 0
+    k = n = clear = ties = 0
     lines = []
     for cat in dict.fromkeys(agg["category"]):
         a = agg[(agg["category"] == cat) & agg["method"].isin(better_l)]
@@ -452,13 +456,15 @@ def _compare(runs: pd.DataFrame, dataset: str, metric: str, better: str | Sequen
         ra = a.loc[a["mean"].idxmax()]
         rb = b.loc[b["mean"].idxmax()]
         n += 1
-        if ra["mean"] > rb["mean"]:
+        if abs(ra["mean"] - rb["mean"]) < 1e-9:
+            ties += 1
+        elif ra["mean"] > rb["mean"]:
             k += 1
             noise = max(_nan0(ra["std"]), _nan0(rb["std"]))
             if noise > 0 and ra["mean"] - rb["mean"] > noise:
                 clear += 1
         lines.append(f"{cat}: {ra['method']} {ra['mean']:.3f} vs {rb['method']} {rb['mean']:.3f}")
-    return k, n, clear, lines
+    return k, n, clear, ties, lines
 
 
 def _nan0(x: float) -> float:
@@ -494,7 +500,7 @@ def evaluate_claims(runs: pd.DataFrame) -> list[Claim]:
         return out
     for dataset in sorted(set(runs["dataset"])):
         for text, source, metric, better, worse in CLAIMS:
-            k, n, clear, lines = _compare(runs, dataset, metric, better, worse)
+            k, n, clear, ties, lines = _compare(runs, dataset, metric, better, worse)
             if n == 0:
                 sides = ([better] if isinstance(better, str) else list(better)) + (
                     [worse] if isinstance(worse, str) else list(worse)
@@ -503,7 +509,7 @@ def evaluate_claims(runs: pd.DataFrame) -> list[Claim]:
                 detail = f"no runs of {', '.join(missing) or 'both sides in a common category'}"
             else:
                 detail = "; ".join(lines)
-            out.append(Claim(text, source, dataset, k, n, clear, detail))
+            out.append(Claim(text, source, dataset, k, n, clear, detail, ties))
         out.append(_threshold_claim(runs, dataset))
     return out
 
@@ -604,6 +610,9 @@ def render_report_md(runs: pd.DataFrame, tables: dict[str, Table], claims: Itera
         lines.append(f"- Choices for each ambiguity of the paper: see `{protocol_path}`.")
     lines += ["", "## Deviations from the paper", ""]
     lines += [f"- {d}" for d in deviations(runs)]
+    obs = observations(runs)
+    if obs:
+        lines += ["", "## Observations", ""] + [f"- {o}" for o in obs]
     lines += ["", "## Verdicts per claim", ""]
     lines += [c.sentence() for c in claims]
     lines += ["", "## Tables", ""]
@@ -645,6 +654,23 @@ def deviations(runs: pd.DataFrame) -> list[str]:
     for n in notes:
         count = int(sum(n in ns for ns in runs["notes"]))
         out.append(f"recorded fallback ({count} runs): {n}")
+    return out
+
+
+def observations(runs: pd.DataFrame) -> list[str]:
+    """Facts the reader needs to interpret the verdicts (e.g. attention maps that never cross the threshold)."""
+    out: list[str] = []
+    avaga = runs[runs["method"].str.startswith("AVAGA")]
+    if not avaga.empty and "iou" in avaga and "fp_area_normal" in avaga:
+        silent = avaga[(avaga["iou"].fillna(-1) == 0) & (avaga["fp_area_normal"].fillna(-1) == 0)]
+        if len(silent):
+            norms = _uniq(silent["attention_norm"])
+            out.append(
+                f"{len(silent)} of {len(avaga)} AVAGA runs flag no pixel at all (IoU 0 and no false-positive area; "
+                f"attention normalization {norms}): the anomalous map 1 - A never exceeds the threshold. This is the "
+                "behaviour PROTOCOL_NOTES 2 predicts for a sigmoid-normalized attention; notebook 06 shows the "
+                "same runs under the minmax / max normalizations. IoU orderings between such runs are ties."
+            )
     return out
 
 

@@ -208,3 +208,15 @@ def test_stc_tables_4_and_5(tmp_path: Path) -> None:
     assert frame.loc["01", "AVAGA-R_u_diff"] == pytest.approx(-0.05)
     assert math.isnan(frame.loc["13", "AVAGA-R_u_paper"])
     assert frame.loc["mean", "AVAGA-R_u_paper"] == pytest.approx(0.25)  # only scenes the paper has
+
+
+def test_ties_and_silent_maps_observation(tmp_path: Path) -> None:
+    base = tmp_path / "r"
+    fake_run(base, "embedded", "weave", RU, {"iou": 0.0, "mean_accuracy": 0.5, "fp_area_normal": 0.0})
+    fake_run(base, "embedded", "weave", RW, {"iou": 0.0, "mean_accuracy": 0.6, "fp_area_normal": 0.0})
+    runs = report.collect_runs(base)
+    claims = {c.claim: c for c in report.evaluate_claims(runs)}
+    c = claims["AVAGA-R_w localizes better than AVAGA-R_u (IoU)"]
+    assert (c.k, c.ties, c.verdict) == (0, 1, "tie (no difference measured)")
+    assert claims["AVAGA-R_w classifies better than AVAGA-R_u (mean accuracy)"].verdict == "holds"
+    assert any("2 of 2 AVAGA runs flag no pixel" in o for o in report.observations(runs))
