@@ -687,7 +687,9 @@ def export_html(executed_notebook: Path | str, html_path: Path | str) -> Path:
     if not src.exists():
         raise ReportError(f"executed notebook {src} missing; run notebooks/07_report.ipynb first (make report)")
     nb = nbformat.read(src, as_version=4)
-    exporter = HTMLExporter(embed_images=True)
+    # readers get tables, figures and text: the code stays in the executed notebook beside it
+    exporter = HTMLExporter(embed_images=True, exclude_input=True, exclude_input_prompt=True,
+                            exclude_output_prompt=True)
     body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": "AVAGA reproduction report"}})
     return write_text(html_path, body)
 
