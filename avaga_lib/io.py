@@ -70,3 +70,22 @@ def save_torch(path: Path | str, obj: Any) -> Path:
     import torch
 
     return atomic_write(path, lambda p: torch.save(obj, p))
+
+
+def replace_dir(tmp: Path | str, dst: Path | str) -> Path:
+    """Swap a fully written temporary folder ``tmp`` in as ``dst`` (same parent, so each rename is atomic).
+
+    An existing ``dst`` is first moved aside and deleted only after the new folder is in place, so at every moment
+    either the old or the new complete folder exists under ``dst``.
+    """
+    import shutil
+
+    tmp, dst = Path(tmp), Path(dst)
+    if dst.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{dst.name}.old-", dir=dst.parent))
+        os.replace(dst, old / "d")
+        os.replace(tmp, dst)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, dst)
+    return dst

@@ -16,7 +16,6 @@ The source is never written to; the copy is written to a temporary sibling folde
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -25,7 +24,7 @@ import numpy as np
 from PIL import Image
 
 from avaga_lib.data.dataset import DataLayoutError
-from avaga_lib.io import atomic_write, read_json, write_json
+from avaga_lib.io import atomic_write, read_json, replace_dir, write_json
 
 MTD_CATEGORY = "magnetic_tile"
 MARKER = ".complete.json"  # written last: the converted copy is complete
@@ -104,13 +103,7 @@ def convert_magnetic_tile(
         write_json(tmp / "conversion.json", {**params, "n_train": n_train, "n_free": len(free),
                                              "defect_classes": [d.name for d in defect_dirs],
                                              "empty_masks": empty})
-        if dst.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{dst.name}.old-", dir=dst.parent))
-            os.replace(dst, old / "d")
-            os.replace(tmp, dst)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, dst)
+        replace_dir(tmp, dst)  # atomic swap; an older copy is removed only afterwards
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

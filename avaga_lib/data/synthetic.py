@@ -21,7 +21,6 @@ never leaves a half-written dataset that looks complete.
 from __future__ import annotations
 
 import math
-import os
 import shutil
 import tempfile
 from collections.abc import Callable, Sequence
@@ -30,7 +29,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from avaga_lib.io import atomic_write, read_json, write_json
+from avaga_lib.io import atomic_write, read_json, replace_dir, write_json
 
 CATEGORIES: tuple[str, ...] = ("weave", "granite", "washer")
 TEXTURE_DEFECTS: tuple[str, ...] = ("scratch", "hole", "discoloration", "crack")
@@ -313,13 +312,7 @@ def generate_dataset(
                 progress(f"generating {cat} ({n_train + n_test_good + n_test_bad} images, {size} px)")
             _write_category(tmp / cat, cat, seed, n_train, n_test_good, n_test_bad, size)
         write_json(tmp / MARKER, params)  # last: marks the folder complete
-        if root.exists():  # an older generated dataset: move it aside, then swap in the new one
-            old = Path(tempfile.mkdtemp(prefix=f".{root.name}.old-", dir=root.parent))
-            os.replace(root, old / "d")
-            os.replace(tmp, root)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, root)
+        replace_dir(tmp, root)  # atomic swap; an older copy is removed only afterwards
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
