@@ -82,7 +82,8 @@ def _add_pipeline(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seeds", default=None, help="comma-separated training seeds")
     p.add_argument("--results-dir", default="results", help="base of the results tree")
     p.add_argument("--force", action="store_true", help="rerun finished runs")
-    p.add_argument("--jobs", type=int, default=None, help="parallel runs (default: from make -j, else 1)")
+    p.add_argument("--jobs", type=int, default=None,
+                   help="parallel runs (default: make -j; else 1 per core for CPU smoke runs)")
     p.add_argument("--kernel", default="python3", help="Jupyter kernel")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="notebook parameter for every run, YAML value (e.g. --set epochs=1)")
@@ -111,7 +112,7 @@ def _run_pipeline(args: argparse.Namespace) -> int:
             state = "finished" if pipeline.is_finished(s) else "to run"
             print(f"{s.label:60s} {s.notebook.name:36s} {state}")
         return 0
-    jobs = args.jobs or pipeline.jobs_from_makeflags()
+    jobs = args.jobs or pipeline.default_jobs(specs)
     print(f"pipeline: {len(specs)} runs planned, {jobs} at a time")
     summary = pipeline.execute(specs, force=args.force, jobs=jobs, kernel=args.kernel)
     code = summary.exit_code

@@ -524,6 +524,23 @@ def execute(
     return summary
 
 
+def default_jobs(specs: Sequence[RunSpec], makeflags: str | None = None) -> int:
+    """Parallel runs when none were asked for: ``make -j N`` wins; else CPU-only smoke runs use every core.
+
+    Small CPU runs scale badly across threads (measured in docs/PERFORMANCE.md: one thread per run is faster per
+    core than two), so on a CPU-only machine smoke runs go one per core; GPU or paper-profile runs stay sequential
+    unless ``-j``/``JOBS`` says otherwise, so they never share one GPU by surprise.
+    """
+    asked = jobs_from_makeflags(makeflags)
+    if asked > 1:
+        return asked
+    import torch
+
+    if specs and all(s.config.profile == "smoke" for s in specs) and not torch.cuda.is_available():
+        return max(1, min(os.cpu_count() or 1, len(specs)))
+    return 1
+
+
 def jobs_from_makeflags(makeflags: str | None = None) -> int:
     """Parallel jobs requested by ``make -j N`` (read from ``MAKEFLAGS``; ``-j`` alone = all cores; none = 1)."""
     flags = os.environ.get("MAKEFLAGS", "") if makeflags is None else makeflags

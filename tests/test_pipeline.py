@@ -108,6 +108,20 @@ def test_jobs_from_makeflags() -> None:
     assert pipeline.jobs_from_makeflags(" -- DATASET=jj") == 1
 
 
+def test_default_jobs_parallel_only_for_cpu_smoke_runs(monkeypatch) -> None:
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(pipeline.os, "cpu_count", lambda: 2)
+    smoke = pipeline.plan_runs(dataset="embedded", categories=["weave"], variants=["main"])
+    paper = pipeline.plan_runs(dataset="embedded", categories=["weave"], variants=["main"], profile="paper")
+    assert pipeline.default_jobs(smoke, makeflags="") == 2
+    assert pipeline.default_jobs(paper, makeflags="") == 1
+    assert pipeline.default_jobs(paper, makeflags=" -j4") == 4
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert pipeline.default_jobs(smoke, makeflags="") == 1
+
+
 # --------------------------------------------------------------------------- execution with a stand-in runner
 
 
