@@ -23,7 +23,7 @@ setup: $(STAMP) ## create .venv, install avaga_lib with dev extras, register the
 
 test: $(STAMP) ## run pytest and nbval over every notebook (what CI runs)
 	$(PY) -m pytest -q tests
-	$(PY) -m pytest -q --nbval-lax --current-env -p no:cacheprovider notebooks/
+	$(PY) -m pytest -q --nbval-lax --nbval-current-env -p no:cacheprovider notebooks/
 
 lint: $(STAMP) ## ruff over the library and tests
 	$(VENV)/bin/ruff check avaga_lib tests
