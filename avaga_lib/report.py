@@ -415,7 +415,7 @@ class Claim:
     n: int  # categories where both sides were measured
     clear: int  # of the k, how many by more than the larger seed std (0 when single seed)
     detail: str = ""
-    ties: int = 0  # categories where both sides are equal (e.g. both 0): neither supports nor refutes
+    ties: int = 0  # categories where both sides agree within TIE_TOLERANCE: neither supports nor refutes
 
     @property
     def verdict(self) -> str:
@@ -440,6 +440,10 @@ class Claim:
         )
 
 
+# Differences below this vanish at the paper's two-decimal precision: counted as ties, never as support for a claim.
+TIE_TOLERANCE = 0.005
+
+
 def _compare(runs: pd.DataFrame, dataset: str, metric: str, better: str | Sequence[str],
              worse: str | Sequence[str]) -> tuple[int, int, int, int, list[str]]:
     """Count categories where mean(better) > mean(best of worse); returns k, n, clear, ties, per-category lines."""
@@ -456,7 +460,7 @@ def _compare(runs: pd.DataFrame, dataset: str, metric: str, better: str | Sequen
         ra = a.loc[a["mean"].idxmax()]
         rb = b.loc[b["mean"].idxmax()]
         n += 1
-        if abs(ra["mean"] - rb["mean"]) < 1e-9:
+        if abs(ra["mean"] - rb["mean"]) < TIE_TOLERANCE:
             ties += 1
         elif ra["mean"] > rb["mean"]:
             k += 1

@@ -220,3 +220,14 @@ def test_ties_and_silent_maps_observation(tmp_path: Path) -> None:
     assert (c.k, c.ties, c.verdict) == (0, 1, "tie (no difference measured)")
     assert claims["AVAGA-R_w classifies better than AVAGA-R_u (mean accuracy)"].verdict == "holds"
     assert any("2 of 2 AVAGA runs flag no pixel" in o for o in report.observations(runs))
+
+
+def test_differences_below_two_decimals_are_ties_not_support(tmp_path: Path) -> None:
+    base = tmp_path / "results"
+    fake_run(base, "mtd", "tile", RU, {"iou": 0.002, "mean_accuracy": 0.497})
+    fake_run(base, "mtd", "tile", L2, {"iou": 0.000, "mean_accuracy": 0.506})
+    claims = {c.claim: c for c in report.evaluate_claims(report.collect_runs(base))}
+    iou = claims["AVAGA-R_u localizes better than the best baseline (IoU)"]
+    acc = claims["AVAGA-R_u classifies better than the best baseline (mean accuracy)"]
+    assert (iou.k, iou.ties, iou.verdict) == (0, 1, "tie (no difference measured)")
+    assert (acc.k, acc.ties, acc.verdict) == (0, 0, "does not hold")
