@@ -52,13 +52,19 @@ def _np(x: Any) -> np.ndarray:
     return np.asarray(x)
 
 
-def _as_masks(x: Any, name: str) -> np.ndarray:
-    """(N,H,W) or (N,1,H,W) -> bool (N,H,W); floats are taken as {0,1} masks (> 0.5)."""
+def _stack_nhw(x: Any, name: str, what: str) -> np.ndarray:
+    """(N,H,W) or (N,1,H,W) -> numpy (N,H,W); anything else is an error naming the argument."""
     a = _np(x)
     if a.ndim == 4 and a.shape[1] == 1:
         a = a[:, 0]
     if a.ndim != 3:
-        raise ValueError(f"{name}: expected masks of shape (N,H,W) or (N,1,H,W), got {a.shape}")
+        raise ValueError(f"{name}: expected {what} of shape (N,H,W) or (N,1,H,W), got {a.shape}")
+    return a
+
+
+def _as_masks(x: Any, name: str) -> np.ndarray:
+    """(N,H,W) or (N,1,H,W) -> bool (N,H,W); floats are taken as {0,1} masks (> 0.5)."""
+    a = _stack_nhw(x, name, "masks")
     if a.dtype == bool:
         return a
     return a > 0.5 if np.issubdtype(a.dtype, np.floating) else a != 0
@@ -66,11 +72,7 @@ def _as_masks(x: Any, name: str) -> np.ndarray:
 
 def _as_maps(x: Any, name: str) -> np.ndarray:
     """(N,H,W) or (N,1,H,W) -> float (N,H,W)."""
-    a = _np(x)
-    if a.ndim == 4 and a.shape[1] == 1:
-        a = a[:, 0]
-    if a.ndim != 3:
-        raise ValueError(f"{name}: expected maps of shape (N,H,W) or (N,1,H,W), got {a.shape}")
+    a = _stack_nhw(x, name, "maps")
     if not np.issubdtype(a.dtype, np.floating):
         a = a.astype(np.float32)
     return a

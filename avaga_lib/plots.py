@@ -12,11 +12,14 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 
-def _save(fig: Any, path: Path | str | None, dpi: int = 120) -> None:
+def _save(fig: Any, path: Path | str | None, dpi: int = 120, close: bool = False) -> None:
+    """Write ``fig`` as PNG atomically when ``path`` is given; ``close`` frees it (batch use, not notebooks)."""
     if path is not None:
         from avaga_lib.io import atomic_write
 
         atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=dpi, bbox_inches="tight"))
+    if close:
+        plt.close(fig)
 
 
 # ------------------------------------------------------------------------------------------------ data (issue 2)
@@ -131,9 +134,7 @@ def plot_loss_curves(history: Any, path: Path | str | None = None, title: str = 
         ax.axis("off")
     fig.suptitle(f"{title} loss terms (epoch means)".strip(), fontsize=10)
     fig.tight_layout()
-    _save(fig, path)
-    if close:
-        plt.close(fig)
+    _save(fig, path, close=close)
     return fig
 
 
@@ -171,9 +172,7 @@ def plot_score_histogram(predictions: Any, threshold: float = 0.5, path: Path | 
     axes.flat[0].legend(fontsize=7)
     fig.suptitle(f"{title} detection scores".strip(), fontsize=10)
     fig.tight_layout()
-    _save(fig, path)
-    if close:
-        plt.close(fig)
+    _save(fig, path, close=close)
     return fig
 
 
@@ -214,9 +213,7 @@ def plot_qualitative_grid(examples: dict[str, Any], path: Path | str | None = No
         axes[0, j].set_title(str(examples["defect"][j]), fontsize=8)
     fig.suptitle(f"{title} qualitative results (Fig. 2 style)".strip(), fontsize=10)
     fig.tight_layout()
-    _save(fig, path)
-    if close:
-        plt.close(fig)
+    _save(fig, path, close=close)
     return fig
 
 
@@ -301,9 +298,7 @@ def plot_ours_vs_paper(table: Any, methods: Any, metric_label: str = "IoU", path
     ax.set_title(title or f"{metric_label}: ours vs paper", fontsize=10)
     plt.setp(ax.get_xticklabels(), rotation=30, ha="right")
     fig.tight_layout()
-    _save(fig, path)
-    if close:
-        plt.close(fig)
+    _save(fig, path, close=close)
     return fig
 
 
@@ -334,9 +329,7 @@ def plot_threshold_curves(curves: Any, path: Path | str | None = None, title: st
         ax.legend(fontsize=7)
     fig.suptitle(title or "threshold study", fontsize=10)
     fig.tight_layout()
-    _save(fig, path)
-    if close:
-        plt.close(fig)
+    _save(fig, path, close=close)
     return fig
 
 
@@ -369,9 +362,7 @@ def plot_threshold_masks(examples: dict[str, Any], norm: str, threshold: float, 
     axes[0, 0].set_ylabel("ground truth", fontsize=8)
     axes[1, 0].set_ylabel(f"{norm} > {threshold:.2f}", fontsize=8)
     fig.tight_layout()
-    _save(fig, path)
-    if close:
-        plt.close(fig)
+    _save(fig, path, close=close)
     return fig
 
 
@@ -406,9 +397,7 @@ def plot_image_files_grid(paths: Any, titles: Any, path: Path | str | None = Non
             ax.imshow(im)
         ax.set_title(str(t), fontsize=9)
     fig.tight_layout()
-    _save(fig, path)
-    if close:
-        plt.close(fig)
+    _save(fig, path, close=close)
     return fig
 
 
@@ -441,7 +430,5 @@ def plot_model_forward(
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    _save(fig, path)
-    if close:
-        plt.close(fig)
+    _save(fig, path, close=close)
     return fig
