@@ -7,7 +7,7 @@ VENV       := .venv
 PY         := $(VENV)/bin/python
 STAMP      := $(VENV)/.installed
 
-.PHONY: help setup test lint data bench lab predict
+.PHONY: help setup test lint notebooks data bench lab predict
 
 help: ## list targets with one line each
 	@grep -hE '^[a-zA-Z_%-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-18s %s\n", $$1, $$2}'
@@ -25,8 +25,11 @@ test: $(STAMP) ## run pytest and nbval over every notebook (what CI runs)
 	$(PY) -m pytest -q tests
 	$(PY) -m pytest -q --nbval-lax --nbval-current-env -p no:cacheprovider notebooks/
 
-lint: $(STAMP) ## ruff over the library and tests
-	$(VENV)/bin/ruff check avaga_lib tests
+lint: $(STAMP) ## ruff over the library, tests, tools and notebook sources
+	$(VENV)/bin/ruff check avaga_lib tests tools notebooks
+
+notebooks: $(STAMP) ## write notebooks/*.ipynb from their jupytext sources notebooks/*.py (edit the .py files)
+	$(PY) tools/sync_notebooks.py
 
 data: $(STAMP) ## generate the embedded default dataset into data/embedded
 	$(PY) -m avaga_lib.cli make-data

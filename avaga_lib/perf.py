@@ -33,6 +33,7 @@ import torch
 from torch import Tensor, nn
 
 from avaga_lib.config import RunConfig
+from avaga_lib.runtime import amp_dtype, autocast, resolve_device, synchronize
 
 # MVTec AD train/good counts per category (Bergmann et al. 2019, the public release); used only for the estimate.
 MVTEC_TRAIN_COUNTS: dict[str, int] = {
@@ -53,19 +54,6 @@ STUDY_RUNS: tuple[str, ...] = (
 
 
 # ----------------------------------------------------------------------------------------------------------- device
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    """``auto`` -> cuda if available, else cpu (the bench does not target mps); otherwise ``torch.device(name)``."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def synchronize(device: torch.device | str) -> None:
-    """Wait for queued kernels (CUDA is asynchronous; timings without this measure the launch only)."""
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def configure_backends(device: torch.device | str, threads: int | None = None) -> dict[str, Any]:
@@ -362,7 +350,7 @@ def build_train_harness(
     """
     from dataclasses import replace
 
-    from avaga_lib.train import amp_dtype, build_networks
+    from avaga_lib.train import build_networks
 
     device = torch.device(device)
     cfg = replace(cfg, model=replace(cfg.model, pretrained="none"))  # speed does not depend on the init
@@ -409,7 +397,6 @@ class EvalHarness:
         """Copy a uint8 batch to the device, infer, accumulate metrics; returns the number of images processed."""
         from avaga_lib.attention import infer
         from avaga_lib.metrics import PixelMetricAccumulator, binarize, iou_per_image
-        from avaga_lib.train import autocast
 
         x = self.images.to(self.device, non_blocking=True).float().div_(255.0)
         with autocast(self.device, self.amp):
@@ -426,7 +413,6 @@ def build_eval_harness(cfg: RunConfig, device: torch.device | str, batch_size: i
     from dataclasses import replace
 
     from avaga_lib.model import build_model
-    from avaga_lib.train import amp_dtype
 
     device = torch.device(device)
     size = cfg.data.image_size

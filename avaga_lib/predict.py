@@ -62,7 +62,8 @@ def predict_folder(
     from avaga_lib import plots
     from avaga_lib.data import AnomalyDataset, DataLayoutError, ImageRecord
     from avaga_lib.evaluate import infer_batch, load_calibration
-    from avaga_lib.train import load_trained, resolve_device
+    from avaga_lib.runtime import resolve_device
+    from avaga_lib.train import load_trained
 
     run_dir, images_dir = Path(run_dir), Path(images_dir)
     out = Path(out_dir) if out_dir is not None else run_dir / "maps" / images_dir.name

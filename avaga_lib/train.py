@@ -21,12 +21,10 @@ from __future__ import annotations
 import copy
 import json
 import math
-import os
 import random
 import time
 import warnings
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -38,6 +36,7 @@ from torch import nn
 
 from avaga_lib.config import RunConfig, config_hash
 from avaga_lib.io import save_torch, write_csv
+from avaga_lib.runtime import amp_dtype, autocast, resolve_device, seed_everything
 
 CHECKPOINT_NAME = "checkpoint.pt"
 LOSSES_NAME = "losses.csv"
@@ -109,49 +108,6 @@ class TrainResult:
 
 
 # --------------------------------------------------------------------------------------------- hardware and seeds
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    """``auto`` -> cuda, then mps, then cpu; any other string is passed to ``torch.device``."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        mps = getattr(torch.backends, "mps", None)
-        if mps is not None and mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    return torch.device(name)
-
-
-def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
-    """Autocast dtype for ``train.amp``: ``auto`` = bf16 on cuda only (no GradScaler needed), ``bf16``, ``off``."""
-    if amp == "off":
-        return None
-    if amp == "bf16":
-        return torch.bfloat16
-    if amp == "auto":
-        return torch.bfloat16 if device.type == "cuda" else None
-    raise ValueError(f"train.amp='{amp}' unknown; choose auto, bf16 or off")
-
-
-def autocast(device: torch.device, dtype: torch.dtype | None) -> AbstractContextManager[Any]:
-    """Autocast context on ``device`` (a no-op when ``dtype`` is None)."""
-    if dtype is None:
-        return nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
-
-
-def seed_everything(seed: int, deterministic: bool = False) -> None:
-    """Seed python, numpy and torch (all devices); ``deterministic`` switches torch to deterministic kernels."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-    if deterministic:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # required by cuBLAS for determinism
-    if torch.are_deterministic_algorithms_enabled() != deterministic:  # the setter imports inductor (seconds)
-        torch.use_deterministic_algorithms(deterministic)
-    torch.backends.cudnn.deterministic = deterministic
-    torch.backends.cudnn.benchmark = not deterministic  # fixed input sizes: autotuning pays (issue 8)
 
 
 def resume_hash(cfg: RunConfig) -> str:

@@ -16,7 +16,8 @@ import torch
 from avaga_lib import evaluate as E
 from avaga_lib.config import RunConfig, make_config
 from avaga_lib.data import ImageRecord, generate_dataset, make_splits
-from avaga_lib.train import build_networks, seed_everything, train_run
+from avaga_lib.runtime import seed_everything
+from avaga_lib.train import build_networks, train_run
 
 CONTRACT_KEYS = {
     "iou", "iou_pooled", "mean_accuracy", "image_auroc", "image_auroc_classifier", "pixel_auroc", "aupro",

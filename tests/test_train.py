@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from avaga_lib import runtime as R
 from avaga_lib import train as T
 from avaga_lib.config import make_config
 from avaga_lib.data import generate_dataset, make_splits
@@ -144,12 +145,12 @@ def test_ctrl_c_saves_last_completed_epoch(tiny_root: Path, tmp_path: Path, monk
 
 
 def test_amp_and_device_choices() -> None:
-    assert T.amp_dtype("auto", torch.device("cpu")) is None
-    assert T.amp_dtype("auto", torch.device("cuda")) is torch.bfloat16
-    assert T.amp_dtype("off", torch.device("cuda")) is None
+    assert R.amp_dtype("auto", torch.device("cpu")) is None
+    assert R.amp_dtype("auto", torch.device("cuda")) is torch.bfloat16
+    assert R.amp_dtype("off", torch.device("cuda")) is None
     with pytest.raises(ValueError, match="train.amp"):
-        T.amp_dtype("fp8", torch.device("cpu"))
-    assert T.resolve_device("cpu").type == "cpu"
+        R.amp_dtype("fp8", torch.device("cpu"))
+    assert R.resolve_device("cpu").type == "cpu"
 
 
 def test_bf16_autocast_path_runs_on_cpu(tiny_root: Path, tmp_path: Path) -> None:

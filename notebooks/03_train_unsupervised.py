@@ -1,0 +1,123 @@
+# %% [markdown]
+# # 03 Unsupervised training: AVAGA_u (eq. 4) and the AE baselines
+#
+# Maps to the paper's **Tables 2 and 3** (AVAGA-R_u / AVAGA-D_u columns, and measured AE-L2 / AE-SSIM with `method`), **Tables 4 and 5** on STC, **Table 7** (IoU at thresholds 0.2-0.6), **Table 8** (ablations: w/o attention, flat latent) and **Fig. 2**.
+#
+# Protocol: trained on normal images only. Detection score = mean |x - x_hat|, normalised by a calibration fitted on the normal validation split only (PN 8: its [min, max] -> [0, 0.5], so the threshold 0.5 is the largest normal validation score); the transductive min-max over the test scores is reported beside it and flagged. Localization: 1 - A > 0.5 (PN 2, 10). Threshold-free image AUROC, pixel AUROC and AUPRO (FPR <= 0.3) are added (PN 11).
+
+# %% tags=["parameters"]
+dataset: str = "embedded"  # embedded | mvtec | mtd | folder | stc
+root: str = ""  # dataset root in MVTec layout; "" = the dataset's default location
+category: str = "weave"  # embedded: weave | granite | washer; MVTec: bottle, ...; mtd: magnetic_tile
+method: str = "avaga"  # avaga | ae_l2 | ae_ssim (baselines of Bergmann et al. 2018, unsupervised only)
+variant: str = "R"  # R: ResNet-18 encoder + residual decoder | D: DCGAN (Sec. 3)
+latent: str = "conv"  # conv: convolutional latent | flat: FC latent of size 100 (Sec. 5 ablation)
+attention_loss: bool = True  # False = "w/o attention" ablation (Table 8)
+adversarial_recon: bool = True  # False = "w/o adv. recons" ablation, weak setting only (Table 8 col. 4)
+sgb: bool = True  # False = "w/o SGB" ablation, weak setting only (Table 8 col. 5)
+profile: str = "smoke"  # smoke: CPU-sized | paper: App. A.1 (Adam 1e-4, batch 24, 150 epochs, 256 px)
+epochs: int = 2  # training epochs (paper: 150)
+image_size: int = 64  # test side in pixels (paper: 256)
+seed: int = 0  # training seed (python / numpy / torch)
+device: str = "auto"  # auto: cuda, then mps, then cpu
+results_dir: str = "results/scratch"  # base of the results tree, relative to the project root
+
+# %%
+import os
+
+import pandas as pd
+
+from avaga_lib import paths
+from avaga_lib.config import make_config
+
+os.chdir(paths.project_root())  # relative roots / results_dir resolve from the project root, as under the pipeline
+cfg = make_config(profile, {
+    "train.setting": "unsupervised",
+    "method": method,
+    "data.dataset": dataset, "data.root": root, "data.category": category, "data.image_size": image_size,
+    "model.variant": variant, "model.latent": latent,
+    "loss.attention_loss": attention_loss, "loss.adversarial_recon": adversarial_recon, "loss.sgb": sgb,
+    "train.epochs": epochs, "train.seed": seed, "train.device": device,
+    "results_dir": results_dir,
+})
+print("run folder:", cfg.run_dir)
+
+# %% [markdown]
+# ## Splits
+#
+# Normal-only validation split for the calibration (PN 8).
+
+# %%
+from avaga_lib.data import make_splits, split_counts
+
+splits = make_splits(cfg.data, cfg.train.setting, save_dir=cfg.run_dir)
+split_counts(splits)
+
+# %% [markdown]
+# ## Training
+#
+# Checkpoints every epoch (atomic; `train.resume` continues an interrupted run), loss terms per epoch in `losses.csv`. `attn_mean` / `attn_std` show the spread of the attention map A over training (PN 2).
+
+# %%
+from avaga_lib.train import train_run
+
+train_result = train_run(cfg, splits)
+print(f"{train_result.epochs_done} epochs on {train_result.device} in {train_result.wall_time_s:.1f} s")
+print("notes:", train_result.notes)
+train_result.history
+
+# %%
+from avaga_lib.plots import plot_loss_curves
+
+fig = plot_loss_curves(train_result.history, title=cfg.setting_name)
+
+# %% [markdown]
+# ## Evaluation and saved run
+#
+# `metrics.json`, `predictions.csv`, `calibration.json`, figures and the config go to the run folder.
+
+# %%
+from avaga_lib.evaluate import evaluate_run, metrics_row, save_run
+
+eval_result = evaluate_run(train_result.cfg, train_result.model, splits)
+run_dir = save_run(train_result.cfg, train_result, eval_result)
+print("saved:", sorted(p.name for p in run_dir.iterdir()))
+print("calibration (validation only):", eval_result.calibration)
+
+# %% [markdown]
+# ### Ours beside the paper
+#
+# The paper reports IoU and mean accuracy on MVTec AD and STC only; n/a elsewhere (embedded, Magnetic Tile, own images).
+
+# %%
+row = metrics_row(train_result.cfg, eval_result.metrics)
+row.astype(object).where(row.notna(), "n/a")
+
+# %% [markdown]
+# ### IoU at other thresholds (Table 7)
+
+# %%
+from avaga_lib.evaluate import paper_value
+
+pd.DataFrame({"ours": {t: v for t, v in eval_result.metrics["iou_at"].items()},
+              "paper (AVAGA-R_u, MVTec)": {t: paper_value("table7_threshold_iou", category, f"thr_{t}")
+                                           for t in eval_result.metrics["iou_at"]}}).T
+
+# %% [markdown]
+# ## Scores of normal vs anomalous test images, with the threshold
+
+# %%
+from avaga_lib.plots import plot_qualitative_grid, plot_score_histogram
+
+fig = plot_score_histogram(eval_result.predictions, cfg.eval.threshold, title=cfg.setting_name)
+
+# %% [markdown]
+# ## Qualitative results (Fig. 2)
+#
+# Rows: input, ground truth (red), predicted anomalous pixels (map > 0.5, red), continuous anomaly map; a few images per defect type.
+
+# %%
+fig = plot_qualitative_grid(eval_result.examples, title=cfg.setting_name)
+
+# %%
+eval_result.predictions.groupby("defect")[["score", "pred_label", "iou", "fp_area"]].mean()
