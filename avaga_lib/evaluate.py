@@ -44,8 +44,8 @@ from torch import nn
 from avaga_lib import metrics as M
 from avaga_lib.config import RunConfig
 from avaga_lib.io import read_json, write_csv, write_json
-from avaga_lib.runtime import amp_dtype, autocast
-from avaga_lib.train import baseline_kind, iterate_batches
+from avaga_lib.runtime import amp_dtype, autocast, iterate_batches
+from avaga_lib.train import baseline_kind
 
 CALIBRATION_NAME = "calibration.json"
 TRANSDUCTIVE_FLAG = (

@@ -755,7 +755,8 @@ def threshold_study(
     from avaga_lib import metrics as M
     from avaga_lib.data import AnomalyDataset, make_splits
     from avaga_lib.evaluate import fit_calibration, infer_batch, load_calibration, transductive_scores
-    from avaga_lib.train import iterate_batches, load_trained
+    from avaga_lib.runtime import iterate_batches
+    from avaga_lib.train import load_trained
 
     thresholds = list(thresholds) if thresholds is not None else [round(t, 2) for t in np.arange(0.05, 1.0, 0.05)]
     cfg, model = load_trained(run_dir, device)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import random
+from collections.abc import Iterator
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
@@ -61,3 +62,9 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
         torch.use_deterministic_algorithms(deterministic)
     torch.backends.cudnn.deterministic = deterministic
     torch.backends.cudnn.benchmark = not deterministic  # fixed input sizes: autotuning pays (issue 8)
+
+
+def iterate_batches(n: int, batch_size: int) -> Iterator[slice]:
+    """Consecutive slices covering ``range(n)`` (evaluation order)."""
+    for start in range(0, n, batch_size):
+        yield slice(start, min(n, start + batch_size))

@@ -24,7 +24,6 @@ import math
 import random
 import time
 import warnings
-from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -36,7 +35,7 @@ from torch import nn
 
 from avaga_lib.config import RunConfig, config_hash
 from avaga_lib.io import save_torch, write_csv
-from avaga_lib.runtime import amp_dtype, autocast, resolve_device, seed_everything
+from avaga_lib.runtime import amp_dtype, autocast, iterate_batches, resolve_device, seed_everything
 
 CHECKPOINT_NAME = "checkpoint.pt"
 LOSSES_NAME = "losses.csv"
@@ -499,12 +498,6 @@ def _train_step(
         ddp.sync_buffers(disc, ctx)
         terms.update({k if k.startswith("d_") else f"d_{k}": float(v) for k, v in d_terms.items()})
     return terms
-
-
-def iterate_batches(n: int, batch_size: int) -> Iterator[slice]:
-    """Consecutive slices covering ``range(n)`` (evaluation order)."""
-    for start in range(0, n, batch_size):
-        yield slice(start, min(n, start + batch_size))
 
 
 __all__ = [
