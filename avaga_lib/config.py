@@ -4,18 +4,34 @@ The paper's ambiguities (PROTOCOL_NOTES points 1-16) are resolved *here*, once: 
 the point number in its comment, and ``docs/PROTOCOL.md`` explains the choice. Profiles (``smoke``, ``paper``) are
 dictionaries of overrides applied on top of the defaults; any field can be overridden with a dotted key
 (``train.epochs=3``).
+
+Run names: ``RunConfig.name`` is the run's entry of the study registry (:mod:`avaga_lib.study`) and gives the run
+folder ``<name>-seed<k>``. :func:`make_config` sets it: from ``run=`` (the entry's overrides are applied first), from
+an explicit ``name`` override, or else from the one entry whose overrides the config matches on every key that tells
+the runs apart (:func:`avaga_lib.study.identity_keys`); a config that matches no entry needs an explicit ``name``.
+The name is never parsed back from a folder.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import hashlib
 import json
 from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any
 
-SETTINGS = ("unsupervised", "weak")
-METHODS = ("avaga", "ae_l2", "ae_ssim")
+from avaga_lib import study
+from avaga_lib.io import write_json
+
+# Allowed values of the string options, checked in one place (:func:`validate`); other modules import them.
+SETTINGS: tuple[str, ...] = ("unsupervised", "weak")
+METHODS: tuple[str, ...] = ("avaga", "ae_l2", "ae_ssim")
+DATASETS: tuple[str, ...] = ("embedded", "mvtec", "mtd", "folder", "stc")
+VARIANTS: tuple[str, ...] = ("R", "D")
+LATENTS: tuple[str, ...] = ("conv", "flat")
+GRADCAM_LAYERS: tuple[str, ...] = ("features", "z")
+ATTENTION_NORMALIZATIONS: tuple[str, ...] = ("sigmoid", "minmax", "max", "relu_sigmoid")
+AMP_MODES: tuple[str, ...] = ("auto", "bf16", "off")
 
 
 @dataclass(frozen=True)
@@ -59,7 +75,6 @@ class LossConfig:
     attention_loss: bool = True  # False = "w/o attention" ablation (Table 6/8 col. 1)
     adversarial_recon: bool = True  # False = "w/o adv. recons" ablation: classifier + L_a only (col. 4)
     sgb: bool = True  # False = "w/o SGB" ablation: L_a on every normal image (col. 5, PN 3)
-    reduction: str = "mean"  # every term a mean per element and image (PN 5)
 
 
 @dataclass(frozen=True)
@@ -77,7 +92,6 @@ class TrainConfig:
     device: str = "auto"  # auto: cuda, then mps, then cpu
     amp: str = "auto"  # auto: bf16 autocast on cuda, off elsewhere | bf16 | off
     channels_last: bool = True  # only applied on cuda
-    compile: bool = False  # torch.compile (off: does not pay for short runs)
     deterministic: bool = False  # torch.use_deterministic_algorithms (opt-in)
     checkpoint_every: int = 1  # epochs between atomic checkpoints
     resume: bool = True  # continue from the last checkpoint of the run folder
@@ -90,16 +104,19 @@ class EvalConfig:
     """How scores and maps become decisions and metrics."""
 
     threshold: float = 0.5  # detection and localization threshold (PN 16)
-    score_calibration: str = "validation"  # validation (default, PN 8) | transductive (flagged, reported beside)
     aupro_max_fpr: float = 0.3  # PN 11, as MVTec's evaluation
     pixel_bins: int = 1000  # score bins of the streamed pixel ROC / PRO curves (memory bound, see metrics.py)
     thresholds_study: tuple[float, ...] = (0.2, 0.3, 0.4, 0.5, 0.6)  # Table 7
 
 
+DEFAULT_RUN = "AVAGA-R_u"  # the study run the defaults below make (a test checks they agree with the registry)
+
+
 @dataclass(frozen=True)
 class RunConfig:
-    """One run: method x data x model x losses x training x evaluation."""
+    """One run: method x data x model x losses x training x evaluation, named after its study registry entry."""
 
+    name: str = DEFAULT_RUN  # study run (avaga_lib/study.py) or an explicit name outside the study; folder prefix
     method: str = "avaga"  # avaga | ae_l2 | ae_ssim (baselines, Bergmann et al. 2018)
     profile: str = "smoke"  # smoke | paper (the overrides that were applied)
     results_dir: str = "results/scratch"  # base of the results tree (pipeline passes "results")
@@ -108,24 +125,11 @@ class RunConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
-    notes: tuple[str, ...] = ()  # fallbacks that happened (e.g. "pretrained weights unavailable"), recorded
 
     @property
     def setting_name(self) -> str:
         """Folder name of the run, e.g. ``AVAGA-R_u-seed0``, ``AVAGA-R_w-noSGB-seed1``, ``AE-SSIM-seed0``."""
-        if self.method != "avaga":
-            base = {"ae_l2": "AE-L2", "ae_ssim": "AE-SSIM"}[self.method]
-        else:
-            base = f"AVAGA-{self.model.variant}_{'u' if self.train.setting == 'unsupervised' else 'w'}"
-            if self.model.latent == "flat":
-                base += "-flat"
-            if not self.loss.attention_loss:
-                base += "-noattn"
-            if not self.loss.adversarial_recon:
-                base += "-noadv"
-            if not self.loss.sgb and self.train.setting == "weak":
-                base += "-noSGB"
-        return f"{base}-seed{self.train.seed}"
+        return f"{self.name}-seed{self.train.seed}"
 
     @property
     def run_dir(self) -> Path:
@@ -138,29 +142,41 @@ class RunConfig:
 
     def save(self, path: Path | str) -> Path:
         """Write ``config.json`` (atomically) and return its path."""
-        from avaga_lib.io import write_json
-
         return write_json(path, self.to_dict())
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RunConfig:
-        """Inverse of :meth:`to_dict` (unknown keys raise, so stale configs are noticed)."""
-        return _from_dict(cls, d)
+        """Inverse of :meth:`to_dict` (unknown keys raise, so stale configs are noticed).
+
+        Configs saved before the study registry load too: the deleted settings of :data:`LEGACY_KEYS` are dropped,
+        and a missing ``name`` is taken from the registry entry the config matches.
+
+        Raises:
+            ValueError: an unknown key, or a config without name that matches no study run.
+        """
+        cfg = _from_dict(cls, d)
+        return cfg if "name" in d else replace(cfg, name=study_name(cfg))
 
     @classmethod
     def load(cls, path: Path | str) -> RunConfig:
         """Read a ``config.json``."""
         return cls.from_dict(json.loads(Path(path).read_text()))
 
-    def with_note(self, note: str) -> RunConfig:
-        """Return a copy with a fallback note recorded (no duplicates)."""
-        return self if note in self.notes else replace(self, notes=(*self.notes, note))
+
+# Settings deleted from the tree (nothing read them; notes became a run outcome in metrics.json). Old config.json
+# files still hold them: they are accepted and dropped when loading, nothing else.
+LEGACY_KEYS: frozenset[tuple[str, str]] = frozenset(
+    {("RunConfig", "notes"), ("LossConfig", "reduction"), ("EvalConfig", "score_calibration"),
+     ("TrainConfig", "compile")}
+)
 
 
 def _from_dict(cls: type, d: dict[str, Any]) -> Any:
     kwargs: dict[str, Any] = {}
     known = {f.name: f for f in fields(cls)}
     for key, value in d.items():
+        if (cls.__name__, key) in LEGACY_KEYS:
+            continue
         if key not in known:
             raise ValueError(f"unknown config key {cls.__name__}.{key}; known: {sorted(known)}")
         sub = _SUBCONFIGS.get((cls, key))
@@ -228,42 +244,150 @@ def _set(obj: Any, parts: list[str], value: Any, full_key: str) -> Any:
     return replace(obj, **{parts[0]: _set(child, parts[1:], value, full_key)})
 
 
-def make_config(profile: str = "smoke", overrides: dict[str, Any] | None = None) -> RunConfig:
-    """Build a run config from a profile plus overrides; the weak setting switches the classifier on implicitly.
+def make_config(profile: str = "smoke", overrides: dict[str, Any] | None = None, run: str | None = None) -> RunConfig:
+    """Build a run config from a profile, a study run and overrides, named after its study run.
 
     Args:
         profile: ``smoke`` or ``paper``.
-        overrides: dotted keys, e.g. ``{"train.setting": "weak", "data.category": "bottle"}``.
+        run: a study registry name (``AVAGA-R_u-flat``): its overrides are applied first and it names the config.
+        overrides: dotted keys, e.g. ``{"train.setting": "weak", "data.category": "bottle"}``; ``name`` names a run
+            outside the study. Without ``run`` or ``name`` the config is named after the registry entry it matches.
+
+    Raises:
+        ValueError: an unknown profile / key / run, an invalid option, or a config that matches no study run and
+            has no explicit name (the message says which).
     """
     if profile not in PROFILES:
         raise ValueError(f"unknown profile '{profile}'; choose one of {sorted(PROFILES)}")
+    overrides = overrides or {}
     cfg = apply_overrides(RunConfig(profile=profile), PROFILES[profile])
-    cfg = apply_overrides(cfg, overrides or {})
+    if run is not None:
+        cfg = apply_overrides(cfg, {**study.get(run).overrides, "name": run})
+    cfg = apply_overrides(cfg, overrides)
+    if run is None and "name" not in overrides:
+        _check_options(cfg)  # a bad option is reported as such, not as "matches no study run"
+        cfg = replace(cfg, name=study_name(cfg))
     validate(cfg)
     return cfg
 
 
 def validate(cfg: RunConfig) -> None:
-    """Reject impossible combinations with a message that says what to change."""
-    if cfg.method not in METHODS:
-        raise ValueError(f"method '{cfg.method}' unknown; choose one of {METHODS}")
-    if cfg.train.setting not in SETTINGS:
-        raise ValueError(f"train.setting '{cfg.train.setting}' unknown; choose one of {SETTINGS}")
+    """Reject unknown options and impossible combinations with a message that says what to change.
+
+    The one place string options are checked (allowed values: the module constants above). A config named after a
+    study run must be that run (same values on every key that tells the study's runs apart).
+    """
+    _check_options(cfg)
+    if not cfg.name or "/" in cfg.name or cfg.name != cfg.name.strip():
+        raise ValueError(f"name '{cfg.name}' must be a non-empty folder name without '/' or surrounding spaces")
+    expected = _RUN_IDENTITY.get(cfg.name)
+    if expected is not None:
+        actual = _identity(cfg)
+        diff = {k: v for k, v in actual.items() if v != expected[k]}
+        if diff:
+            raise ValueError(f"config named '{cfg.name}' has {diff}, but that study run has "
+                             f"{ {k: expected[k] for k in diff} }; pick the run that has these values "
+                             "or give the config its own name")
+
+
+def _check_options(cfg: RunConfig) -> None:
+    options = (
+        ("method", cfg.method, METHODS),
+        ("profile", cfg.profile, tuple(PROFILES)),
+        ("data.dataset", cfg.data.dataset, DATASETS),
+        ("model.variant", cfg.model.variant, VARIANTS),
+        ("model.latent", cfg.model.latent, LATENTS),
+        ("model.gradcam_layer", cfg.model.gradcam_layer, GRADCAM_LAYERS),
+        ("model.attention_norm", cfg.model.attention_norm, ATTENTION_NORMALIZATIONS),
+        ("train.setting", cfg.train.setting, SETTINGS),
+        ("train.amp", cfg.train.amp, AMP_MODES),
+    )
+    for key, value, allowed in options:
+        if value not in allowed:
+            raise ValueError(f"{key} '{value}' unknown; choose one of {allowed}")
     if cfg.data.image_size % 32 != 0:
         raise ValueError(f"data.image_size={cfg.data.image_size} must be a multiple of 32 (64, 128, 256)")
-    if cfg.model.variant not in ("R", "D"):
-        raise ValueError(f"model.variant '{cfg.model.variant}' unknown; choose R or D")
-    if cfg.model.latent not in ("conv", "flat"):
-        raise ValueError(f"model.latent '{cfg.model.latent}' unknown; choose conv or flat")
     if not cfg.loss.adversarial_recon and cfg.train.setting != "weak":
         raise ValueError("loss.adversarial_recon=False (classifier + L_a only) exists only for train.setting=weak")
 
 
+def _get(obj: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _identity(cfg: RunConfig) -> dict[str, Any]:
+    """The config's values on the keys that tell the study's runs apart."""
+    return {k: _get(cfg, k) for k in study.identity_keys()}
+
+
+# Identity of every study run: the defaults with the entry's overrides (an entry with a bad key fails at import).
+_RUN_IDENTITY: dict[str, dict[str, Any]] = {
+    r.name: _identity(apply_overrides(RunConfig(), r.overrides)) for r in study.RUNS
+}
+
+
+def study_name(cfg: RunConfig) -> str:
+    """Name of the study run whose identity the config has (its ``name`` field is ignored).
+
+    Raises:
+        ValueError: the config is no run of the study; the message says how to name it or add it.
+    """
+    actual = _identity(cfg)
+    for name, expected in _RUN_IDENTITY.items():
+        if actual == expected:
+            return name
+    raise ValueError(f"config {actual} matches no run of the study registry (avaga_lib/study.py): add a StudyRun "
+                     "there, or give the config its own name (override 'name', e.g. --set name=my-run)")
+
+
+# Notebook parameter -> dotted config key: notebooks 03/04 and the pipeline build configs through this one mapping
+# (:func:`config_from_parameters`). ``run`` (a study run) and ``profile`` are handled apart.
+PARAMETERS: dict[str, str] = {
+    "dataset": "data.dataset",
+    "root": "data.root",
+    "category": "data.category",
+    "image_size": "data.image_size",
+    "epochs": "train.epochs",
+    "seed": "train.seed",
+    "device": "train.device",
+    "results_dir": "results_dir",
+    # switches of the study's runs, for hand use in a notebook (the pipeline passes ``run`` instead)
+    "method": "method",
+    "variant": "model.variant",
+    "latent": "model.latent",
+    "attention_loss": "loss.attention_loss",
+    "adversarial_recon": "loss.adversarial_recon",
+    "sgb": "loss.sgb",
+}
+
+
+def config_from_parameters(setting: str, parameters: dict[str, Any], profile: str) -> RunConfig:
+    """The config a training notebook builds from its papermill parameters (notebook 03: unsupervised, 04: weak).
+
+    Args:
+        setting: the notebook's setting, ``unsupervised`` or ``weak``.
+        parameters: notebook parameters: ``run`` (a study run name; "" or None = named after the run matched),
+            ``profile`` (ignored here: pass it as ``profile``) and the keys of :data:`PARAMETERS`; None values are
+            skipped (None = the run's / profile's value).
+        profile: ``smoke`` or ``paper``.
+
+    Raises:
+        ValueError: an unknown parameter, a run of the other setting, or an invalid config (named).
+    """
+    unknown = sorted(k for k in parameters if k not in PARAMETERS and k not in ("run", "profile"))
+    if unknown:
+        raise ValueError(f"unknown notebook parameter '{unknown[0]}'; known: {sorted([*PARAMETERS, 'profile', 'run'])}")
+    run = parameters.get("run") or None
+    if run is not None and study.get(run).setting != setting:
+        raise ValueError(f"run '{run}' is a {study.get(run).setting} run: its notebook is {study.get(run).notebook}")
+    overrides = {"train.setting": setting}
+    overrides |= {PARAMETERS[k]: v for k, v in parameters.items() if k in PARAMETERS and v is not None}
+    return make_config(profile, overrides, run=run)
+
+
 def config_hash(cfg: RunConfig) -> str:
     """Short stable hash of a config (used to skip finished runs whose config is unchanged)."""
-    import hashlib
-
-    d = dataclasses.asdict(cfg)
-    d.pop("notes", None)  # fallbacks recorded during a run are outcomes, not choices
-    blob = json.dumps(d, sort_keys=True, default=str).encode()
+    blob = json.dumps(asdict(cfg), sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:16]

@@ -44,12 +44,3 @@ def results_dir() -> Path:
     """Top of the results tree: ``results/<dataset>/<category>/<setting>/``."""
     return project_root() / "results"
 
-
-def tables_dir() -> Path:
-    """Where the report writes ``*.csv`` / ``*.md`` tables."""
-    return results_dir() / "tables"
-
-
-def run_dir(dataset: str, category: str, setting: str, base: Path | str | None = None) -> Path:
-    """Folder of one run: ``<base>/<dataset>/<category>/<setting>`` (base defaults to :func:`results_dir`)."""
-    return Path(base or results_dir()) / dataset / category / setting

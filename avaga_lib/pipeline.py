@@ -1,11 +1,11 @@
-"""Orchestration of ``make reproduce``: plan the runs of a params file, execute each notebook with papermill.
+"""Orchestration of ``make reproduce``: execute the planned runs (:mod:`avaga_lib.plan`) with papermill, then the
+analysis notebooks and the HTML report.
 
-One run = (notebook, parameters) for one (dataset, category, run entry, seed). The executed notebook is kept as the
+One run = (notebook, parameters) for one (dataset, category, study run, seed). The executed notebook is kept as the
 record of the run at ``<results_dir>/runs/<dataset>/<category>/<setting>.ipynb`` with its log beside it
 (``.log``); the run itself writes ``<results_dir>/<dataset>/<category>/<setting>/`` (results contract).
 
-Incremental: a run whose ``metrics.json`` exists and whose saved ``config.json`` hashes
-(:func:`avaga_lib.config.config_hash`) to the planned config is skipped; ``force`` reruns it from scratch. A run
+Incremental: a finished run (:func:`avaga_lib.plan.is_finished`) is skipped; ``force`` reruns it from scratch. A run
 whose config changed is rerun from scratch (its stale folder is removed first, so no checkpoint of the old config
 is resumed). A failing run keeps its log and executed notebook; the others go on; :class:`Summary` says what failed
 and why, and the CLI exits non-zero.
@@ -29,71 +29,58 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 
-from avaga_lib.config import PROFILES, RunConfig, config_hash, make_config
-from avaga_lib.io import read_json, write_json, write_text
+from avaga_lib.config import RunConfig
+from avaga_lib.data import generate_dataset, make_splits, resolve_root
+from avaga_lib.evaluate import evaluate_run, save_run
+from avaga_lib.io import write_json, write_text
 from avaga_lib.paths import project_root
+from avaga_lib.plan import (
+    PipelineError,
+    RunSpec,
+    absolute,
+    default_params_file,
+    discover_categories,
+    is_finished,
+    load_params,
+    plan_runs,
+    saved_config,
+)
+from avaga_lib.report import export_html
+from avaga_lib.study import NOTEBOOKS
+from avaga_lib.train import train_run
 
-NOTEBOOK_UNSUPERVISED = "03_train_unsupervised.ipynb"
-NOTEBOOK_WEAK = "04_train_weakly_supervised.ipynb"
-SETTING_OF_NOTEBOOK = {NOTEBOOK_UNSUPERVISED: "unsupervised", NOTEBOOK_WEAK: "weak"}
-# Notebook parameter -> dotted config key (the parameters cell of notebooks 03/04 builds the config the same way).
-PARAM_TO_CONFIG: dict[str, str] = {
-    "dataset": "data.dataset",
-    "root": "data.root",
-    "category": "data.category",
-    "image_size": "data.image_size",
-    "variant": "model.variant",
-    "latent": "model.latent",
-    "attention_loss": "loss.attention_loss",
-    "adversarial_recon": "loss.adversarial_recon",
-    "sgb": "loss.sgb",
-    "epochs": "train.epochs",
-    "seed": "train.seed",
-    "device": "train.device",
-    "method": "method",
-    "results_dir": "results_dir",
-}
+# Planning lives in avaga_lib.plan; its names stay reachable here for the CLI (pipeline.plan_runs, ...).
+__all__ = [
+    "DEFAULT_KERNEL",
+    "NOTEBOOK_UNSUPERVISED",
+    "NOTEBOOK_WEAK",
+    "Outcome",
+    "PipelineError",
+    "RunSpec",
+    "Summary",
+    "default_jobs",
+    "default_params_file",
+    "discover_categories",
+    "ensure_demo_runs",
+    "execute",
+    "is_finished",
+    "jobs_from_makeflags",
+    "load_params",
+    "plan_runs",
+    "prepare_data",
+    "report_up_to_date",
+    "run_inline",
+    "run_papermill",
+    "run_report_notebooks",
+    "saved_config",
+]
+
+NOTEBOOK_UNSUPERVISED = NOTEBOOKS["unsupervised"]
+NOTEBOOK_WEAK = NOTEBOOKS["weak"]
 DEFAULT_KERNEL = "python3"  # the venv's own kernel (jupyter_client maps "python" to the running interpreter)
-
-
-class PipelineError(ValueError):
-    """A params file or a selection that cannot be planned (the message names the file / value and the fix)."""
-
-
-@dataclass(frozen=True)
-class RunSpec:
-    """One planned run.
-
-    Attributes:
-        name: the run entry of the params file (``AVAGA-R_u``, ``AE-L2``, ...).
-        group: ``main`` / ``ablations`` / ``baselines``.
-        notebook: notebook to execute (absolute path).
-        parameters: papermill parameters (all explicit, so the executed config equals ``config``).
-        config: the config the notebook will build and save.
-        output_notebook: where the executed notebook is kept.
-        log: where papermill's output goes.
-    """
-
-    name: str
-    group: str
-    notebook: Path
-    parameters: dict[str, Any]
-    config: RunConfig
-    output_notebook: Path
-    log: Path
-
-    @property
-    def run_dir(self) -> Path:
-        """The run's results folder."""
-        return _absolute(self.config.run_dir)
-
-    @property
-    def label(self) -> str:
-        """``<dataset>/<category>/<setting>``."""
-        c = self.config
-        return f"{c.data.dataset}/{c.data.category}/{c.setting_name}"
 
 
 @dataclass
@@ -150,236 +137,12 @@ class Summary:
         }
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# Planning
-
-
-def _absolute(path: Path | str) -> Path:
-    """Relative paths are relative to the project root (where papermill runs the notebooks)."""
-    p = Path(path)
-    return p if p.is_absolute() else project_root() / p
-
-
-def _split_list(value: str | Sequence[Any] | None) -> list[str] | None:
-    """``"a,b c"`` or ``["a", "b"]`` -> ``["a", "b"]``; None/"" -> None."""
-    if value is None:
-        return None
-    if isinstance(value, str):
-        items = [v for v in re.split(r"[,\s]+", value) if v]
-        return items or None
-    return [str(v) for v in value] or None
-
-
-def load_params(params_file: Path | str) -> dict[str, Any]:
-    """Read and check a params YAML file (schema: see ``params/smoke.yaml``).
-
-    Raises:
-        PipelineError: missing file, bad YAML or a missing/ill-typed key (named).
-    """
-    path = Path(params_file)
-    if not path.exists():
-        known = sorted(p.name for p in (project_root() / "params").glob("*.yaml"))
-        raise PipelineError(f"params file {path} not found; known: {known}")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise PipelineError(f"{path}: not valid YAML ({exc})") from exc
-    if not isinstance(data, dict):
-        raise PipelineError(f"{path}: expected a mapping with dataset, profile, categories, seeds, runs")
-    for key in ("dataset", "profile", "runs"):
-        if key not in data:
-            raise PipelineError(f"{path}: missing key '{key}' (see params/smoke.yaml for the schema)")
-    if not isinstance(data["runs"], list) or not data["runs"]:
-        raise PipelineError(f"{path}: 'runs' must be a non-empty list of {{name, group, notebook, parameters}}")
-    for i, run in enumerate(data["runs"]):
-        if not isinstance(run, dict) or "name" not in run or "notebook" not in run:
-            raise PipelineError(f"{path}: runs[{i}] needs 'name' and 'notebook'")
-        if run["notebook"] not in SETTING_OF_NOTEBOOK:
-            raise PipelineError(f"{path}: runs[{i}].notebook '{run['notebook']}' is not one of "
-                                f"{sorted(SETTING_OF_NOTEBOOK)}")
-    return data
-
-
-def default_params_file(dataset: str | None) -> Path:
-    """``params/<file>.yaml`` for a dataset name (embedded -> smoke, mvtec -> paper_mvtec, else <dataset>)."""
-    name = {None: "smoke", "": "smoke", "embedded": "smoke", "mvtec": "paper_mvtec"}.get(dataset, dataset)
-    return project_root() / "params" / f"{name}.yaml"
-
-
-def discover_categories(root: Path) -> list[str]:
-    """Sub-folders of an MVTec-layout root that hold ``train/good`` (sorted).
-
-    Raises:
-        PipelineError: the root is missing or holds no category.
-    """
-    if not root.is_dir():
-        raise PipelineError(f"ROOT={root} does not exist; expected a folder in MVTec layout")
-    cats = sorted(p.name for p in root.iterdir() if (p / "train" / "good").is_dir())
-    if not cats:
-        raise PipelineError(f"ROOT={root} holds no <category>/train/good folder; pass CATEGORIES= or fix the layout")
-    return cats
-
-
-def notebook_config(notebook: str, parameters: dict[str, Any], profile: str) -> RunConfig:
-    """The config notebook 03/04 builds from its parameters (same mapping as their config cell).
-
-    Raises:
-        PipelineError: an unknown parameter or an impossible combination (named).
-    """
-    overrides: dict[str, Any] = {"train.setting": SETTING_OF_NOTEBOOK[notebook]}
-    for key, value in parameters.items():
-        if key == "profile":
-            continue
-        if key not in PARAM_TO_CONFIG:
-            raise PipelineError(f"unknown notebook parameter '{key}'; known: {sorted(PARAM_TO_CONFIG)}")
-        overrides[PARAM_TO_CONFIG[key]] = value
-    try:
-        return make_config(profile, overrides)
-    except ValueError as exc:
-        raise PipelineError(f"run {notebook} {parameters}: {exc}") from exc
-
-
-def plan_runs(
-    params_file: Path | str | None = None,
-    dataset: str | None = None,
-    root: str | None = None,
-    categories: str | Sequence[str] | None = None,
-    variants: str | Sequence[str] | None = None,
-    seeds: str | Sequence[int | str] | None = None,
-    profile: str | None = None,
-    results_dir: Path | str = "results",
-    overrides: dict[str, Any] | None = None,
-    notebooks_dir: Path | str | None = None,
-) -> list[RunSpec]:
-    """Plan every run of a params file, narrowed by the Makefile variables.
-
-    Args:
-        params_file: the YAML; None = :func:`default_params_file` of ``dataset``.
-        dataset: overrides the file's dataset (then ``root`` usually too).
-        root: dataset root ("" = the dataset's default location).
-        categories: subset (comma/space separated or a list); None = the file's (or every folder of ROOT).
-        variants: run names (``AVAGA-R_u``) or groups (``main``, ``ablations``, ``baselines``); None = all.
-        seeds: training seeds; None = the file's.
-        profile: ``smoke`` / ``paper``; None = the file's.
-        results_dir: base of the results tree (relative = to the project root).
-        overrides: notebook parameters applied to every run last (e.g. ``{"epochs": 1}`` in tests).
-        notebooks_dir: where notebooks 03/04 live (default ``<project>/notebooks``).
-
-    Raises:
-        PipelineError: unknown variant/category, missing notebook, or a run whose config is invalid.
-    """
-    if params_file is None:
-        params_file = default_params_file(dataset)
-    spec_file = load_params(params_file)
-    dataset = dataset or spec_file["dataset"]
-    root = spec_file.get("root", "") if root is None else root
-    profile = profile or spec_file["profile"]
-    if profile not in PROFILES:
-        raise PipelineError(f"PROFILE={profile} unknown; choose one of {sorted(PROFILES)}")
-    cats = _split_list(categories) or _split_list(spec_file.get("categories"))
-    if cats is None:
-        if not root:
-            raise PipelineError(f"{params_file}: no categories listed and no ROOT to discover them from")
-        cats = discover_categories(Path(root).expanduser())
-    seed_list = [int(s) for s in (_split_list(seeds) or _split_list(spec_file.get("seeds")) or ["0"])]
-    wanted = _split_list(variants)
-    runs = spec_file["runs"]
-    if wanted:
-        known = {r["name"] for r in runs} | {r.get("group", "") for r in runs}
-        unknown = [w for w in wanted if w not in known]
-        if unknown:
-            raise PipelineError(f"VARIANTS={unknown} not in {params_file}; known runs and groups: {sorted(known)}")
-        runs = [r for r in runs if r["name"] in wanted or r.get("group") in wanted]
-    nb_dir = Path(notebooks_dir) if notebooks_dir else project_root() / "notebooks"
-    common = {k: v for k, v in (spec_file.get("parameters") or {}).items() if v is not None}
-    results_str = str(results_dir)
-    runs_dir = _absolute(results_dir) / "runs"
-    specs: list[RunSpec] = []
-    # category-major within a seed: parallel workers then start on different categories
-    for seed in seed_list:
-        for run in runs:
-            for cat in cats:
-                params: dict[str, Any] = {
-                    "dataset": dataset,
-                    "root": root or "",
-                    "category": cat,
-                    "profile": profile,
-                    "seed": seed,
-                    "results_dir": results_str,
-                    # explicit epochs / image size, so the planned config does not depend on notebook defaults
-                    "epochs": PROFILES[profile].get("train.epochs", RunConfig().train.epochs),
-                    "image_size": PROFILES[profile].get("data.image_size", RunConfig().data.image_size),
-                }
-                params.update(common)
-                params.update(run.get("parameters") or {})
-                params.update(overrides or {})
-                cfg = notebook_config(run["notebook"], params, profile)
-                out_nb = runs_dir / dataset / cat / f"{cfg.setting_name}.ipynb"
-                specs.append(
-                    RunSpec(
-                        name=run["name"],
-                        group=run.get("group", "main"),
-                        notebook=nb_dir / run["notebook"],
-                        parameters=params,
-                        config=cfg,
-                        output_notebook=out_nb,
-                        log=out_nb.with_suffix(".log"),
-                    )
-                )
-    _check_unique(specs)
-    return specs
-
-
-def _check_unique(specs: Sequence[RunSpec]) -> None:
-    seen: dict[Path, str] = {}
-    for s in specs:
-        if s.run_dir in seen:
-            raise PipelineError(f"runs '{seen[s.run_dir]}' and '{s.name}' write the same folder {s.run_dir}; "
-                                "give them different parameters")
-        seen[s.run_dir] = s.name
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Skipping
-
-
-def saved_config(run_dir: Path) -> RunConfig | None:
-    """The config saved in a run folder, or None when absent/unreadable.
-
-    ``save_run`` adds record-only keys (``device``, ``pretrained_source``) beside the config fields; they are
-    dropped here.
-    """
-    path = run_dir / "config.json"
-    if not path.exists():
-        return None
-    try:
-        data = read_json(path)
-        known = set(RunConfig.__dataclass_fields__)
-        return RunConfig.from_dict({k: v for k, v in data.items() if k in known})
-    except (ValueError, TypeError):
-        return None
-
-
-def is_finished(spec: RunSpec) -> bool:
-    """True when the run's metrics.json exists and its saved config hashes to the planned one."""
-    if not (spec.run_dir / "metrics.json").exists():
-        return False
-    saved = saved_config(spec.run_dir)
-    return saved is not None and config_hash(saved) == config_hash(spec.config)
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Execution
-
-
 def prepare_data(specs: Sequence[RunSpec]) -> dict[tuple[str, str, str], str]:
     """Generate / convert / extract each (dataset, root, category) once, before runs start in parallel.
 
     Returns:
         Errors per (dataset, root, category) that could not be prepared (their runs are marked failed).
     """
-    from avaga_lib.data import resolve_root
-
     errors: dict[tuple[str, str, str], str] = {}
     done: set[tuple[str, str, str]] = set()
     for s in specs:
@@ -444,16 +207,44 @@ def run_papermill(spec: RunSpec, kernel: str = DEFAULT_KERNEL, threads: int | No
 def run_inline(spec: RunSpec | RunConfig, figures: bool = True) -> Path:
     """Train, evaluate and save one run in this process (library calls only; used by notebooks 05-07 when they
     find no results, and by tests). Returns the run folder."""
-    from avaga_lib.data import make_splits
-    from avaga_lib.evaluate import evaluate_run, save_run
-    from avaga_lib.train import train_run
-
     cfg = spec.config if isinstance(spec, RunSpec) else spec
-    run_dir = _absolute(cfg.run_dir)
+    run_dir = absolute(cfg.run_dir)
     splits = make_splits(cfg.data, cfg.train.setting, save_dir=run_dir)
     result = train_run(cfg, splits=splits, progress=False)
     ev = evaluate_run(result.cfg, result.model, splits)
     return save_run(cfg, result, ev, figures=figures)
+
+
+def _runs_to_do(specs: Sequence[RunSpec], force: bool, summary: Summary, log: Callable[[str], None]) -> list[RunSpec]:
+    """Record finished runs as skipped; clear the folders of forced or stale runs; return the runs to execute."""
+    todo: list[RunSpec] = []
+    for s in specs:
+        if not force and is_finished(s):
+            summary.outcomes.append(Outcome(s, "skipped"))
+            continue
+        if s.run_dir.exists() and (force or saved_config(s.run_dir) is not None):
+            # forced, or a stale run of another config: start clean (no resume of a checkpoint of the old config)
+            shutil.rmtree(s.run_dir)
+        todo.append(s)
+    if summary.outcomes:
+        log(f"skipping {len(summary.outcomes)} finished run(s) (metrics.json present, config unchanged)")
+    return todo
+
+
+def _with_data(todo: list[RunSpec], summary: Summary) -> list[RunSpec]:
+    """Prepare the data of ``todo`` once; record the runs whose data failed; return the others."""
+    data_errors = prepare_data(todo) if todo else {}
+    runnable = []
+    for s in todo:
+        d = s.config.data
+        err = data_errors.get((d.dataset, d.root, d.category if d.dataset == "stc" else ""))
+        if err:
+            s.log.parent.mkdir(parents=True, exist_ok=True)
+            write_text(s.log, f"data preparation failed: {err}\n")
+            summary.outcomes.append(Outcome(s, "failed", 0.0, f"data: {err}"))
+        else:
+            runnable.append(s)
+    return runnable
 
 
 def execute(
@@ -479,28 +270,8 @@ def execute(
     """
     t0 = time.perf_counter()
     summary = Summary()
-    todo: list[RunSpec] = []
-    for s in specs:
-        if not force and is_finished(s):
-            summary.outcomes.append(Outcome(s, "skipped"))
-            continue
-        if s.run_dir.exists() and (force or saved_config(s.run_dir) is not None):
-            # forced, or a stale run of another config: start clean (no resume of a checkpoint of the old config)
-            shutil.rmtree(s.run_dir)
-        todo.append(s)
-    if summary.outcomes:
-        log(f"skipping {len(summary.outcomes)} finished run(s) (metrics.json present, config unchanged)")
-    data_errors = prepare_data(todo) if todo else {}
-    runnable = []
-    for s in todo:
-        d = s.config.data
-        err = data_errors.get((d.dataset, d.root, d.category if d.dataset == "stc" else ""))
-        if err:
-            s.log.parent.mkdir(parents=True, exist_ok=True)
-            write_text(s.log, f"data preparation failed: {err}\n")
-            summary.outcomes.append(Outcome(s, "failed", 0.0, f"data: {err}"))
-        else:
-            runnable.append(s)
+    todo = _runs_to_do(specs, force, summary, log)
+    runnable = _with_data(todo, summary)
     jobs = max(1, int(jobs))
     threads = max(1, (os.cpu_count() or 1) // jobs)
     run_one = runner or run_papermill
@@ -534,8 +305,6 @@ def default_jobs(specs: Sequence[RunSpec], makeflags: str | None = None) -> int:
     asked = jobs_from_makeflags(makeflags)
     if asked > 1:
         return asked
-    import torch
-
     if specs and all(s.config.profile == "smoke" for s in specs) and not torch.cuda.is_available():
         return max(1, min(os.cpu_count() or 1, len(specs)))
     return 1
@@ -568,9 +337,7 @@ def run_report_notebooks(
     Returns:
         Outcome per notebook name (a failure is recorded, the next notebook still runs).
     """
-    from avaga_lib.report import export_html
-
-    base = _absolute(results_dir)
+    base = absolute(results_dir)
     outcomes: dict[str, Outcome] = {}
     for name in notebooks:
         src = project_root() / "notebooks" / name
@@ -611,9 +378,7 @@ def ensure_demo_runs(
     Returns:
         The demo runs (finished).
     """
-    from avaga_lib.data import generate_dataset
-
-    base = _absolute(results_dir)
+    base = absolute(results_dir)
     data = generate_dataset(base / "demo_data", categories=[category], n_train=8, n_test_good=4, n_test_bad=4,
                             size=image_size)
     specs = plan_runs(project_root() / "params" / "smoke.yaml", dataset="folder", root=str(data),
@@ -633,7 +398,7 @@ def ensure_demo_runs(
 def report_up_to_date(results_dir: Path | str = "results") -> bool:
     """True when ``report.html`` is newer than every run's metrics.json and than notebooks 05-07 (so a second
     ``make reproduce`` that skipped every run need not re-execute the analysis notebooks)."""
-    base = _absolute(results_dir)
+    base = absolute(results_dir)
     html = base / "report.html"
     if not html.exists():
         return False

@@ -16,16 +16,15 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 from IPython.display import Markdown, display
 
-from avaga_lib import pipeline, plots, report
+from avaga_lib import pipeline, plots, report, study
 from avaga_lib.paths import project_root
 
 base = Path(results_dir) if Path(results_dir).is_absolute() else project_root() / results_dir
-run_names = ','.join(report.ABLATION_METHODS)
+run_names = ','.join(study.ABLATION_METHODS)
 
 # %%
 runs = report.collect_runs(base)
-switched = [m for m in report.ABLATION_METHODS if m not in ("AVAGA-R_u", "AVAGA-R_w")]
-has_ablations = (not runs.empty) and runs["method"].isin(switched).any()
+has_ablations = (not runs.empty) and runs["method"].isin(study.ABLATIONS).any()
 if not has_ablations and train_if_missing:
     print(f"no ablation runs under {base}: training tiny demo runs (numbers are a smoke check, not results)")
     pipeline.ensure_demo_runs(base, run_names, demo_category, epochs, image_size)
@@ -40,7 +39,7 @@ ablation_keys = [k for k in tables if "table8_ablation" in k]
 for key in ablation_keys:
     t = tables[key]
     display(Markdown(f"### {t.title}\n\n{t.markdown}\n" + "".join(f"- {n}\n" for n in t.notes)))
-    plots.plot_ours_vs_paper(t.frame, report.ABLATION_METHODS, "IoU", title=t.title)
+    plots.plot_ours_vs_paper(t.frame, study.ABLATION_METHODS, "IoU", title=t.title)
     plt.show()
 if not ablation_keys:
     print("no ablation run found")

@@ -20,7 +20,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 from IPython.display import Markdown, display
 
-from avaga_lib import pipeline, plots, report
+from avaga_lib import pipeline, plots, report, threshold
 from avaga_lib.paths import project_root
 
 base = Path(results_dir) if Path(results_dir).is_absolute() else project_root() / results_dir
@@ -52,7 +52,7 @@ if max_categories:
     targets = targets.head(max_categories)
 studies = {}
 for _, r in targets.iterrows():
-    study = report.threshold_study(r["run_dir"], device=device, max_images=max_images or None)
+    study = threshold.threshold_study(r["run_dir"], device=device, max_images=max_images or None)
     studies[(r["dataset"], r["category"])] = study
     plots.plot_threshold_curves(study.curves, title=f"{r['dataset']}/{r['category']} {setting}"
                                 + (f" (first {max_images} test images)" if max_images else ""))

@@ -17,7 +17,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 from IPython.display import HTML, Markdown, display
 
-from avaga_lib import pipeline, plots, report
+from avaga_lib import pipeline, plots, report, study
 from avaga_lib.paths import project_root
 
 base = Path(results_dir) if Path(results_dir).is_absolute() else project_root() / results_dir
@@ -51,7 +51,7 @@ for dataset in sorted(set(runs["dataset"])):
                        (f"{dataset}_table3_mean_accuracy", "mean accuracy"),
                        (f"{dataset}_table5_mean_accuracy", "mean accuracy")):
         if key in tables:
-            plots.plot_ours_vs_paper(tables[key].frame, report.MAIN_METHODS, label, title=tables[key].title)
+            plots.plot_ours_vs_paper(tables[key].frame, study.MAIN_METHODS, label, title=tables[key].title)
             plt.show()
 
 # %% [markdown]

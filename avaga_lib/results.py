@@ -1,0 +1,130 @@
+"""Gathering a results tree: one row per finished run, and the mean / std over seeds per table cell.
+
+Reads ``<results_dir>/<dataset>/<category>/<setting>/{metrics,config}.json`` (the results contract of
+``docs/ARCHITECTURE.md``). Which run a folder holds (its study name, seed, profile) is read from its ``config.json``,
+never parsed from the folder name; what happened during the run (fallback notes) from its ``metrics.json``.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from avaga_lib.config import RunConfig
+from avaga_lib.io import read_json
+
+# Folders directly under results_dir that are not datasets (pipeline records, report output, scratch runs).
+NON_DATASET_DIRS = frozenset({"runs", "tables", "scratch", "bench", "figures"})
+# The evaluator's only score calibration: the normal validation split (PN 8); the transductive one is a metric
+# of its own (mean_accuracy_transductive). Shown in REPORT.md's protocol line.
+CALIBRATION = "validation"
+
+
+class ReportError(ValueError):
+    """A results tree that cannot be read (the message names the file and what was expected)."""
+
+
+def collect_runs(results_dir: Path | str) -> pd.DataFrame:
+    """One row per finished run found under ``results_dir`` (folders holding a ``metrics.json``).
+
+    Columns: dataset, category, method (the study run's name), seed, profile, setting, run_dir, epochs, image_size,
+    calibration, attention_norm, notes (tuple), every scalar metric of the results contract, and ``iou@<t>`` for
+    each threshold of ``iou_at``.
+
+    Raises:
+        ReportError: when a ``metrics.json`` or its ``config.json`` is missing or cannot be parsed.
+    """
+    base = Path(results_dir)
+    rows: list[dict[str, Any]] = []
+    if not base.is_dir():
+        return pd.DataFrame(rows)
+    for metrics_path in sorted(base.glob("*/*/*/metrics.json")):
+        run_dir = metrics_path.parent
+        dataset, category = run_dir.parts[-3:-1]
+        if dataset in NON_DATASET_DIRS:
+            continue
+        metrics = _read_object(metrics_path, "a JSON object of metrics")
+        config = _read_object(run_dir / "config.json", "the run's config")
+        rows.append(_run_row(dataset, category, run_dir, metrics, config))
+    return pd.DataFrame(rows)
+
+
+def _read_object(path: Path, what: str) -> dict[str, Any]:
+    if not path.exists():
+        raise ReportError(f"{path} missing: expected {what} beside metrics.json; rerun the run or delete its folder")
+    try:
+        data = read_json(path)
+    except ValueError as exc:
+        raise ReportError(f"{path}: not valid JSON ({exc}); rerun the run or delete its folder") from exc
+    if not isinstance(data, dict):
+        raise ReportError(f"{path}: expected {what}")
+    return data
+
+
+def _run_row(dataset: str, category: str, run_dir: Path, metrics: dict[str, Any],
+             config: dict[str, Any]) -> dict[str, Any]:
+    """The report row of one run: identity from config.json, outcome (notes, metrics) from metrics.json."""
+    known = set(RunConfig.__dataclass_fields__)
+    try:  # save_run may add record-only keys beside the config fields: dropped here
+        cfg = RunConfig.from_dict({k: v for k, v in config.items() if k in known})
+    except (TypeError, ValueError) as exc:
+        raise ReportError(f"{run_dir / 'config.json'}: not a run config ({exc})") from exc
+    # notes: metrics.json since the study registry; configs saved before it held them
+    notes = metrics.get("notes", config.get("notes", ()))
+    row: dict[str, Any] = {
+        "dataset": dataset,
+        "category": category,
+        "method": cfg.name,
+        "seed": int(cfg.train.seed),
+        "profile": cfg.profile,
+        "setting": cfg.setting_name,
+        "run_dir": str(run_dir),
+        "epochs": cfg.train.epochs,
+        "image_size": cfg.data.image_size,
+        "calibration": CALIBRATION,
+        "attention_norm": cfg.model.attention_norm,
+        "notes": tuple(notes),
+    }
+    for key, value in metrics.items():
+        if key == "iou_at" and isinstance(value, dict):
+            for thr, iou in value.items():
+                row[f"iou@{float(thr):.1f}"] = _num(iou)
+        elif isinstance(value, bool) or not isinstance(value, dict | list):
+            row[key] = _num(value) if not isinstance(value, bool) else value
+    return row
+
+
+def _num(value: Any) -> float:
+    """JSON null (unavailable) -> NaN; numbers -> float."""
+    if value is None:
+        return math.nan
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def aggregate(runs: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Mean, sample std (ddof=1; NaN for one seed), n_seeds and seed list per (dataset, category, method)."""
+    cols = ["dataset", "category", "method", "mean", "std", "n_seeds", "seeds"]
+    if runs.empty or metric not in runs.columns:
+        return pd.DataFrame(columns=cols)
+    valid = runs[runs[metric].notna()]
+    out = []
+    for (dataset, category, method), grp in valid.groupby(["dataset", "category", "method"], sort=False):
+        values = grp[metric].astype(float)
+        out.append(
+            {
+                "dataset": dataset,
+                "category": category,
+                "method": method,
+                "mean": float(values.mean()),
+                "std": float(values.std(ddof=1)) if len(values) > 1 else math.nan,
+                "n_seeds": len(values),
+                "seeds": tuple(sorted(int(s) for s in grp["seed"])),
+            }
+        )
+    return pd.DataFrame(out, columns=cols)
