@@ -1,10 +1,14 @@
-"""Config tree: profiles, overrides, round trip, validation, run folder names."""
+"""Config tree: profiles, overrides, round trip, validation, run names from the study registry, legacy files."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
-from avaga_lib.config import RunConfig, apply_overrides, config_hash, make_config
+from avaga_lib import config as C
+from avaga_lib.config import RunConfig, apply_overrides, config_from_parameters, config_hash, make_config
 
 
 def test_paper_profile_matches_appendix_a1() -> None:
@@ -57,7 +61,90 @@ def test_setting_names_distinguish_every_run_of_the_study() -> None:
     assert make_config("smoke").setting_name == "AVAGA-R_u-seed0"
 
 
-def test_hash_ignores_recorded_fallback_notes_but_not_choices() -> None:
+def test_hash_follows_choices() -> None:
     cfg = make_config("smoke")
-    assert config_hash(cfg) == config_hash(cfg.with_note("pretrained weights unavailable"))
+    assert config_hash(cfg) == config_hash(make_config("smoke"))
     assert config_hash(cfg) != config_hash(apply_overrides(cfg, {"train.epochs": 4}))
+
+
+def test_deleted_settings_are_gone() -> None:
+    d = make_config("smoke").to_dict()
+    assert "notes" not in d and "compile" not in d["train"] and "reduction" not in d["loss"]
+    assert "score_calibration" not in d["eval"] and not hasattr(RunConfig, "with_note")
+
+
+def test_legacy_config_json_loads_without_its_deleted_keys(tmp_path: Path) -> None:
+    """A config.json saved before the registry: no name, notes + three deleted settings; it still loads."""
+    cfg = make_config("smoke", {"train.setting": "weak", "loss.sgb": False, "train.seed": 2})
+    old = cfg.to_dict()
+    del old["name"]
+    old["notes"] = ["pretrained weights unavailable: random init"]
+    old["loss"]["reduction"] = "mean"
+    old["train"]["compile"] = False
+    old["eval"]["score_calibration"] = "validation"
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(old))
+    back = RunConfig.load(path)
+    assert back == cfg and back.name == "AVAGA-R_w-noSGB" and back.setting_name == "AVAGA-R_w-noSGB-seed2"
+    assert config_hash(back) == config_hash(cfg)  # a finished legacy run is still recognised as finished
+    # exactly those keys: anything else unknown is still an error
+    old["train"]["compiled"] = True
+    with pytest.raises(ValueError, match="TrainConfig.compiled"):
+        RunConfig.from_dict(old)
+
+
+def test_name_from_run_argument_explicit_name_or_registry_match() -> None:
+    flat = make_config("smoke", run="AVAGA-R_u-flat")
+    assert flat.model.latent == "flat" and flat.setting_name == "AVAGA-R_u-flat-seed0"
+    assert make_config("smoke", {"model.latent": "flat"}) == flat  # matched: same config, same name
+    own = make_config("smoke", {"model.latent": "flat", "loss.attention_loss": False, "name": "my-run"})
+    assert own.setting_name == "my-run-seed0"
+    with pytest.raises(ValueError, match="matches no run of the study registry"):
+        make_config("smoke", {"model.latent": "flat", "loss.attention_loss": False})
+    with pytest.raises(ValueError, match="config named 'AVAGA-R_u' has .*model.latent"):
+        make_config("smoke", {"model.latent": "flat"}, run="AVAGA-R_u")
+    with pytest.raises(ValueError, match="config named 'AE-L2'"):
+        make_config("smoke", {"name": "AE-L2"})  # a registry name must be that run
+    with pytest.raises(ValueError, match="not in the study registry"):
+        make_config("smoke", run="AVAGA-R_u-nothing")
+    with pytest.raises(ValueError, match="folder name"):
+        make_config("smoke", {"name": "a/b"})
+
+
+def test_defaults_are_the_default_run() -> None:
+    assert make_config("smoke").name == RunConfig().name == C.DEFAULT_RUN
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "constant"),
+    [
+        ("method", "vae", C.METHODS),
+        ("data.dataset", "imagenet", C.DATASETS),
+        ("model.variant", "X", C.VARIANTS),
+        ("model.latent", "dense", C.LATENTS),
+        ("model.gradcam_layer", "layer4", C.GRADCAM_LAYERS),
+        ("model.attention_norm", "softmax", C.ATTENTION_NORMALIZATIONS),
+        ("train.setting", "semi", C.SETTINGS),
+        ("train.amp", "fp16", C.AMP_MODES),
+    ],
+)
+def test_string_options_are_checked_in_validate(key: str, value: str, constant: tuple[str, ...]) -> None:
+    with pytest.raises(ValueError, match=f"{key} '{value}' unknown"):
+        make_config("smoke", {key: value, "name": "x"})
+    cfg = apply_overrides(make_config("smoke"), {key: value})
+    with pytest.raises(ValueError, match=str(constant[0])):
+        C.validate(cfg)
+
+
+def test_config_from_parameters_is_the_notebook_mapping() -> None:
+    params = {"run": "AVAGA-R_w-noadv", "dataset": "embedded", "category": "granite", "epochs": 1, "seed": 3,
+              "profile": "smoke", "variant": None, "results_dir": "results"}
+    cfg = config_from_parameters("weak", params, "smoke")
+    assert cfg.setting_name == "AVAGA-R_w-noadv-seed3" and not cfg.loss.adversarial_recon
+    assert (cfg.data.category, cfg.train.epochs, cfg.results_dir) == ("granite", 1, "results")
+    # by hand, without run: switches as before, named after the run they make
+    assert config_from_parameters("unsupervised", {"method": "ae_ssim"}, "paper").setting_name == "AE-SSIM-seed0"
+    with pytest.raises(ValueError, match="unknown notebook parameter 'lr'"):
+        config_from_parameters("unsupervised", {"lr": 1.0}, "smoke")
+    with pytest.raises(ValueError, match="is a weak run: its notebook is 04_train_weakly_supervised.ipynb"):
+        config_from_parameters("unsupervised", {"run": "AVAGA-R_w"}, "smoke")

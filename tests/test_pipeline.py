@@ -6,6 +6,10 @@ per session by :func:`smoke_tree` and shared with ``test_browser.py``.
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -13,7 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
-from avaga_lib import pipeline
+from avaga_lib import pipeline, study
 from avaga_lib.config import config_hash
 from avaga_lib.io import write_json
 from avaga_lib.paths import project_root
@@ -44,8 +48,36 @@ def test_plan_smoke_default() -> None:
     # every parameter the config depends on is explicit (no reliance on notebook defaults)
     assert {"epochs", "image_size", "seed", "results_dir", "category", "dataset", "root"} <= set(s.parameters)
     assert s.parameters["epochs"] == s.config.train.epochs
+    assert s.parameters["run"] == "AVAGA-R_u" and by["AE-SSIM-seed0"].parameters["run"] == "AE-SSIM"
     # parallel workers start on different categories
     assert [x.config.data.category for x in specs[:3]] == ["weave", "granite", "washer"]
+    # the registry minus the D variants, in registry order
+    assert list(dict.fromkeys(x.name for x in specs)) == [n for n in study.names() if "-D_" not in n]
+
+
+def test_params_file_selects_runs_by_name_or_group(tmp_path: Path) -> None:
+    f = tmp_path / "p.yaml"
+    f.write_text(yaml.safe_dump({"dataset": "embedded", "profile": "smoke", "categories": ["weave"],
+                                 "runs": "baselines, AVAGA-R_w"}))
+    assert [s.name for s in pipeline.plan_runs(f)] == ["AVAGA-R_w", "AE-L2", "AE-SSIM"]
+    with pytest.raises(pipeline.PipelineError, match="VARIANTS=.*AVAGA-R_u"):
+        pipeline.plan_runs(f, variants="AVAGA-R_u")  # not among the file's runs
+
+
+def test_adding_an_ablation_is_one_registry_entry(tmp_path: Path) -> None:
+    """Copy the package, add one StudyRun to study.py, plan it: right notebook, config and run folder."""
+    pkg = tmp_path / "avaga_lib"
+    shutil.copytree(project_root() / "avaga_lib", pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    src = (pkg / "study.py").read_text()
+    entry = ('    StudyRun("AVAGA-R_u-noKL", "ablations", {**_U, "loss.w_kl": 0.0}),  # the new ablation\n'
+             ")  # fmt: skip")
+    (pkg / "study.py").write_text(src.replace(")  # fmt: skip", entry, 1))
+    code = (f"from avaga_lib import pipeline; s = pipeline.plan_runs({str(PARAMS / 'smoke.yaml')!r}, "
+            "categories='weave', variants='ablations'); r = s[-1]; "
+            "print(len(s), r.notebook.name, r.config.loss.w_kl, r.run_dir.name)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path,
+                         env={**os.environ, "PYTHONPATH": str(tmp_path), "OMP_NUM_THREADS": "1"})
+    assert out.stdout.split() == ["5", "03_train_unsupervised.ipynb", "0.0", "AVAGA-R_u-noKL-seed0"]
 
 
 def test_plan_narrowing_and_paper_profile(tmp_path: Path) -> None:
@@ -79,10 +111,13 @@ def test_plan_errors_name_the_problem(tmp_path: Path) -> None:
     with pytest.raises(pipeline.PipelineError, match="not found"):
         pipeline.plan_runs(tmp_path / "missing.yaml")
     bad = tmp_path / "bad.yaml"
-    bad.write_text(yaml.safe_dump({"dataset": "embedded", "profile": "smoke", "runs": [{"name": "x",
-                                                                                       "notebook": "99.ipynb"}]}))
-    with pytest.raises(pipeline.PipelineError, match="99.ipynb"):
+    bad.write_text(yaml.safe_dump({"dataset": "embedded", "profile": "smoke", "runs": ["AVAGA-R_u", "AVAGA-X"]}))
+    with pytest.raises(pipeline.PipelineError, match=r"bad.yaml: runs: \['AVAGA-X'\] not in"):
         pipeline.plan_runs(bad)
+    old_schema = tmp_path / "old.yaml"  # runs are declared in the registry, not in params files
+    old_schema.write_text(yaml.safe_dump({"dataset": "embedded", "profile": "smoke", "notes": "x"}))
+    with pytest.raises(pipeline.PipelineError, match=r"unknown key\(s\) \['notes'\]"):
+        pipeline.plan_runs(old_schema)
     with pytest.raises(pipeline.PipelineError, match="PROFILE=fast"):
         pipeline.plan_runs(PARAMS / "smoke.yaml", profile="fast")
     with pytest.raises(pipeline.PipelineError, match="unknown notebook parameter 'lr'"):

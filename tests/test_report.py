@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from avaga_lib import report
+from avaga_lib import report, study
 from avaga_lib.config import make_config
 from avaga_lib.io import write_json
 
@@ -60,9 +61,38 @@ def test_collect_runs_reads_contract(mvtec_tree: Path) -> None:
     assert runs["iou@0.2"].notna().sum() == 4
 
 
+def test_run_identity_from_config_and_notes_from_metrics(tmp_path: Path) -> None:
+    """The method is the config's registry name (never parsed from the folder); notes are a run outcome."""
+    base = tmp_path / "r"
+    run = fake_run(base, "embedded", "weave", {**RW, "loss.sgb": False, "train.seed": 4},
+                   {"iou": 0.1, "notes": ["pretrained weights unavailable: random init"]})
+    run.rename(run.parent / "renamed-by-hand")
+    legacy = fake_run(base, "embedded", "weave", L2, {"iou": 0.2})
+    old = json.loads((legacy / "config.json").read_text())
+    del old["name"]  # a config.json from before the study registry: notes lived there
+    old["notes"] = ["pretrained_source=none"]
+    old["eval"]["score_calibration"] = "validation"
+    (legacy / "config.json").write_text(json.dumps(old))
+    runs = report.collect_runs(base).set_index("method")
+    assert runs.loc["AVAGA-R_w-noSGB", "seed"] == 4
+    assert runs.loc["AVAGA-R_w-noSGB", "setting"] == "AVAGA-R_w-noSGB-seed4"
+    assert runs.loc["AVAGA-R_w-noSGB", "notes"] == ("pretrained weights unavailable: random init",)
+    assert runs.loc["AE-L2", "notes"] == ("pretrained_source=none",)
+    assert set(runs["calibration"]) == {"validation"}
+    assert any("recorded fallback (1 runs): pretrained_source=none" in d
+               for d in report.deviations(runs.reset_index()))
+
+
+def test_missing_config_names_file(tmp_path: Path) -> None:
+    run = fake_run(tmp_path, "embedded", "weave", RU, {"iou": 0.1})
+    (run / "config.json").unlink()
+    with pytest.raises(report.ReportError, match="config.json missing"):
+        report.collect_runs(tmp_path)
+
+
 def test_comparison_table_mean_std_paper_diff(mvtec_tree: Path) -> None:
     runs = report.collect_runs(mvtec_tree)
-    t = report.comparison_table(runs, "mvtec", "iou", report.MAIN_METHODS)
+    t = report.comparison_table(runs, "mvtec", "iou", study.MAIN_METHODS)
     frame = t.frame.set_index("category")
     assert list(frame.index) == ["bottle", "carpet", "mean"]  # paper's row order, then the mean row
     assert frame.loc["bottle", "AVAGA-R_u"] == pytest.approx(0.32)
@@ -86,7 +116,7 @@ def test_embedded_has_no_paper_columns(tmp_path: Path) -> None:
     fake_run(base, "embedded", "weave", RU, {"iou": 0.2, "mean_accuracy": 0.5})
     fake_run(base, "embedded", "weave", RW, {"iou": 0.3, "mean_accuracy": 0.6})
     runs = report.collect_runs(base)
-    t = report.comparison_table(runs, "embedded", "iou", report.MAIN_METHODS)
+    t = report.comparison_table(runs, "embedded", "iou", study.MAIN_METHODS)
     assert not any(c.endswith("_paper") for c in t.frame.columns)
     assert list(t.frame.columns[:1]) == ["category"] and "AVAGA-R_u" in t.frame and "AVAGA-D_u" not in t.frame
     assert any("n/a" in n for n in t.notes)
@@ -169,7 +199,7 @@ def test_table_html_and_figures(mvtec_tree: Path, tmp_path: Path) -> None:
     assert key == "mvtec_table2_iou"
     html = report.table_html(tables[key], table_id="headline-table")
     assert 'id="headline-table"' in html and "<td>mean</td>" in html and "0.32 ± 0.02" in html
-    fig = plots.plot_ours_vs_paper(tables[key].frame, report.MAIN_METHODS, "IoU", path=tmp_path / "bars.png",
+    fig = plots.plot_ours_vs_paper(tables[key].frame, study.MAIN_METHODS, "IoU", path=tmp_path / "bars.png",
                                    close=True)
     assert fig is not None and (tmp_path / "bars.png").stat().st_size > 1000
     # qualitative figures: one per category, the preferred method first

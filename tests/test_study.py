@@ -1,0 +1,60 @@
+"""The study registry: every run declared once, consistent with the config, the notebooks and the paper's tables."""
+
+from __future__ import annotations
+
+import pytest
+
+from avaga_lib import study
+from avaga_lib.config import make_config
+from avaga_lib.paper import paper_table
+from avaga_lib.paths import project_root
+
+
+def test_names_groups_and_tables_of_the_paper() -> None:
+    assert study.names() == ("AVAGA-R_u", "AVAGA-R_w", "AVAGA-D_u", "AVAGA-D_w", "AVAGA-R_u-noattn",
+                             "AVAGA-R_u-flat", "AVAGA-R_w-noadv", "AVAGA-R_w-noSGB", "AE-L2", "AE-SSIM")
+    assert all(r.group in study.GROUPS for r in study.RUNS)
+    assert study.MAIN_METHODS == ("AE-L2", "AE-SSIM", "AVAGA-D_u", "AVAGA-R_u", "AVAGA-D_w", "AVAGA-R_w")
+    assert study.ABLATION_METHODS == ("AVAGA-R_u-noattn", "AVAGA-R_u-flat", "AVAGA-R_u", "AVAGA-R_w-noadv",
+                                      "AVAGA-R_w-noSGB", "AVAGA-R_w")  # Sec. 5, columns 1-6
+    assert study.BASELINES == ("AE-L2", "AE-SSIM")
+    assert study.ABLATIONS == ("AVAGA-R_u-noattn", "AVAGA-R_u-flat", "AVAGA-R_w-noadv", "AVAGA-R_w-noSGB")
+    assert study.PAPER_MAIN_COLUMN["AE-L2"] == "AE_L2"
+    for table in (study.MAIN_TABLE, study.ABLATION_TABLE):
+        positions = [c.position for r in study.RUNS if (c := getattr(r, table)) is not None]
+        assert len(positions) == len(set(positions)), f"two runs share a column of the {table} table"
+
+
+@pytest.mark.parametrize("run", study.RUNS, ids=lambda r: r.name)
+def test_every_entry_builds_a_valid_config_named_after_it(run: study.StudyRun) -> None:
+    cfg = make_config("smoke", run=run.name)
+    assert cfg.name == run.name and cfg.setting_name == f"{run.name}-seed0"
+    assert cfg.train.setting == run.setting
+    # the same overrides without the name are recognised as this run (unique identity)
+    assert make_config("paper", dict(run.overrides)).name == run.name
+    assert (project_root() / "notebooks" / run.notebook).exists()
+
+
+def test_paper_columns_exist_in_the_transcribed_tables() -> None:
+    for name, column in study.PAPER_MAIN_COLUMN.items():
+        assert column in paper_table("table2_mvtec_iou.csv").columns, name
+        assert column in paper_table("table4_stc_iou.csv").columns, name
+    for name, column in study.PAPER_ABLATION_COLUMN.items():
+        assert column in paper_table("table8_ablation_iou.csv").columns, name
+
+
+def test_select_by_name_or_group() -> None:
+    picked = study.select(["ablations", "AE-L2"])
+    assert [r.name for r in picked] == [*study.ABLATIONS, "AE-L2"]
+    assert study.select(None) == list(study.RUNS)
+    smoke = study.select(["AVAGA-R_u", "baselines"])
+    assert [r.name for r in study.select(["main"], smoke)] == ["AVAGA-R_u"]
+    with pytest.raises(ValueError, match=r"\['AVAGA-D_u'\] not in the selected runs"):
+        study.select(["AVAGA-D_u"], smoke)
+    with pytest.raises(ValueError, match="not in the study registry"):
+        study.get("AVAGA-X")
+
+
+def test_identity_keys_are_the_overridden_keys() -> None:
+    assert set(study.identity_keys()) == {"train.setting", "method", "model.variant", "model.latent",
+                                          "loss.attention_loss", "loss.adversarial_recon", "loss.sgb"}
