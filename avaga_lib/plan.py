@@ -132,7 +132,7 @@ def discover_categories(root: Path) -> list[str]:
     return cats
 
 
-def run_parameters(run: study.StudyRun, common: dict[str, Any], profile: str) -> tuple[dict[str, Any], RunConfig]:
+def _run_parameters(run: study.StudyRun, common: dict[str, Any], profile: str) -> tuple[dict[str, Any], RunConfig]:
     """Papermill parameters of one run and the config notebook 03/04 builds from them.
 
     Args:
@@ -223,7 +223,7 @@ def plan_runs(
     for seed in seed_list:
         for run in runs:
             for cat in cats:
-                params, cfg = run_parameters(run, {**common, "category": cat, "seed": seed, **(overrides or {})},
+                params, cfg = _run_parameters(run, {**common, "category": cat, "seed": seed, **(overrides or {})},
                                              profile)
                 out_nb = runs_dir / dataset / cat / f"{cfg.setting_name}.ipynb"
                 specs.append(RunSpec(run.name, run.group, nb_dir / run.notebook, params, cfg, out_nb,

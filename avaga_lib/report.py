@@ -142,7 +142,7 @@ def _uniq(series: pd.Series) -> str:
 
 
 def deviations(runs: pd.DataFrame) -> list[str]:
-    """Every way these runs differ from the paper's protocol, including the fallbacks recorded in configs."""
+    """Every way these runs differ from the paper's protocol, including the fallbacks each run recorded (notes)."""
     out: list[str] = []
     profiles = set(runs["profile"])
     if profiles - {"paper"}:
