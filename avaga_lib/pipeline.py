@@ -260,7 +260,8 @@ def execute(
     Args:
         specs: from :func:`plan_runs`.
         force: rerun finished runs (their folders are removed first).
-        jobs: parallel runs (each its own papermill subprocess with ``cores // jobs`` threads).
+        jobs: parallel runs (each its own papermill subprocess with ``train.threads`` threads, or ``cores // jobs``
+            where the config leaves it at 0).
         kernel: Jupyter kernel name.
         log: progress lines.
         runner: replaces :func:`run_papermill` (tests).
@@ -279,7 +280,7 @@ def execute(
     def _go(i_spec: tuple[int, RunSpec]) -> Outcome:
         i, s = i_spec
         log(f"[{i + 1}/{len(runnable)}] {s.label} ({s.notebook.name}) ...")
-        out = run_one(s, kernel, threads)
+        out = run_one(s, kernel, s.config.train.threads or threads)  # a run's own thread count wins (config)
         log(f"[{i + 1}/{len(runnable)}] {s.label}: {out.status} in {out.seconds:.0f} s"
             + (f" — {out.error}" if out.error else ""))
         return out

@@ -51,6 +51,16 @@ def autocast(device: torch.device, dtype: torch.dtype | None) -> AbstractContext
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
+def configure_threads(threads: int) -> int:
+    """Pin torch's CPU intra-op threads to ``threads`` (0 = leave torch's default); returns the count in effect.
+
+    CPU reductions split work by thread, so the same seed gives the same floats only at the same count.
+    """
+    if threads > 0 and torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+    return torch.get_num_threads()
+
+
 def seed_everything(seed: int, deterministic: bool = False) -> None:
     """Seed python, numpy and torch (all devices); ``deterministic`` switches torch to deterministic kernels."""
     random.seed(seed)
