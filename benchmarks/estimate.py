@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from avaga_lib import study
+
 # MVTec AD train/good counts per category (Bergmann et al. 2019, the public release); used only for the estimate.
 MVTEC_TRAIN_COUNTS: dict[str, int] = {
     "bottle": 209, "cable": 224, "capsule": 219, "carpet": 280, "grid": 264, "hazelnut": 391, "leather": 245,
@@ -17,11 +19,7 @@ MVTEC_TEST_COUNTS: dict[str, int] = {
     "zipper": 151,
 }  # fmt: skip
 # Training runs behind Tables 2/3 (AE-SSIM, AE-L2, AVAGA-D/R in both settings) and Table 8 (4 more ablations).
-# TODO(merge): from avaga_lib.study
-STUDY_RUNS: tuple[str, ...] = (
-    "AE-SSIM", "AE-L2", "AVAGA-D_u", "AVAGA-R_u", "AVAGA-D_w", "AVAGA-R_w",
-    "AVAGA-R_u-noattn", "AVAGA-R_u-flat", "AVAGA-R_w-noadv", "AVAGA-R_w-noSGB",
-)  # fmt: skip
+STUDY_RUNS: tuple[str, ...] = study.names()
 
 
 def mvtec_study_images(
@@ -34,14 +32,14 @@ def mvtec_study_images(
         val_fraction: share of train/good held out for validation (calibration), as the study's splits.
         weak_fraction: share of anomalous test images moved to training in the weak setting (approximated over all
             test images).
-        runs: run names; a run is weak when it is an AVAGA ``_w`` run.
+        runs: study run names (their registry entry says whether they train in the weak setting).
 
     Returns:
         run name -> {"train_images": images seen in training over all epochs, "test_images": evaluated images}.
     """
     out: dict[str, dict[str, int]] = {}
     for run in runs:
-        weak = run.startswith("AVAGA") and "_w" in run
+        weak = study.get(run).setting == "weak"
         train = test = 0
         for cat, n in MVTEC_TRAIN_COUNTS.items():
             n_tr = n - round(n * val_fraction)
