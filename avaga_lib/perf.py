@@ -303,17 +303,17 @@ class TrainHarness:
         return self._last
 
     def compute_step(self, batch: tuple[Tensor, Tensor] | None = None) -> dict[str, float]:
-        """The trainer's optimisation step (``avaga_lib.train._train_step``) on a batch; returns the loss terms.
+        """The trainer's optimisation step (``avaga_lib.train.train_step``) on a batch; returns the loss terms.
 
         Args:
             batch: output of :meth:`data_step`; default the last one (so compute can be timed alone).
         """
-        from avaga_lib.train import _train_step
+        from avaga_lib.train import make_nets, train_step
 
         if batch is None:
             batch = self._last if self._last is not None else self.data_step()
         x, labels = batch
-        return _train_step(self.cfg, self.model, self.disc, self.opt_g, self.opt_d, x, labels, self.device, self.amp)
+        return train_step(self.cfg, make_nets(self.model, self.disc, self.opt_g, self.opt_d), x, labels, self.amp)
 
     def step(self) -> dict[str, float]:
         """Data step then compute step: one full training step."""
