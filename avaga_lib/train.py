@@ -1,7 +1,8 @@
 """One trainer for AVAGA_u (eq. 4), AVAGA_w (eq. 6) and the AE baselines, read top to bottom:
 
 1. set-up: device, seeds, the training images on the device, the networks, the optimisers, the resumption;
-2. the step (:func:`train_step`): the generator then the discriminator for AVAGA, the AE step for the baselines;
+2. the step (:func:`avaga_lib.step.train_step`, re-exported here): the generator then the discriminator for AVAGA,
+   the AE step for the baselines;
 3. the epoch loop, with the loss log and the checkpoints (:mod:`avaga_lib.checkpoint`).
 
 Data path (issue 8): :class:`avaga_lib.data.AnomalyDataset` decodes every training image once into a uint8 tensor;
