@@ -1,55 +1,44 @@
-"""Data-parallel training through torchrun (issue 8): process group, epoch sharding, gradient all-reduce, launch.
+"""Data-parallel training through torchrun and ``DistributedDataParallel`` (issue 8, issue 11).
 
-Design (why not ``DistributedDataParallel``): one AVAGA step runs the discriminator three times (the adversarial
-term of the generator objective, then real and fake in the D step), and the generator step back-propagates into
-the discriminator's parameters too (the trainer zeroes them before the D step). DDP's reducer assumes one forward
-per backward and would all-reduce the discriminator's generator-step gradients for nothing (and, with
-``find_unused_parameters=False``, errors when a step leaves a parameter without gradient, as the ablations do).
-Grad-CAM is closed form in ``attention.py`` (no ``torch.autograd.grad``), so a plain first-order ``backward()``
-gives every gradient. The trainer therefore keeps plain modules and calls :func:`allreduce_gradients` after each
-``backward()``: one coalesced all-reduce of the flattened gradients per optimizer step, the same communication
-volume as DDP, without DDP's overlap with the backward (measured in ``docs/PERFORMANCE.md``).
+How the trainer uses it (alone every call below is a no-op and the run is an ordinary single-process run)::
 
-Semantics (same results as one process, up to BatchNorm): the *global* batch stays ``train.batch_size``; every
-rank draws the same batches from the same seeded generator (the trainer's own ``epoch_batches``), and rank ``r``
-keeps the images ``r, r + W, r + 2W, ...`` of each batch (:func:`shard_batch`; strided, so normal and weak
-anomalous images spread over the ranks); gradients are summed weighted by slice size / batch size, so the update
-equals the single-process update on the global batch (exactly so for models without BatchNorm; BatchNorm
-statistics are per rank, as with DDP without SyncBatchNorm). Buffers (BatchNorm running statistics) are broadcast
-from rank 0 after each step, like DDP's ``broadcast_buffers``. Every RNG stream is identical on every rank (so a
-resumed run continues exactly): ranks see different images with the same augmentation / noise draws. Rank 0 alone
-writes results and checkpoints; every rank reads the same checkpoint on resume (a shared file system across nodes).
-
-Usage in a trainer::
-
-    ctx = init_distributed(device)             # no-op (world 1) unless started by torchrun with WORLD_SIZE > 1
-    device = ctx.device or device
-    broadcast_module(model, ctx)               # identical initial weights
-    for epoch ...:
-        for idx in trainer_batches:
-            idx, frac = shard_batch(idx, ctx)
-            ...; loss.backward(); allreduce_gradients(model.parameters(), ctx, frac); opt.step()
-            sync_buffers(model, ctx)
-    if ctx.is_main: write results
+    ctx = init_distributed(device)                 # joins the torchrun job when WORLD_SIZE > 1
+    model = wrap(model, ctx)                       # DDP: broadcasts rank 0's weights, all-reduces gradients
+    for idx in global_batches:                     # every rank draws the same global batch ...
+        idx, share = shard_batch(idx, ctx)         # ... and keeps its strided slice
+        ...; (loss * share * ctx.world_size).backward(); opt.step()
+        logs = average_terms(terms, ctx)           # the step's loss terms, averaged over the ranks
+    sync_buffers(model, ctx)                       # BatchNorm statistics of rank 0 on every rank
     cleanup(ctx)
 
-Launch: :func:`launch` (``python -m avaga_lib.distributed --nproc 2 -- <cli train args>``) spawns
-``torchrun --standalone --nproc_per_node N -m avaga_lib.cli train ...``; across nodes see docs/PERFORMANCE.md.
+Semantics (same update as one process on the global batch, up to BatchNorm): the global batch stays
+``train.batch_size``; rank ``r`` keeps the images ``r, r + W, r + 2W, ...`` (strided, so normal and weak anomalous
+images spread over the ranks). DDP averages the ranks' gradients; each rank's loss is a mean over its slice, so the
+trainer scales it by ``share * W`` (slice size / batch size times the world size) and the average becomes the
+gradient of the global-batch mean even when the slices differ in size. BatchNorm statistics are per rank (no
+SyncBatchNorm); DDP broadcasts rank 0's buffers before each forward, and :func:`sync_buffers` once at the end.
+Every RNG stream is identical on every rank (a resumed run continues exactly): ranks see different images with
+the same augmentation and noise draws. Rank 0 alone writes results and checkpoints; every rank reads the same
+checkpoint on resume (a shared file system across nodes).
+
+Launch: :func:`launch` runs ``torchrun --standalone --nproc-per-node N -m avaga_lib.cli <args>`` (the CLI relaunches
+``train`` itself when ``train.nproc > 1``); across nodes see docs/PERFORMANCE.md.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import subprocess
 import sys
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
 
 
 @dataclass(frozen=True)
@@ -109,7 +98,7 @@ def init_distributed(device: torch.device | str = "cpu", timeout_s: float = 600.
     if missing:
         raise RuntimeError(
             f"WORLD_SIZE={world} but {missing} are not set: start distributed runs with torchrun "
-            "(python -m avaga_lib.distributed --nproc N -- train ...)"
+            "(python -m avaga_lib.cli train ... with train.nproc=N relaunches itself under torchrun)"
         )
     rank, local_rank = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"])
     kind = torch.device(device).type
@@ -132,52 +121,6 @@ def cleanup(ctx: DistContext) -> None:
         dist.destroy_process_group()
 
 
-def barrier(ctx: DistContext) -> None:
-    """Wait for every rank (no-op alone)."""
-    if ctx.enabled:
-        dist.barrier()
-
-
-def epoch_batches(
-    n: int, batch_size: int, epoch: int, seed: int, ctx: DistContext = SINGLE, shuffle: bool = True
-) -> Iterator[tuple[Tensor, float]]:
-    """This rank's share of each global batch of one epoch.
-
-    Every rank draws the same permutation (seeded by ``seed`` and ``epoch``), cuts it into global batches of
-    ``batch_size`` and keeps its :func:`shard_batch` slice, so every rank makes the same number of steps. A
-    trailing global batch with fewer images than ranks is dropped (otherwise a rank would have nothing).
-
-    Args:
-        n: number of training images.
-        batch_size: the global batch (``train.batch_size``).
-        epoch: epoch number (changes the permutation).
-        seed: training seed.
-        ctx: distributed context.
-        shuffle: False keeps index order (tests).
-
-    Yields:
-        (indices, fraction): int64 indices of this rank's slice, and slice size / global batch size (the weight of
-        this rank's mean gradient in :func:`allreduce_gradients`).
-    """
-    if n <= 0 or batch_size <= 0:
-        raise ValueError(f"epoch_batches: n={n} images and batch_size={batch_size} must be positive")
-    if batch_size < ctx.world_size:
-        raise ValueError(
-            f"train.batch_size={batch_size} is smaller than the {ctx.world_size} processes: every rank needs at "
-            "least one image per step; raise train.batch_size or lower train.nproc"
-        )
-    if shuffle:
-        g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)  # same on every rank, new every epoch
-        perm = torch.randperm(n, generator=g)
-    else:
-        perm = torch.arange(n)
-    for start in range(0, n, batch_size):
-        glob = perm[start : start + batch_size]
-        if glob.numel() < ctx.world_size:
-            break
-        yield shard_batch(glob, ctx)
-
-
 def shard_batch(indices: Tensor, ctx: DistContext = SINGLE) -> tuple[Tensor, float]:
     """This rank's images of a global batch: positions ``rank, rank + W, ...`` (strided, W = world size).
 
@@ -186,7 +129,7 @@ def shard_batch(indices: Tensor, ctx: DistContext = SINGLE) -> tuple[Tensor, flo
         ctx: distributed context (alone: the whole batch, fraction 1).
 
     Returns:
-        (indices of this rank, fraction = slice size / batch size) for :func:`allreduce_gradients`.
+        (indices of this rank, share = slice size / batch size: the weight of this rank's loss).
 
     Raises:
         ValueError: the batch has fewer images than ranks (raise train.batch_size or lower train.nproc).
@@ -202,92 +145,49 @@ def shard_batch(indices: Tensor, ctx: DistContext = SINGLE) -> tuple[Tensor, flo
     return mine, mine.numel() / indices.numel()
 
 
-def all_finite(values: dict[str, float], ctx: DistContext) -> bool:
-    """True when every value is finite on every rank (collective, so all ranks stop together on a NaN)."""
-    import math
-
-    ok = all(math.isfinite(v) for v in values.values())
-    if not ctx.enabled:
-        return ok
-    t = torch.tensor([0.0 if ok else 1.0])
-    if ctx.backend == "nccl" and ctx.device is not None:
-        t = t.to(ctx.device)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return float(t.item()) == 0.0
-
-
-def _flat_grads(params: Sequence[nn.Parameter]) -> tuple[list[nn.Parameter], Tensor | None]:
-    with_grad = [p for p in params if p.grad is not None]
-    if not with_grad:
-        return with_grad, None
-    return with_grad, torch.cat([p.grad.reshape(-1) for p in with_grad])
-
-
-def allreduce_gradients(params: Iterable[nn.Parameter], ctx: DistContext, fraction: float | None = None) -> None:
-    """Replace every gradient by the global-batch gradient: sum over ranks of ``fraction_r * grad_r``.
-
-    Each rank's loss is a mean over its slice, so weighting by slice size / global size gives the mean over the
-    global batch (plain averaging when ``fraction`` is None). One coalesced all-reduce per call (gradients are
-    flattened into one buffer, per dtype). Parameters without a gradient must be the same on every rank (they
-    are: every rank runs the same graph).
+def wrap(module: nn.Module, ctx: DistContext, find_unused_parameters: bool = False) -> nn.Module:
+    """``DistributedDataParallel(module)`` when distributed (rank 0's weights and buffers broadcast); else ``module``.
 
     Args:
-        params: parameters after ``backward()``.
-        ctx: distributed context (no-op alone).
-        fraction: this rank's slice size / global batch size (from :func:`epoch_batches`).
+        module: a module whose forward computes everything one backward differentiates.
+        ctx: distributed context.
+        find_unused_parameters: True when a configuration leaves some parameters without gradient (the ablations
+            do: "w/o adv. recons" never uses the decoder), at the price of a graph traversal per step.
     """
     if not ctx.enabled:
-        return
-    plist = [p for p in params if p.requires_grad]
-    by_dtype: dict[torch.dtype, list[nn.Parameter]] = {}
-    for p in plist:
-        if p.grad is not None:
-            by_dtype.setdefault(p.grad.dtype, []).append(p)
-    scale = fraction if fraction is not None else 1.0 / ctx.world_size
-    for group in by_dtype.values():
-        with_grad, flat = _flat_grads(group)
-        if flat is None:
-            continue
-        flat.mul_(scale)
-        dist.all_reduce(flat, op=dist.ReduceOp.SUM)
-        offset = 0
-        for p in with_grad:
-            k = p.grad.numel()
-            p.grad.copy_(flat[offset : offset + k].view_as(p.grad))
-            offset += k
+        return module
+    device_ids = [ctx.local_rank] if ctx.backend == "nccl" else None
+    return DistributedDataParallel(module, device_ids=device_ids, find_unused_parameters=find_unused_parameters)
 
 
-def _broadcast_coalesced(tensors: list[Tensor], src: int) -> None:
-    """Broadcast tensors from ``src`` as one flat buffer per dtype (one collective instead of one per tensor)."""
-    by_dtype: dict[torch.dtype, list[Tensor]] = {}
-    for t in tensors:
-        by_dtype.setdefault(t.dtype, []).append(t)
-    for group in by_dtype.values():
-        flat = torch.cat([t.reshape(-1) for t in group])
-        dist.broadcast(flat, src=src)
-        offset = 0
-        for t in group:
-            k = t.numel()
-            t.copy_(flat[offset : offset + k].view_as(t))
-            offset += k
+def unwrap(module: nn.Module) -> nn.Module:
+    """The module inside a DDP wrapper (the module itself when not wrapped)."""
+    return module.module if isinstance(module, DistributedDataParallel) else module
 
 
-def broadcast_module(module: nn.Module, ctx: DistContext, src: int = 0) -> None:
-    """Copy rank ``src``'s parameters and buffers to every rank (identical start, as DDP's constructor does)."""
+def average_terms(terms: dict[str, Any], ctx: DistContext) -> dict[str, float]:
+    """A step's loss terms (floats or 0-d tensors) as floats, averaged over the ranks: one collective per step.
+
+    A non-finite term on any rank makes the average non-finite on every rank, so all ranks stop together.
+    """
     if not ctx.enabled:
-        return
-    with torch.no_grad():
-        _broadcast_coalesced([t.data for t in list(module.parameters()) + list(module.buffers())], src)
+        return {name: float(value) for name, value in terms.items()}
+    values = torch.tensor([float(v) for v in terms.values()], dtype=torch.float64, device=ctx.device)
+    dist.all_reduce(values, op=dist.ReduceOp.SUM)
+    return dict(zip(terms, (values / ctx.world_size).tolist()))
 
 
 def sync_buffers(module: nn.Module, ctx: DistContext, src: int = 0) -> None:
-    """Broadcast rank ``src``'s buffers (BatchNorm running statistics), as DDP's ``broadcast_buffers=True``."""
+    """Broadcast rank ``src``'s buffers (BatchNorm running statistics) to every rank (no-op alone).
+
+    DDP broadcasts them before each forward; the trainer calls this once after the last step, so every rank ends
+    with the weights rank 0 saves.
+    """
     if not ctx.enabled:
         return
-    buffers = [b.data for b in module.buffers()]
-    if buffers:
-        with torch.no_grad():
-            _broadcast_coalesced(buffers, src)
+    with torch.no_grad():
+        for buffer in module.buffers():
+            dist.broadcast(buffer, src=src)
 
 
 def same_on_all_ranks(value: int, ctx: DistContext) -> bool:
@@ -299,29 +199,6 @@ def same_on_all_ranks(value: int, ctx: DistContext) -> bool:
         t = t.to(ctx.device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return int(t[0]) == value and int(-t[1]) == value
-
-
-def mean_over_ranks(values: dict[str, float], ctx: DistContext) -> dict[str, float]:
-    """Average a dict of scalars (loss logs) over the ranks that hold each key; identity alone."""
-    if not ctx.enabled:
-        return dict(values)
-    gathered: list[dict[str, float] | None] = [None] * ctx.world_size
-    dist.all_gather_object(gathered, {k: float(v) for k, v in values.items()})
-    keys = list(dict.fromkeys(k for d in gathered if d for k in d))
-    out: dict[str, float] = {}
-    for k in keys:
-        vals = [d[k] for d in gathered if d and k in d]
-        out[k] = sum(vals) / len(vals)
-    return out
-
-
-def state_hash(module: nn.Module) -> str:
-    """SHA-256 (16 hex) of a module's state dict (parameters and buffers, in order): equal weights, equal hash."""
-    h = hashlib.sha256()
-    for name, t in module.state_dict().items():
-        h.update(name.encode())
-        h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()[:16]
 
 
 def torchrun_command(
@@ -379,27 +256,3 @@ def launch(cli_args: Sequence[str], nproc: int, env: dict[str, str] | None = Non
         # torchrun would set 1 thread per process; on CPU share the cores between the ranks instead
         full_env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // nproc))
     return subprocess.run(cmd, env=full_env, check=False).returncode
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m avaga_lib.distributed --nproc N [--nnodes M --node-rank R --rdzv host:port] -- <cli args>``."""
-    import argparse
-
-    p = argparse.ArgumentParser(prog="python -m avaga_lib.distributed", description=main.__doc__)
-    p.add_argument("--nproc", type=int, required=True, help="processes per node (one per GPU)")
-    p.add_argument("--nnodes", type=int, default=1)
-    p.add_argument("--node-rank", type=int, default=None)
-    p.add_argument("--rdzv", default=None, help="host:port of the rendezvous (multi-node)")
-    p.add_argument("cli_args", nargs=argparse.REMAINDER, help="-- followed by avaga_lib.cli arguments")
-    a = p.parse_args(argv)
-    rest = a.cli_args[1:] if a.cli_args[:1] == ["--"] else a.cli_args
-    if not rest:
-        p.error("give the avaga_lib.cli arguments after --, e.g. -- train --profile smoke")
-    kw: dict[str, object] = {"nnodes": a.nnodes}
-    if a.nnodes > 1:
-        kw |= {"node_rank": a.node_rank, "rdzv_endpoint": a.rdzv}
-    return launch(rest, a.nproc, **kw)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,7 +1,9 @@
-"""Tests of avaga_lib.distributed: sharding, launch command, and 2 gloo processes agreeing with one process."""
+"""Tests of avaga_lib.distributed and the DDP trainer: sharding, launch command, 2 gloo processes vs one process."""
 
 from __future__ import annotations
 
+import hashlib
+import math
 import os
 import socket
 import sys
@@ -13,6 +15,9 @@ import torch.multiprocessing as mp
 from torch import nn
 
 from avaga_lib import distributed as D
+from avaga_lib import step as Step
+from avaga_lib.baselines import BergmannAE
+from avaga_lib.config import make_config
 
 
 def _free_port() -> int:
@@ -21,31 +26,28 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _toy(bn: bool) -> nn.Module:
-    layers: list[nn.Module] = [nn.Conv2d(3, 4, 3, padding=1)]
-    if bn:
-        layers.append(nn.BatchNorm2d(4))
-    layers += [nn.ReLU(), nn.Flatten(), nn.Linear(4 * 8 * 8, 1)]
-    return nn.Sequential(*layers)
+def _state_hash(module: nn.Module) -> str:
+    """SHA-256 (16 hex) of a module's state dict (parameters and buffers, in order): equal weights, equal hash."""
+    h = hashlib.sha256()
+    for name, t in module.state_dict().items():
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
-def _data() -> tuple[torch.Tensor, torch.Tensor]:
+def _ae_steps(nets: Step.Nets, ctx: D.DistContext, steps: int = 2) -> None:
+    """``train_step`` of the L2 autoencoder on global batches of 5 images (slices of 3 and 2 images on 2 ranks)."""
+    cfg = make_config("smoke", {"method": "ae_l2", "data.image_size": 32})
     g = torch.Generator().manual_seed(0)
-    return torch.rand(11, 3, 8, 8, generator=g), torch.rand(11, 1, generator=g)
+    x = torch.rand(steps, 5, 3, 32, 32, generator=g)
+    for s in range(steps):
+        idx, share = D.shard_batch(torch.arange(5), ctx)
+        Step.train_step(cfg, nets, x[s, idx], torch.zeros(len(idx)), loss_scale=share * ctx.world_size)
 
 
-def _train(model: nn.Module, ctx: D.DistContext, epochs: int = 2) -> None:
-    """Adam on an MSE mean over this rank's slice; gradients all-reduced with slice weights."""
-    x, y = _data()
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for epoch in range(epochs):
-        for idx, frac in D.epoch_batches(x.shape[0], 4, epoch, seed=3, ctx=ctx):
-            loss = ((model(x[idx]) - y[idx]) ** 2).mean()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            D.allreduce_gradients(model.parameters(), ctx, frac)
-            opt.step()
-            D.sync_buffers(model, ctx)
+def _ae_nets(ctx: D.DistContext) -> Step.Nets:
+    model = BergmannAE(32, latent_dim=8)
+    return Step.make_nets(model, None, torch.optim.Adam(model.parameters(), lr=1e-2), None, ctx)
 
 
 def _worker(rank: int, world: int, port: int, out: str) -> None:
@@ -56,15 +58,12 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
     torch.set_num_threads(1)
     ctx = D.init_distributed("cpu", timeout_s=60)
     assert ctx.enabled and ctx.backend == "gloo" and ctx.rank == rank
-    torch.manual_seed(100 + rank)  # different init per rank: broadcast_module must make them equal
-    plain, with_bn = _toy(bn=False), _toy(bn=True)
-    D.broadcast_module(plain, ctx)
-    D.broadcast_module(with_bn, ctx)
-    _train(plain, ctx)
-    _train(with_bn, ctx)
-    logs = D.mean_over_ranks({"r": float(rank)}, ctx)
-    record = {"plain": plain.state_dict(), "hash_plain": D.state_hash(plain), "hash_bn": D.state_hash(with_bn)}
-    torch.save({**record, "logs": logs}, Path(out) / f"rank{rank}.pt")
+    torch.manual_seed(100 + rank)  # different init per rank: the DDP wrapper must broadcast rank 0's weights
+    nets = _ae_nets(ctx)
+    _ae_steps(nets, ctx)
+    logs = D.average_terms({"r": float(rank), "t": torch.tensor(2.0 * rank)}, ctx)
+    model = D.unwrap(nets.model)
+    torch.save({"weights": model.state_dict(), "hash": _state_hash(model), "logs": logs}, Path(out) / f"r{rank}.pt")
     D.cleanup(ctx)
 
 
@@ -72,34 +71,17 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
 def test_two_gloo_ranks_agree_and_match_single_process(tmp_path: Path) -> None:
     # fork: the workers inherit the imported torch (spawn would re-import it, ~10 s per process on a busy machine)
     mp.start_processes(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True, start_method="fork")
-    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in (0, 1))
-    assert r0["hash_plain"] == r1["hash_plain"]
-    assert r0["hash_bn"] == r1["hash_bn"]  # BN running stats synced from rank 0
-    assert r0["logs"] == {"r": 0.5}
-    torch.manual_seed(100)  # rank 0's init, which broadcast_module gave every rank
-    ref = _toy(bn=False)
-    _train(ref, D.SINGLE)
-    for k, v in ref.state_dict().items():
-        torch.testing.assert_close(r0["plain"][k], v, rtol=1e-4, atol=1e-5)  # global-batch gradient == 2-rank one
+    r0, r1 = (torch.load(tmp_path / f"r{r}.pt", weights_only=False) for r in (0, 1))
+    assert r0["hash"] == r1["hash"]
+    assert r0["logs"] == r1["logs"] == {"r": 0.5, "t": 1.0}
+    torch.manual_seed(100)  # rank 0's init, which the DDP wrapper gave every rank
+    ref = _ae_nets(D.SINGLE)
+    _ae_steps(ref, D.SINGLE)
+    for k, v in ref.model.state_dict().items():  # uneven slices (3 + 2 images): still the global-batch gradient
+        torch.testing.assert_close(r0["weights"][k], v, rtol=1e-4, atol=1e-5)
     torch.manual_seed(100)
-    untrained = _toy(bn=False)
-    assert not torch.allclose(untrained.state_dict()["0.weight"], r0["plain"]["0.weight"])  # training did happen
-
-
-def test_epoch_batches_cover_epoch_once_and_split_evenly() -> None:
-    n, bs, world = 23, 6, 3
-    per_rank = [list(D.epoch_batches(n, bs, epoch=1, seed=0, ctx=D.DistContext(r, world))) for r in range(world)]
-    assert len({len(b) for b in per_rank}) == 1  # same number of steps on every rank
-    seen = torch.cat([idx for batches in per_rank for idx, _ in batches])
-    assert seen.unique().numel() == seen.numel() == n  # tail of 5 >= 3 ranks is kept, nothing twice
-    for step in range(len(per_rank[0])):
-        assert sum(per_rank[r][step][1] for r in range(world)) == pytest.approx(1.0)
-    single = [i for i, _ in D.epoch_batches(n, bs, epoch=1, seed=0)]
-    for s, batch in enumerate(single):  # ranks' slices of step s together are the single-process batch s
-        merged = torch.cat([per_rank[r][s][0] for r in range(world)])
-        assert sorted(merged.tolist()) == sorted(batch.tolist())
-    other = torch.cat([i for i, _ in D.epoch_batches(n, bs, epoch=2, seed=0)])
-    assert not torch.equal(torch.cat(single), other)
+    untrained = _ae_nets(D.SINGLE).model
+    assert not torch.allclose(untrained.state_dict()["encoder.0.weight"], r0["weights"]["encoder.0.weight"])
 
 
 def test_shard_batch_is_strided() -> None:
@@ -109,26 +91,18 @@ def test_shard_batch_is_strided() -> None:
     assert D.shard_batch(idx)[1] == 1.0 and torch.equal(D.shard_batch(idx)[0], idx)
     with pytest.raises(ValueError, match="train.batch_size"):
         D.shard_batch(torch.arange(2), D.DistContext(0, 3))
-    assert D.all_finite({"a": 1.0}, D.SINGLE) and not D.all_finite({"a": float("nan")}, D.SINGLE)
-
-
-def test_epoch_batches_rejects_batch_smaller_than_world() -> None:
-    with pytest.raises(ValueError, match="batch_size=2"):
-        list(D.epoch_batches(10, 2, 0, 0, D.DistContext(0, 4)))
-    assert [i.numel() for i, _ in D.epoch_batches(9, 4, 0, 0, D.DistContext(1, 2))] == [2, 2]  # tail 1 < 2 dropped
 
 
 def test_single_process_helpers_are_noops() -> None:
     assert D.init_distributed("cpu") == D.SINGLE or D.env_world_size() > 1
-    m = _toy(bn=True)
-    h = D.state_hash(m)
-    D.broadcast_module(m, D.SINGLE)
+    m = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
+    assert D.wrap(m, D.SINGLE) is m and D.unwrap(m) is m
+    h = _state_hash(m)
     D.sync_buffers(m, D.SINGLE)
-    D.allreduce_gradients(m.parameters(), D.SINGLE)
-    assert D.state_hash(m) == h
-    with torch.no_grad():
-        m[0].weight[0, 0, 0, 0] += 1.0
-    assert D.state_hash(m) != h
+    assert _state_hash(m) == h
+    logs = D.average_terms({"a": 1.5, "b": torch.tensor(float("nan"))}, D.SINGLE)
+    assert logs["a"] == 1.5 and math.isnan(logs["b"])
+    assert D.same_on_all_ranks(3, D.SINGLE)
 
 
 def test_torchrun_command_shapes() -> None:
@@ -168,7 +142,7 @@ def _trainer_worker(rank: int, world: int, port: int, root: str, out: str, epoch
     )  # fmt: skip
     res = train_run(cfg, progress=False)
     losses = res.history.drop(columns="time_s").to_dict("list")  # epoch time differs per rank
-    hashes = {"model": D.state_hash(res.model), "disc": D.state_hash(res.disc), "notes": res.notes,
+    hashes = {"model": _state_hash(res.model), "disc": _state_hash(res.disc), "notes": res.notes,
               "epochs_done": res.epochs_done, "rank": res.extra.get("rank"), "losses": losses}
     torch.save(hashes, Path(out) / f"trainer_rank{rank}_e{epochs}.pt")
 
@@ -190,7 +164,7 @@ def test_trainer_two_gloo_ranks_agree_and_resume(tiny_dataset: Path, tmp_path: P
     assert len(run_dirs) == 1
     ck = torch.load(run_dirs[0], weights_only=False)
     assert ck["epoch"] == 2
-    model_hash_ck = D.state_hash(_load_into_model(ck))
+    model_hash_ck = _state_hash(_load_into_model(ck))
     assert model_hash_ck == r0["model"]
 
 

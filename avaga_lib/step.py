@@ -1,0 +1,154 @@
+"""The training step: what one batch does to the networks (shared by the trainer and the benchmarks).
+
+:func:`train_step` is the baselines' AE step (reconstruction loss, one Adam step) or AVAGA's GAN step: the generator
+objective (eq. 4 / 6, with Grad-CAM) and its Adam step, then the discriminator objective (eq. 2) and its step.
+:func:`make_nets` bundles the networks and optimisers it updates; under torchrun it wraps the generator in one
+``DistributedDataParallel`` and the discriminator's objective (:class:`DiscriminatorLoss`) in another.
+
+Loss terms stay tensors between forward and backward (no host sync by this module; the objectives of
+:mod:`avaga_lib.losses` return their logged terms as floats); the caller converts and checks them once per step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from avaga_lib import baselines, losses
+from avaga_lib import distributed as ddp
+from avaga_lib.config import RunConfig
+from avaga_lib.model import AVAGAOutput
+from avaga_lib.runtime import autocast
+
+# DDP finds the tensors of a module's output through pytree: registered, the generator's output dataclass is seen
+# inside, so an output the loss leaves unused (the "w/o adv. recons" ablation's reconstruction) gets an undefined
+# gradient and DDP's reducer (find_unused_parameters) stops waiting for the decoder's gradients.
+with suppress(ValueError):  # already registered (a re-import)
+    torch.export.register_dataclass(AVAGAOutput, serialized_type_name="avaga_lib.model.AVAGAOutput")
+
+
+def baseline_kind(method: str) -> str:
+    """``ae_l2`` -> ``l2``, ``ae_ssim`` -> ``ssim`` (the ``kind`` of :mod:`avaga_lib.baselines`)."""
+    if not method.startswith("ae_"):
+        raise ValueError(f"method '{method}' is not a baseline (ae_l2 | ae_ssim)")
+    return method[3:]
+
+
+
+class DiscriminatorLoss(nn.Module):
+    """The discriminator's objective (eq. 2: real then fake) as one module forward.
+
+    Why a module: under DDP the wrapper must see one forward per backward. Concatenating real and fake images
+    into one discriminator forward would do that too, but the discriminator has BatchNorm (Table 9), whose batch
+    statistics would then mix real and fake images and change the single-process numbers; here the two passes stay
+    separate, inside one wrapped forward.
+    """
+
+    def __init__(self, disc: nn.Module) -> None:
+        super().__init__()
+        self.disc = disc
+
+    def forward(self, x: Tensor, recon: Tensor) -> tuple[Tensor, dict[str, Any]]:
+        """``losses.discriminator_objective`` on real ``x`` and (detached) reconstructions ``recon``."""
+        return losses.discriminator_objective(self.disc, x, recon)
+
+
+@dataclass
+class Nets:
+    """What one step updates: the networks (DDP-wrapped under torchrun) and their Adam optimisers (PN 5).
+
+    Attributes:
+        model: the generator (AVAGA) or the autoencoder (baselines), or its DDP wrapper.
+        opt_g: its optimiser.
+        disc_loss: :class:`DiscriminatorLoss` of the discriminator, or its DDP wrapper; None for the baselines.
+        opt_d: the discriminator's optimiser (None for the baselines).
+    """
+
+    model: nn.Module
+    opt_g: torch.optim.Optimizer
+    disc_loss: nn.Module | None = None
+    opt_d: torch.optim.Optimizer | None = None
+
+    @property
+    def disc(self) -> nn.Module | None:
+        """The bare discriminator (what the generator's adversarial term calls, outside any DDP wrapper)."""
+        return None if self.disc_loss is None else ddp.unwrap(self.disc_loss).disc
+
+
+def make_nets(
+    model: nn.Module,
+    disc: nn.Module | None,
+    opt_g: torch.optim.Optimizer,
+    opt_d: torch.optim.Optimizer | None,
+    ctx: ddp.DistContext = ddp.SINGLE,
+) -> Nets:
+    """Bundle networks and optimisers for :func:`train_step`; under torchrun wrap each side in DDP."""
+    # find_unused: the ablations leave generator parameters without gradient (w/o adv. recons: the decoder)
+    model = ddp.wrap(model, ctx, find_unused_parameters=True)
+    disc_loss = None if disc is None else ddp.wrap(DiscriminatorLoss(disc), ctx)
+    return Nets(model, opt_g, disc_loss, opt_d)
+
+
+def _update(opt: torch.optim.Optimizer, loss: Tensor) -> None:
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+
+
+@contextmanager
+def _no_weight_grads(module: nn.Module | None) -> Iterator[None]:
+    """Parameters of ``module`` collect no gradient inside (gradients still flow through it to its input)."""
+    params = [] if module is None else [p for p in module.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+
+
+def train_step(
+    cfg: RunConfig, nets: Nets, x: Tensor, labels: Tensor, amp: torch.dtype | None = None, loss_scale: float = 1.0
+) -> dict[str, Any]:
+    """One optimisation step on a batch; returns its loss terms (not converted, not checked: see the caller).
+
+    Baselines: the reconstruction loss, one Adam step. AVAGA: the generator objective (eq. 4 or 6, with Grad-CAM)
+    and its Adam step, then the discriminator objective (eq. 2) and its step when ``loss.adversarial_recon``.
+
+    Args:
+        cfg: run config (``method``, ``loss``, ``model``, ``train.setting``).
+        nets: from :func:`make_nets`.
+        x: augmented images (B, 3, S, S) in [0, 1], on the training device.
+        labels: (B,) 0 normal / 1 anomalous (used in the weak setting).
+        amp: autocast dtype (:func:`avaga_lib.runtime.amp_dtype`), None = float32.
+        loss_scale: multiplies each loss before its backward; under DDP ``share * world_size`` (see
+            :mod:`avaga_lib.distributed`), 1.0 alone.
+    """
+    if cfg.method != "avaga":
+        with autocast(x.device, amp):
+            recon = nets.model(x)
+            loss = baselines.reconstruction_loss(baseline_kind(cfg.method), x, recon.float())
+        _update(nets.opt_g, loss * loss_scale)
+        return {"loss": loss.detach()}
+    # the bare D: G's adversarial term needs D's output, not gradients of D's weights (nor D's DDP reducer)
+    with autocast(x.device, amp), _no_weight_grads(nets.disc):
+        g_loss, g_terms, out = losses.generator_objective(
+            nets.model, nets.disc, x, labels, cfg.loss, cfg.model, cfg.train.setting
+        )
+    _update(nets.opt_g, g_loss * loss_scale)
+    terms = {f"g_{k}" if k in ("total", "loss") else k: v for k, v in g_terms.items()}
+    if nets.disc_loss is not None and nets.opt_d is not None and cfg.loss.adversarial_recon:
+        with autocast(x.device, amp):
+            d_loss, d_terms = nets.disc_loss(x, out.recon.detach())
+        _update(nets.opt_d, d_loss * loss_scale)
+        terms |= {k if k.startswith("d_") else f"d_{k}": v for k, v in d_terms.items()}
+    return terms
+
+
+__all__ = ["DiscriminatorLoss", "Nets", "baseline_kind", "make_nets", "train_step"]
