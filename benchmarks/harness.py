@@ -16,8 +16,10 @@ from torch import Tensor, nn
 
 from avaga_lib.config import RunConfig, make_config
 from avaga_lib.data import augment_batch
+from avaga_lib.distributed import SINGLE, average_terms
 from avaga_lib.runtime import amp_dtype
-from avaga_lib.train import _train_step, build_networks
+from avaga_lib.step import Nets, make_nets, train_step
+from avaga_lib.train import build_networks
 
 
 def variant_config(size: int, setting: str, amp: str, attention: bool = True) -> RunConfig:
@@ -29,22 +31,14 @@ def variant_config(size: int, setting: str, amp: str, attention: bool = True) ->
 
 
 def run_trainer_step(
-    cfg: RunConfig,
-    model: nn.Module,
-    disc: nn.Module | None,
-    opt_g: torch.optim.Optimizer,
-    opt_d: torch.optim.Optimizer | None,
-    x: Tensor,
-    labels: Tensor,
-    device: torch.device,
-    amp: torch.dtype | None,
+    cfg: RunConfig, nets: Nets, x: Tensor, labels: Tensor, amp: torch.dtype | None
 ) -> dict[str, float]:
     """The trainer's optimisation step on one batch (GAN step, G then D, or the AE step); returns the loss terms.
 
-    The one place the benchmarks call into the trainer (no copy of the step anywhere).
-    TODO(merge): call the trainer's public ``avaga_lib.train.train_step`` here instead of ``_train_step``.
+    The one place the benchmarks call into the trainer (no copy of the step anywhere); the terms become floats
+    once per step, as in the trainer's loop.
     """
-    return _train_step(cfg, model, disc, opt_g, opt_d, x, labels, device, amp)
+    return average_terms(train_step(cfg, nets, x, labels, amp), SINGLE)
 
 
 def synthetic_u8(n: int, side: int, seed: int = 0) -> tuple[Tensor, Tensor, Tensor]:
@@ -96,6 +90,7 @@ class TrainHarness:
     batch_size: int
     amp: torch.dtype | None = None
     channels_last: bool = False
+    nets: Nets | None = None  # built once on first use (make_nets), as the trainer does before its loop
     _gen: torch.Generator = field(default_factory=lambda: torch.Generator().manual_seed(0))
     _aug_gen: torch.Generator | None = None
     _last: tuple[Tensor, Tensor] | None = None
@@ -128,8 +123,9 @@ class TrainHarness:
         if batch is None:
             batch = self._last if self._last is not None else self.data_step()
         x, labels = batch
-        return run_trainer_step(self.cfg, self.model, self.disc, self.opt_g, self.opt_d, x, labels, self.device,
-                                self.amp)
+        if self.nets is None:
+            self.nets = make_nets(self.model, self.disc, self.opt_g, self.opt_d)
+        return run_trainer_step(self.cfg, self.nets, x, labels, self.amp)
 
     def step(self) -> dict[str, float]:
         """Data step then compute step: one full training step."""
