@@ -445,7 +445,8 @@ def run_inline(spec: RunSpec | RunConfig, figures: bool = True) -> Path:
     """Train, evaluate and save one run in this process (library calls only; used by notebooks 05-07 when they
     find no results, and by tests). Returns the run folder."""
     from avaga_lib.data import make_splits
-    from avaga_lib.evaluate import evaluate_run, save_run
+    from avaga_lib.evaluate import evaluate_run
+    from avaga_lib.run import save_run
     from avaga_lib.train import train_run
 
     cfg = spec.config if isinstance(spec, RunSpec) else spec
