@@ -7,6 +7,7 @@ both in :data:`COMMANDS`.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -172,7 +173,8 @@ def _run_train(args: argparse.Namespace) -> int:
     import yaml
 
     from avaga_lib.config import make_config
-    from avaga_lib.evaluate import train_and_evaluate
+    from avaga_lib.io import read_json
+    from avaga_lib.run import run_one
     from avaga_lib.train import NonFiniteLossError, TrainingInterrupted
 
     named = {"data.dataset": args.dataset, "data.root": args.root, "data.category": args.category,
@@ -189,9 +191,10 @@ def _run_train(args: argparse.Namespace) -> int:
 
         if cfg.train.nproc > 1 and env_world_size() == 1:  # issue 8: relaunch this command under torchrun
             return launch(args.argv, cfg.train.nproc)
-        _, ev, run_dir = train_and_evaluate(cfg, progress=not args.no_progress)
-        if ev is None:  # torchrun rank > 0: rank 0 evaluates and prints
+        run_dir = run_one(cfg, progress=not args.no_progress)
+        if int(os.environ.get("RANK", "0")) > 0:  # torchrun rank > 0: rank 0 evaluates and prints
             return 0
+        metrics = read_json(run_dir / "metrics.json")
     except TrainingInterrupted as exc:
         print(f"train: {exc}", file=sys.stderr)
         return 130
@@ -200,8 +203,8 @@ def _run_train(args: argparse.Namespace) -> int:
         return 2
     keys = ("iou", "iou_pooled", "mean_accuracy", "image_auroc", "image_auroc_classifier", "pixel_auroc", "aupro",
             "fp_area_normal", "mean_accuracy_transductive", "wall_time_s")
-    summary = ", ".join(f"{k}={ev.metrics[k]:.4g}" for k in keys
-                        if isinstance(ev.metrics.get(k), float))
+    summary = ", ".join(f"{k}={metrics[k]:.4g}" for k in keys
+                        if isinstance(metrics.get(k), float))
     print(f"{run_dir}: {summary}")
     return 0
 

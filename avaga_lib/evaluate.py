@@ -19,12 +19,12 @@ Protocol (PROTOCOL_NOTES 8-11, 16):
 * **Detection decision.** AVAGA_u and baselines: calibrated score > 0.5. AVAGA_w: the classifier (PN 4); the
   calibrated-score decision is reported as ``mean_accuracy_score``.
 
-Memory: test images are streamed in batches; per-image IoU at every Table-7 threshold, pooled intersections and
-unions and false-positive areas are accumulated per batch, and pixel AUROC / AUPRO use the streamed
-:class:`avaga_lib.metrics.PixelMetricAccumulator` (fixed bins). The only maps kept are a few uint8-quantised
-examples per defect type for the qualitative figure (``EvalResult.examples``), so a full MVTec category at 256 px
-stays far below 2 GiB. Baselines additionally keep a strided subsample (every 4th pixel) of the *validation* maps
-to place the accumulator's bin edges.
+Every number of ``metrics.json`` comes from :mod:`avaga_lib.metrics` applied to the per-image maps and
+``predictions.csv`` (pixel AUROC / AUPRO from the streamed :class:`avaga_lib.metrics.PixelMetricAccumulator`,
+fixed bins). The per-image maps (float32, so that the metrics recomputed from them are exactly equal) are kept in
+:attr:`EvalResult.maps`; :func:`avaga_lib.run.save_run` writes them as ``maps/test_maps.npz`` (git-ignored; read
+back by :func:`load_maps`): a full MVTec category at 256 px is a few tens of MB, far below 2 GiB. Baselines
+additionally keep a strided subsample (every 4th pixel) of the *validation* maps to place the accumulator's bins.
 """
 
 from __future__ import annotations
@@ -32,7 +32,8 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,14 +41,19 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from avaga_lib import metrics as M
+from avaga_lib.attention import infer
+from avaga_lib.baselines import anomaly_map, image_score
+from avaga_lib.calibration import Calibration, fit_calibration, transductive_scores
 from avaga_lib.config import RunConfig
-from avaga_lib.io import read_json, write_csv, write_json
+from avaga_lib.data import AnomalyDataset
+from avaga_lib.io import atomic_write
 from avaga_lib.runtime import amp_dtype, autocast, iterate_batches
 from avaga_lib.train import baseline_kind
 
-CALIBRATION_NAME = "calibration.json"
+MAPS_NAME = "maps/test_maps.npz"  # per-image test maps of a run folder (git-ignored: results/*/*/*/maps/)
 TRANSDUCTIVE_FLAG = (
     "mean_accuracy_transductive normalises scores by min-max over the unlabeled TEST scores (label-free but "
     "test-dependent, PROTOCOL_NOTES 8); the default mean_accuracy uses the normal validation split only"
@@ -55,79 +61,6 @@ TRANSDUCTIVE_FLAG = (
 _EVAL_BATCH = 16  # images per inference batch (memory bound at 256 px on CPU)
 _VAL_PIXEL_STRIDE = 4  # baselines: every 4th validation pixel places the bin edges (memory bound)
 _MAP_UPPER = 2.0  # baselines: residual maps never exceed 2 (L2 <= 1, 1 - SSIM <= 2); top of the pixel bins
-
-
-# --------------------------------------------------------------------------------------------------- calibration
-
-
-@dataclass(frozen=True)
-class Calibration:
-    """Label-free normalisation of scores and maps, fitted on normal validation images only (PN 8).
-
-    Attributes:
-        score_lo: smallest raw score among the normal validation images.
-        score_hi: largest raw score among them (maps to 0.5, the decision threshold).
-        map_scale: baselines: largest residual-map value over the validation pixels (maps to 0.5); None for AVAGA
-            (its attention maps are already in [0, 1]).
-        n_val: number of validation images used.
-        source: ``"validation"`` (always; the transductive variant is never stored).
-    """
-
-    score_lo: float
-    score_hi: float
-    map_scale: float | None = None
-    n_val: int = 0
-    source: str = "validation"
-
-    @property
-    def span(self) -> float:
-        """Denominator of the score normalisation (guarded when every validation score is equal)."""
-        return max(self.score_hi - self.score_lo, 1e-6 * max(abs(self.score_hi), 1.0))
-
-    def normalize_scores(self, raw: Any) -> np.ndarray:
-        """Raw scores -> [0, 1]; the validation range [lo, hi] becomes [0, 0.5]."""
-        r = np.asarray(raw, dtype=np.float64)
-        return np.clip(0.5 * (r - self.score_lo) / self.span, 0.0, 1.0)
-
-    def normalize_maps(self, amap: torch.Tensor) -> torch.Tensor:
-        """Baseline residual maps -> [0, 1] with 0.5 at the largest validation value; AVAGA maps unchanged."""
-        if self.map_scale is None:
-            return amap
-        return (0.5 * amap / max(self.map_scale, 1e-12)).clamp(0.0, 1.0)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-able dict (``calibration.json``)."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Calibration:
-        """Inverse of :meth:`to_dict`."""
-        return cls(**d)
-
-
-def fit_calibration(val_scores: Any, val_map_max: float | None = None) -> Calibration:
-    """Fit the detection-score calibration on raw scores of **normal validation images** (PN 8).
-
-    Args:
-        val_scores: raw scores of the validation images (no test image, no label: the split is normal-only).
-        val_map_max: baselines: largest residual-map value over the validation images; None for AVAGA.
-
-    Raises:
-        ValueError: no validation score, or a non-finite one.
-    """
-    s = np.asarray(val_scores, dtype=np.float64).reshape(-1)
-    if s.size == 0:
-        raise ValueError("fit_calibration: no validation score (the normal validation split is empty)")
-    if not np.all(np.isfinite(s)):
-        raise ValueError(f"fit_calibration: {int((~np.isfinite(s)).sum())} non-finite validation scores")
-    return Calibration(float(s.min()), float(s.max()), None if val_map_max is None else float(val_map_max), s.size)
-
-
-def transductive_scores(test_raw: Any) -> np.ndarray:
-    """Min-max of the unlabeled test scores onto [0, 1] (the flagged transductive variant, PN 8)."""
-    r = np.asarray(test_raw, dtype=np.float64)
-    lo, hi = float(r.min()), float(r.max())
-    return (r - lo) / max(hi - lo, 1e-12)
 
 
 # ------------------------------------------------------------------------------------------------------ results
@@ -146,6 +79,10 @@ class EvalResult:
             ``label`` lists.
         val_scores: raw validation scores (for the histogram).
         wall_time_s: seconds spent evaluating.
+        maps: per-image test maps, rows in the order of ``predictions``: ``maps`` float32 (N,H,W) (the map that is
+            thresholded, ungated: an image the weak classifier calls normal has ``pred_label`` 0 and an empty
+            predicted mask), ``gt`` bool (N,H,W); baselines also ``raw_maps`` float32 (N,H,W) (uncalibrated, what
+            the pixel AUROC / AUPRO bins) and ``pixel_edges`` (the accumulator's bin edges, from validation maps).
     """
 
     metrics: dict[str, Any]
@@ -154,6 +91,7 @@ class EvalResult:
     examples: dict[str, Any] = field(default_factory=dict)
     val_scores: np.ndarray = field(default_factory=lambda: np.zeros(0))
     wall_time_s: float = 0.0
+    maps: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 @dataclass
@@ -169,15 +107,11 @@ def infer_batch(cfg: RunConfig, model: nn.Module, x: torch.Tensor, calibration: 
     """Reconstruction, raw score and anomaly map of a batch (AVAGA via attention.infer, baselines via residuals)."""
     dtype = amp_dtype(cfg.train.amp, x.device)
     if cfg.method == "avaga":
-        from avaga_lib.attention import infer
-
         with autocast(x.device, dtype):
             inf = infer(model, x, cfg.model, cfg.train.setting)
         amap = inf.amap.float()[:, 0]
         prob = None if inf.prob_anomalous is None else inf.prob_anomalous.float()
         return _Batch(inf.recon.float(), inf.score_raw.float(), amap, amap, prob)
-    from avaga_lib.baselines import anomaly_map, image_score
-
     kind = baseline_kind(cfg.method)
     model.eval()
     with torch.no_grad(), autocast(x.device, dtype):
@@ -202,6 +136,68 @@ def _to_device(images_u8: torch.Tensor, device: torch.device) -> torch.Tensor:
     return src.to(device, non_blocking=nb).float() / 255.0
 
 
+@dataclass
+class Inferred:
+    """One inference pass over a dataset, rows in the dataset's order.
+
+    Attributes:
+        score_raw: (N,) raw detection scores (float32).
+        prob: (N,) classifier probability of c_a (weak AVAGA) or None.
+        maps: (N,H,W) float32 maps as :func:`infer_batch` normalises them (None when not kept).
+        raw_maps: (N,H,W) float32 uncalibrated baseline maps (None for AVAGA, whose maps are not calibrated, or
+            when not kept).
+    """
+
+    score_raw: np.ndarray
+    prob: np.ndarray | None
+    maps: np.ndarray | None
+    raw_maps: np.ndarray | None
+
+
+def infer_dataset(
+    cfg: RunConfig,
+    model: nn.Module,
+    ds: AnomalyDataset,
+    calibration: Calibration | None,
+    device: torch.device,
+    batch_size: int = _EVAL_BATCH,
+    keep_maps: bool = True,
+    on_batch: Callable[[slice, _Batch], None] | None = None,
+    progress: bool = False,
+) -> Inferred:
+    """Run :func:`infer_batch` over every image of ``ds`` in batches (the one inference loop of the evaluator).
+
+    Args:
+        cfg: the run config (method, setting, AMP).
+        model: trained network, in eval mode.
+        ds: the images (uint8, test geometry).
+        calibration: normalises baseline maps; None = raw maps.
+        device: where to infer.
+        batch_size: images per batch (memory bound).
+        keep_maps: concatenate the maps on the CPU (False: scores only, e.g. the validation pass).
+        on_batch: called with (slice of ``ds``, batch) after each batch (streamed accumulators).
+        progress: tqdm bar over batches.
+    """
+    scores, probs, maps, raws = [], [], [], []
+    batches = list(iterate_batches(len(ds), batch_size))
+    for sl in tqdm(batches, desc="evaluating", disable=not progress, leave=False):
+        b = infer_batch(cfg, model, _to_device(ds.images[sl], device), calibration)
+        scores.append(b.score_raw.cpu().numpy())
+        if b.prob is not None:
+            probs.append(b.prob.cpu().numpy())
+        if on_batch is not None:
+            on_batch(sl, b)
+        if keep_maps:
+            maps.append(b.amap.cpu().numpy())
+            if cfg.method != "avaga":
+                raws.append(b.raw_map.cpu().numpy())
+    return Inferred(np.concatenate(scores), _concat(probs), _concat(maps), _concat(raws))
+
+
+def _concat(parts: list[np.ndarray]) -> np.ndarray | None:
+    return np.concatenate(parts) if parts else None
+
+
 def calibrate(cfg: RunConfig, model: nn.Module, val_records: list[Any], device: torch.device) -> tuple[
     Calibration, np.ndarray, np.ndarray | None
 ]:
@@ -210,26 +206,23 @@ def calibrate(cfg: RunConfig, model: nn.Module, val_records: list[Any], device: 
     Returns:
         (calibration, raw validation scores, strided validation map values for baselines or None).
     """
-    from avaga_lib.data import AnomalyDataset
-
     if not val_records:
         raise ValueError(f"no normal validation image for {cfg.data.category}: the calibration (PN 8) needs "
                          f"data.val_fraction > 0 and at least 2 training images")
     if any(getattr(r, "label", 0) != 0 for r in val_records):
         raise ValueError("the validation split must hold normal images only (PN 8)")
     ds = AnomalyDataset(val_records, cfg.data.image_size, train=False, has_masks=False)
-    scores: list[np.ndarray] = []
     samples: list[np.ndarray] = []
-    map_max = -math.inf
-    for sl in iterate_batches(len(ds), _EVAL_BATCH):
-        b = infer_batch(cfg, model, _to_device(ds.images[sl], device), None)
-        scores.append(b.score_raw.cpu().numpy())
-        if cfg.method != "avaga":
-            map_max = max(map_max, float(b.raw_map.max()))
-            samples.append(b.raw_map[:, ::_VAL_PIXEL_STRIDE, ::_VAL_PIXEL_STRIDE].cpu().numpy().reshape(-1))
-    val_scores = np.concatenate(scores)
-    cal = fit_calibration(val_scores, map_max if cfg.method != "avaga" else None)
-    return cal, val_scores, (np.concatenate(samples) if samples else None)
+    map_max = [-math.inf]
+
+    def track(_: slice, b: _Batch) -> None:
+        map_max[0] = max(map_max[0], float(b.raw_map.max()))
+        samples.append(b.raw_map[:, ::_VAL_PIXEL_STRIDE, ::_VAL_PIXEL_STRIDE].cpu().numpy().reshape(-1))
+
+    baseline = cfg.method != "avaga"
+    val = infer_dataset(cfg, model, ds, None, device, keep_maps=False, on_batch=track if baseline else None)
+    cal = fit_calibration(val.score_raw, map_max[0] if baseline else None)
+    return cal, val.score_raw, (np.concatenate(samples) if samples else None)
 
 
 def _pixel_accumulator(cfg: RunConfig, cal: Calibration, val_samples: np.ndarray | None) -> M.PixelMetricAccumulator:
@@ -265,310 +258,181 @@ def evaluate_run(
     Returns:
         :class:`EvalResult` with ``metrics`` keyed as docs/ARCHITECTURE.md's results contract.
     """
-    from tqdm.auto import tqdm
-
-    from avaga_lib.data import AnomalyDataset
-
     t0 = time.perf_counter()
     device = torch.device(device) if device is not None else _device_of(model)
     model.to(device)
     was_training = model.training
     model.eval()
-    thr = cfg.eval.threshold
-    weak = cfg.method == "avaga" and cfg.train.setting == "weak"
     has_masks = bool(splits.has_masks)
+    try:
+        cal, val_scores, val_samples = calibrate(cfg, model, list(splits.val), device)
+        if not splits.test:
+            raise ValueError(f"no test image for {cfg.data.category}; check the dataset's test/ folder")
+        ds = AnomalyDataset(list(splits.test), cfg.data.image_size, train=False, has_masks=has_masks)
+        acc = _pixel_accumulator(cfg, cal, val_samples) if has_masks else None
 
-    cal, val_scores, val_samples = calibrate(cfg, model, list(splits.val), device)
-    if not splits.test:
-        raise ValueError(f"no test image for {cfg.data.category}; check the dataset's test/ folder")
-    ds = AnomalyDataset(list(splits.test), cfg.data.image_size, train=False, has_masks=has_masks)
-    acc = _pixel_accumulator(cfg, cal, val_samples) if has_masks else None
+        def stream(sl: slice, b: _Batch) -> None:
+            acc.update(b.raw_map.cpu(), ds.masks[sl, 0].bool())  # type: ignore[union-attr]  # ungated, unclipped
+
+        test = infer_dataset(cfg, model, ds, cal, device, on_batch=stream if acc is not None else None,
+                             progress=progress)
+    finally:
+        model.train(was_training)
+    thr = cfg.eval.threshold
+    assert test.maps is not None
+    gt = ds.masks[:, 0].bool().numpy()
+    gate = test.prob > thr if test.prob is not None else np.ones(len(test.score_raw), dtype=bool)  # PN 4
+    pred = M.binarize(test.maps, thr) & gate[:, None, None]
+    frame = _predictions(ds, test, cal, pred, gt, thr, has_masks)
     thresholds = sorted({float(t) for t in cfg.eval.thresholds_study} | {thr})
+    m = metrics_from_maps(frame, test.maps, gt, thr, thresholds, has_masks, acc)
+    m.update(_run_info(cfg, frame, len(val_scores), acc, t0))
+    maps = {"maps": test.maps, "gt": gt}
+    if test.raw_maps is not None:
+        maps["raw_maps"] = test.raw_maps
+    if acc is not None and cfg.method != "avaga":
+        maps["pixel_edges"] = acc.edges
+    examples = _examples(ds, test.maps, pred, examples_per_defect)
+    return EvalResult(m, frame, cal, examples, val_scores, time.perf_counter() - t0, maps)
 
-    raw_scores, probs, ious, fps = [], [], [], []
-    iou_at: dict[float, list[np.ndarray]] = {t: [] for t in thresholds}
-    inter_sum = union_sum = 0
-    ex: dict[str, list[Any]] = {k: [] for k in ("image", "gt", "map", "pred", "path", "defect", "label")}
-    kept: dict[str, int] = {}
-    for sl in tqdm(list(iterate_batches(len(ds), _EVAL_BATCH)), desc="evaluating", disable=not progress, leave=False):
-        x = _to_device(ds.images[sl], device)
-        b = infer_batch(cfg, model, x, cal)
-        raw_scores.append(b.score_raw.cpu().numpy())
-        labels = ds.labels[sl].numpy()
-        gate = np.ones(len(labels), dtype=bool)
-        if weak:
-            assert b.prob is not None
-            p = b.prob.cpu().numpy()
-            probs.append(p)
-            gate = p > thr  # called normal -> empty predicted mask (PN 4)
-        amap = b.amap.cpu()
-        gt = ds.masks[sl, 0].bool()
-        g = torch.from_numpy(gate).view(-1, 1, 1)
-        pred = (amap > thr) & g  # strict, as metrics.binarize
-        if has_masks:
-            acc.update(b.raw_map.cpu(), gt)  # type: ignore[union-attr]  # ungated, unclipped map
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                ious.append(np.where(labels == 1, M.iou_per_image(pred, gt), np.nan))
-                for t in thresholds:
-                    iou_at[t].append(np.where(labels == 1, M.iou_per_image((amap > t) & g, gt), np.nan))
-            anom = torch.from_numpy(labels == 1).view(-1, 1, 1)
-            inter_sum += int((pred & gt & anom).sum())
-            union_sum += int(((pred | gt) & anom).sum())
-        fps.append(np.where(labels == 0, pred.flatten(1).float().mean(1).numpy(), np.nan))
-        for i in range(len(labels)):
-            d = ds.defects[sl.start + i]
-            if kept.get(d, 0) < examples_per_defect:
-                kept[d] = kept.get(d, 0) + 1
-                ex["image"].append(ds.images[sl.start + i].numpy())
-                ex["gt"].append(gt[i].numpy().astype(np.uint8))
-                ex["map"].append((amap[i].clamp(0, 1) * 255).round().to(torch.uint8).numpy())
-                ex["pred"].append(pred[i].numpy())
-                ex["path"].append(ds.paths[sl.start + i])
-                ex["defect"].append(d)
-                ex["label"].append(int(labels[i]))
-    model.train(was_training)
 
-    raw = np.concatenate(raw_scores)
+def _predictions(ds: AnomalyDataset, test: Inferred, cal: Calibration, pred: np.ndarray, gt: np.ndarray,
+                 thr: float, has_masks: bool) -> pd.DataFrame:
+    """One row per test image: label, scores (calibrated, raw, transductive), decision, IoU and FP area."""
     y = ds.labels.numpy()
-    score = cal.normalize_scores(raw)
-    score_td = transductive_scores(raw)
-    pred_score = (score > thr).astype(np.int64)
-    prob = np.concatenate(probs) if probs else None
-    pred_label = (prob > thr).astype(np.int64) if prob is not None else pred_score
-    iou_img = np.concatenate(ious) if ious else np.full(len(y), np.nan)
-    fp_img = np.concatenate(fps)
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # undefined metrics are NaN -> null; the reason is in metrics.json
-        m: dict[str, Any] = {
-            "iou": _nanmean(iou_img[y == 1]) if has_masks else math.nan,
-            "iou_pooled": (inter_sum / union_sum if union_sum else math.nan) if has_masks else math.nan,
-            "mean_accuracy": M.mean_class_accuracy(y, pred_label),
-            "image_auroc": M.image_auroc(y, raw),
-            "image_auroc_classifier": M.image_auroc(y, prob) if prob is not None else math.nan,
-            "pixel_auroc": math.nan,
-            "aupro": math.nan,
-            "fp_area_normal": _nanmean(fp_img[y == 0]),
-            "mean_accuracy_transductive": M.mean_class_accuracy(y, (score_td > thr).astype(np.int64)),
-            "iou_at": {
-                f"{t:g}": (_nanmean(np.concatenate(iou_at[t])[y == 1]) if has_masks else math.nan) for t in thresholds
-            },
-        }
-        if weak:
-            m["mean_accuracy_score"] = M.mean_class_accuracy(y, pred_score)
-        if has_masks:
-            m.update(acc.compute())  # type: ignore[union-attr]
-    m.update(
-        {
-            "n_test": int(len(y)),
-            "n_anomalous": int((y == 1).sum()),
-            "n_val": int(len(val_scores)),
-            "pixel_metrics_available": has_masks,
-            "pixel_metrics_note": (
-                f"pixel AUROC / AUPRO streamed over {acc.bins} fixed score bins (metrics.PixelMetricAccumulator)"
-                if acc is not None
-                else "dataset has image-level labels only: IoU, pixel AUROC and AUPRO unavailable (null)"
-            ),
-            "threshold": thr,
-            "score_calibration": "validation (normal-only split; its [min, max] -> [0, 0.5])",
-            "transductive_flag": TRANSDUCTIVE_FLAG,
-            "detection_rule": "classifier (PN 4)" if weak else "calibrated score > threshold",
-            "eval_wall_time_s": time.perf_counter() - t0,
-        }
-    )
+    score = cal.normalize_scores(test.score_raw)
+    # the classifier decides in the weak setting (PN 4), the calibrated score otherwise
+    pred_label = M.binarize(test.prob if test.prob is not None else score, thr).astype(np.int64)
+    iou = np.where(y == 1, M.iou_per_image(pred, gt), np.nan) if has_masks else np.full(len(y), np.nan)
     frame = pd.DataFrame(
         {
             "path": ds.paths,
             "label": y,
             "defect": ds.defects,
             "score": score,
-            "score_raw": raw,
-            "score_transductive": score_td,
+            "score_raw": test.score_raw,
+            "score_transductive": transductive_scores(test.score_raw),
             "pred_label": pred_label,
-            "iou": iou_img,
-            "fp_area": fp_img,
+            "iou": iou,
+            # float32 column as before this refactor (exact for 2^k-pixel images: 64 and 256 px)
+            "fp_area": np.where(y == 0, M.fp_area_per_image(pred).astype(np.float32), np.nan),
         }
     )
-    if prob is not None:
-        frame.insert(6, "prob_anomalous", prob)
-    arrays = ("image", "gt", "map", "pred")
-    examples: dict[str, Any] = {k: (np.stack(v) if k in arrays and v else v) for k, v in ex.items()}
-    return EvalResult(m, frame, cal, examples, val_scores, time.perf_counter() - t0)
+    if test.prob is not None:
+        frame.insert(6, "prob_anomalous", test.prob)
+    return frame
 
 
-def _nanmean(a: np.ndarray) -> float:
-    a = np.asarray(a, dtype=np.float64)
-    return float(np.nanmean(a)) if a.size and not np.all(np.isnan(a)) else math.nan
+def metrics_from_maps(
+    predictions: pd.DataFrame,
+    maps: np.ndarray,
+    gt: np.ndarray,
+    threshold: float,
+    thresholds: list[float],
+    has_masks: bool,
+    pixel_acc: M.PixelMetricAccumulator | None,
+) -> dict[str, Any]:
+    """The metrics of ``metrics.json``, each from a :mod:`avaga_lib.metrics` function (PN 9-11).
+
+    Args:
+        predictions: the per-image table of :func:`evaluate_run` (``label``, ``score``, ``score_raw``,
+            ``score_transductive``, ``pred_label``, ``prob_anomalous`` in the weak setting).
+        maps: (N,H,W) ungated maps in the table's row order; gt: (N,H,W) bool ground truth.
+        threshold: decision threshold (0.5, PN 16); thresholds: Table 7's sweep (includes ``threshold``).
+        has_masks: the dataset has pixel masks (else IoU, pixel AUROC and AUPRO are NaN).
+        pixel_acc: the streamed pixel AUROC / AUPRO accumulator, already fed (None without masks).
+    """
+    y = predictions["label"].to_numpy()
+    prob = predictions["prob_anomalous"].to_numpy() if "prob_anomalous" in predictions else None
+    gate = prob > threshold if prob is not None else np.ones(len(y), dtype=bool)  # weak: called normal -> empty
+    pred = M.binarize(maps, threshold) & gate[:, None, None]
+    nan = math.nan
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # undefined metrics are NaN -> null; the reason is in metrics.json
+        curve = M.iou_threshold_curve(maps, gt, thresholds, y, gate) if has_masks else {}
+        m: dict[str, Any] = {
+            "iou": M.mean_iou(pred, gt, y) if has_masks else nan,
+            "iou_pooled": M.pooled_iou(pred, gt, y) if has_masks else nan,
+            "mean_accuracy": M.mean_class_accuracy(y, predictions["pred_label"]),
+            "image_auroc": M.image_auroc(y, predictions["score_raw"]),
+            "image_auroc_classifier": M.image_auroc(y, prob) if prob is not None else nan,
+            "pixel_auroc": nan,
+            "aupro": nan,
+            "fp_area_normal": M.fp_area(pred[y == 0]),
+            "mean_accuracy_transductive": M.mean_class_accuracy(
+                y, M.binarize(predictions["score_transductive"], threshold).astype(np.int64)),
+            "iou_at": {f"{t:g}": curve.get(float(t), nan) for t in thresholds},
+        }
+        if prob is not None:
+            m["mean_accuracy_score"] = M.mean_class_accuracy(y, M.binarize(predictions["score"], threshold)
+                                                             .astype(np.int64))
+        if pixel_acc is not None:
+            m.update(pixel_acc.compute())
+    return m
+
+
+def _run_info(cfg: RunConfig, predictions: pd.DataFrame, n_val: int, acc: M.PixelMetricAccumulator | None,
+              t0: float) -> dict[str, Any]:
+    """Counts, protocol choices and wall time written beside the metrics."""
+    y = predictions["label"].to_numpy()
+    weak = cfg.method == "avaga" and cfg.train.setting == "weak"
+    return {
+        "n_test": int(len(y)),
+        "n_anomalous": int((y == 1).sum()),
+        "n_val": int(n_val),
+        "pixel_metrics_available": acc is not None,
+        "pixel_metrics_note": (
+            f"pixel AUROC / AUPRO streamed over {acc.bins} fixed score bins (metrics.PixelMetricAccumulator)"
+            if acc is not None
+            else "dataset has image-level labels only: IoU, pixel AUROC and AUPRO unavailable (null)"
+        ),
+        "threshold": cfg.eval.threshold,
+        "score_calibration": "validation (normal-only split; its [min, max] -> [0, 0.5])",
+        "transductive_flag": TRANSDUCTIVE_FLAG,
+        "detection_rule": "classifier (PN 4)" if weak else "calibrated score > threshold",
+        "eval_wall_time_s": time.perf_counter() - t0,
+    }
+
+
+def _examples(ds: AnomalyDataset, maps: np.ndarray, pred: np.ndarray, per_defect: int) -> dict[str, Any]:
+    """The first ``per_defect`` test images of each defect type, uint8-quantised, for the qualitative figure."""
+    ex: dict[str, list[Any]] = {k: [] for k in ("image", "gt", "map", "pred", "path", "defect", "label")}
+    kept: dict[str, int] = {}
+    for i, d in enumerate(ds.defects):
+        if kept.get(d, 0) >= per_defect:
+            continue
+        kept[d] = kept.get(d, 0) + 1
+        ex["image"].append(ds.images[i].numpy())
+        ex["gt"].append(ds.masks[i, 0].bool().numpy().astype(np.uint8))
+        ex["map"].append((torch.from_numpy(maps[i]).clamp(0, 1) * 255).round().to(torch.uint8).numpy())
+        ex["pred"].append(pred[i])
+        ex["path"].append(ds.paths[i])
+        ex["defect"].append(d)
+        ex["label"].append(int(ds.labels[i]))
+    return {k: (np.stack(v) if k in ("image", "gt", "map", "pred") and v else v) for k, v in ex.items()}
 
 
 # ------------------------------------------------------------------------------------------------------- saving
 
 
-def save_run(cfg: RunConfig, train_result: Any, eval_result: EvalResult, figures: bool = True) -> Path:
-    """Write a run folder: config.json, metrics.json, predictions.csv, calibration.json, losses.csv, fig_*.png.
+def save_maps(path: Path | str, maps: dict[str, np.ndarray]) -> Path:
+    """Write per-image maps as one compressed ``.npz`` (atomically, through :func:`avaga_lib.io.atomic_write`)."""
 
-    Args:
-        cfg: the run config (the train result's config, with its notes, is preferred when present).
-        train_result: :class:`avaga_lib.train.TrainResult` (or None for an evaluation-only save).
-        eval_result: :class:`EvalResult`.
-        figures: draw fig_losses.png, fig_scores.png, fig_qualitative.png through :mod:`avaga_lib.plots`.
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:  # a file object: np.savez would append ".npz" to the temp name
+            np.savez_compressed(f, **maps)
 
-    Returns:
-        The run folder.
-    """
-    run_cfg = getattr(train_result, "cfg", None) or cfg
-    out = Path(run_cfg.run_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    metrics = dict(eval_result.metrics)
-    if train_result is not None:
-        # config.json stays loadable by RunConfig.load: what happened is recorded as notes, not new keys
-        source = getattr(train_result.model, "pretrained_source", "none (no pretrained encoder)")
-        run_cfg = run_cfg.with_note(f"pretrained_source={source}")
-        metrics["device"] = train_result.device
-        metrics["train_wall_time_s"] = train_result.wall_time_s
-        metrics["epochs_done"] = train_result.epochs_done
-        metrics["wall_time_s"] = train_result.wall_time_s + eval_result.wall_time_s
-        write_csv(out / "losses.csv", train_result.history)
-    else:
-        metrics["wall_time_s"] = eval_result.wall_time_s
-    metrics["setting_name"] = run_cfg.setting_name
-    write_json(out / "config.json", run_cfg.to_dict())
-    write_json(out / "metrics.json", M.nan_to_none(metrics))
-    write_json(out / CALIBRATION_NAME, eval_result.calibration.to_dict())
-    write_csv(out / "predictions.csv", eval_result.predictions)
-    if figures:
-        from avaga_lib import plots
-
-        if train_result is not None and len(train_result.history):
-            plots.plot_loss_curves(train_result.history, out / "fig_losses.png", title=run_cfg.setting_name, close=True)
-        plots.plot_score_histogram(
-            eval_result.predictions, cfg.eval.threshold, out / "fig_scores.png", title=run_cfg.setting_name, close=True
-        )
-        if eval_result.examples.get("path"):
-            plots.plot_qualitative_grid(
-                eval_result.examples, out / "fig_qualitative.png", title=run_cfg.setting_name, close=True
-            )
-    return out
+    return atomic_write(path, write)
 
 
-def train_and_evaluate(
-    cfg: RunConfig, progress: bool = True, figures: bool = True
-) -> tuple[Any, EvalResult | None, Path]:
-    """Train, evaluate and save one run (what ``python -m avaga_lib.cli train`` does).
-
-    Under torchrun (``train.nproc > 1``) every rank trains; rank 0 alone evaluates and writes, the others return
-    ``EvalResult`` None.
-
-    Returns:
-        (TrainResult, EvalResult, run folder).
-    """
-    from avaga_lib.data import make_splits
-    from avaga_lib.train import train_run
-
-    splits = make_splits(cfg.data, cfg.train.setting, save_dir=cfg.run_dir)
-    tr = train_run(cfg, splits, progress=progress)
-    if not tr.extra.get("is_main", True):  # torchrun rank > 0 (issue 8): rank 0 evaluates and writes the run
-        return tr, None, Path(cfg.run_dir)
-    ev = evaluate_run(tr.cfg, tr.model, splits, progress=progress)
-    return tr, ev, save_run(tr.cfg, tr, ev, figures=figures)
-
-
-def load_calibration(run_dir: Path | str) -> Calibration:
-    """Read ``calibration.json`` of a run folder."""
-    path = Path(run_dir) / CALIBRATION_NAME
+def load_maps(run_dir: Path | str) -> dict[str, np.ndarray]:
+    """Read ``maps/test_maps.npz`` of a run folder (see :attr:`EvalResult.maps`)."""
+    path = Path(run_dir) / MAPS_NAME
     if not path.exists():
         raise FileNotFoundError(f"{path} missing: evaluate the run first (evaluate_run + save_run write it)")
-    return Calibration.from_dict(read_json(path))
+    with np.load(path) as f:
+        return {k: f[k] for k in f.files}
 
 
-# -------------------------------------------------------------------------------------------------- paper values
-
-
-def paper_column(cfg: RunConfig) -> str:
-    """Column of the paper's Tables 2-5 for this run (``AVAGA-R_u``, ``AE_L2``, ...)."""
-    from avaga_lib.report import PAPER_MAIN_COLUMN, method_key
-
-    key = method_key(cfg.setting_name)
-    return PAPER_MAIN_COLUMN.get(key, key)
-
-
-def paper_value(table: str, category: str, column: str) -> float:
-    """One number of the paper's transcribed tables; NaN where the paper has none (e.g. embedded / MTD data).
-
-    Args:
-        table: CSV file name in ``avaga_lib/paper_tables`` (``table2_mvtec_iou.csv``; the ``.csv`` may be omitted).
-        category: category or scene id (first column).
-        column: method column, e.g. ``AVAGA-R_u`` or ``AE_L2``.
-    """
-    from avaga_lib.report import paper_table
-
-    frame = paper_table(table if table.endswith(".csv") else f"{table}.csv")
-    if category not in frame.index or column not in frame.columns:
-        return math.nan
-    v = frame.loc[category, column]
-    try:
-        return float(v)
-    except (TypeError, ValueError):
-        return math.nan
-
-
-def paper_comparison(cfg: RunConfig, metrics: dict[str, Any]) -> pd.DataFrame:
-    """One-row-per-metric table: our value beside the paper's for this dataset / category / method (NaN = n/a)."""
-    from avaga_lib.report import PAPER_FILES
-
-    col = paper_column(cfg)
-    rows = []
-    for metric in ("iou", "mean_accuracy", "image_auroc", "pixel_auroc", "aupro"):
-        table = PAPER_FILES.get((cfg.data.dataset, metric))
-        pv = paper_value(table, cfg.data.category, col) if table else math.nan
-        ours = metrics.get(metric)
-        rows.append({"metric": metric, "ours": math.nan if ours is None else float(ours), "paper": pv})
-    frame = pd.DataFrame(rows).set_index("metric")
-    frame.columns.name = f"{cfg.data.dataset}/{cfg.data.category} {col}"
-    return frame
-
-
-ROW_METRICS = ("iou", "mean_accuracy", "image_auroc", "image_auroc_classifier", "pixel_auroc", "aupro", "iou_pooled",
-               "fp_area_normal", "mean_accuracy_transductive")
-
-
-def metrics_row(cfg: RunConfig, metrics: dict[str, Any]) -> pd.DataFrame:
-    """One-row table of a run's metrics with the paper's value beside ours (``<metric> (paper)``; NaN = n/a).
-
-    The paper reports IoU and mean accuracy only (Tables 2-5, MVTec AD and STC); the threshold-free metrics and
-    every other dataset have no paper value.
-    """
-    from avaga_lib.report import PAPER_FILES
-
-    col = paper_column(cfg)
-    row: dict[str, float] = {}
-    for k in ROW_METRICS:
-        v = metrics.get(k)
-        if k == "image_auroc_classifier" and (v is None or math.isnan(v)):
-            continue  # weak setting only
-        row[k] = math.nan if v is None else float(v)
-        table = PAPER_FILES.get((cfg.data.dataset, k))
-        if k in ("iou", "mean_accuracy"):
-            row[f"{k} (paper)"] = paper_value(table, cfg.data.category, col) if table else math.nan
-    return pd.DataFrame([row], index=[f"{cfg.data.dataset}/{cfg.data.category}/{cfg.setting_name}"])
-
-
-__all__ = [
-    "CALIBRATION_NAME",
-    "ROW_METRICS",
-    "metrics_row",
-    "Calibration",
-    "EvalResult",
-    "calibrate",
-    "evaluate_run",
-    "fit_calibration",
-    "infer_batch",
-    "load_calibration",
-    "paper_column",
-    "paper_comparison",
-    "paper_value",
-    "save_run",
-    "train_and_evaluate",
-    "transductive_scores",
-]
+__all__ = ["MAPS_NAME", "EvalResult", "Inferred", "calibrate", "evaluate_run", "infer_batch", "infer_dataset",
+           "load_maps", "metrics_from_maps", "save_maps"]

@@ -24,17 +24,8 @@ from scipy import ndimage
 from sklearn.metrics import roc_auc_score
 
 __all__ = [
-    "binarize",
-    "iou_per_image",
-    "mean_iou",
-    "pooled_iou",
-    "mean_class_accuracy",
-    "image_auroc",
-    "fp_area",
-    "iou_threshold_curve",
-    "accuracy_threshold_curve",
-    "quantile_edges",
-    "PixelMetricAccumulator",
+    "binarize", "iou_per_image", "mean_iou", "pooled_iou", "mean_class_accuracy", "image_auroc", "fp_area_per_image",
+    "fp_area", "iou_threshold_curve", "accuracy_threshold_curve", "quantile_edges", "PixelMetricAccumulator",
     "nan_to_none",
 ]
 
@@ -73,9 +64,7 @@ def _as_masks(x: Any, name: str) -> np.ndarray:
 def _as_maps(x: Any, name: str) -> np.ndarray:
     """(N,H,W) or (N,1,H,W) -> float (N,H,W)."""
     a = _stack_nhw(x, name, "maps")
-    if not np.issubdtype(a.dtype, np.floating):
-        a = a.astype(np.float32)
-    return a
+    return a if np.issubdtype(a.dtype, np.floating) else a.astype(np.float32)
 
 
 def _select(a: np.ndarray, labels: Any | None) -> np.ndarray:
@@ -87,12 +76,20 @@ def _select(a: np.ndarray, labels: Any | None) -> np.ndarray:
     return a[lab == 1]
 
 
+def _mask_pair(pred_masks: Any, gt_masks: Any, labels: Any | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Predicted and ground-truth masks as bool (N,H,W) of the same shape, restricted to ``labels == 1`` if given."""
+    p = _select(_as_masks(pred_masks, "pred_masks"), labels)
+    g = _select(_as_masks(gt_masks, "gt_masks"), labels)
+    if p.shape != g.shape:
+        raise ValueError(f"pred_masks {p.shape} and gt_masks {g.shape} differ in shape")
+    return p, g
+
+
 def binarize(x: Any, threshold: float) -> np.ndarray:
     """The one decision rule of the study: positive (anomalous) where ``x > threshold`` (strict).
 
     Args:
-        x: scores or maps, any shape.
-        threshold: e.g. 0.5 (PROTOCOL_NOTES 16).
+        x: scores or maps, any shape; threshold: e.g. 0.5 (PROTOCOL_NOTES 16).
 
     Returns:
         Boolean array of ``x``'s shape.
@@ -108,16 +105,12 @@ def iou_per_image(pred_masks: Any, gt_masks: Any) -> np.ndarray:
     normal image is undefined by the protocol; report :func:`fp_area` for those).
 
     Args:
-        pred_masks: (N,H,W) or (N,1,H,W), bool or {0,1}.
-        gt_masks: same shape.
+        pred_masks: (N,H,W) or (N,1,H,W), bool or {0,1}; gt_masks: same shape.
 
     Returns:
         float64 array (N,).
     """
-    p = _as_masks(pred_masks, "pred_masks")
-    g = _as_masks(gt_masks, "gt_masks")
-    if p.shape != g.shape:
-        raise ValueError(f"pred_masks {p.shape} and gt_masks {g.shape} differ in shape")
+    p, g = _mask_pair(pred_masks, gt_masks)
     inter = np.logical_and(p, g).sum(axis=(1, 2)).astype(np.float64)
     union = np.logical_or(p, g).sum(axis=(1, 2)).astype(np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -128,16 +121,13 @@ def mean_iou(pred_masks: Any, gt_masks: Any, labels: Any | None = None) -> float
     """Per-image IoU averaged over images (the paper's IoU, PROTOCOL_NOTES 10 default).
 
     Args:
-        pred_masks: (N,H,W) or (N,1,H,W) predicted masks.
-        gt_masks: same shape, ground truth.
+        pred_masks: (N,H,W) or (N,1,H,W) predicted masks; gt_masks: same shape, ground truth.
         labels: optional (N,) image labels; when given only images with label 1 (anomalous) count.
 
     Returns:
         NaN-mean of :func:`iou_per_image`; NaN (with a warning) when no image has a defined IoU.
     """
-    ious = iou_per_image(
-        _select(_as_masks(pred_masks, "pred_masks"), labels), _select(_as_masks(gt_masks, "gt_masks"), labels)
-    )
+    ious = iou_per_image(*_mask_pair(pred_masks, gt_masks, labels))
     if ious.size == 0 or np.all(np.isnan(ious)):
         warnings.warn("mean IoU undefined: no anomalous image with a non-empty prediction or mask", stacklevel=2)
         return float("nan")
@@ -148,17 +138,13 @@ def pooled_iou(pred_masks: Any, gt_masks: Any, labels: Any | None = None) -> flo
     """IoU pooled over a category: sum of intersections / sum of unions (PROTOCOL_NOTES 10, secondary).
 
     Args:
-        pred_masks: (N,H,W) or (N,1,H,W) predicted masks.
-        gt_masks: same shape.
+        pred_masks: (N,H,W) or (N,1,H,W) predicted masks; gt_masks: same shape.
         labels: optional (N,) image labels; when given only anomalous images (label 1) count.
 
     Returns:
         Pooled IoU; NaN (with a warning) when every union is empty.
     """
-    p = _select(_as_masks(pred_masks, "pred_masks"), labels)
-    g = _select(_as_masks(gt_masks, "gt_masks"), labels)
-    if p.shape != g.shape:
-        raise ValueError(f"pred_masks {p.shape} and gt_masks {g.shape} differ in shape")
+    p, g = _mask_pair(pred_masks, gt_masks, labels)
     union = int(np.logical_or(p, g).sum())
     if union == 0:
         warnings.warn("pooled IoU undefined: every prediction and mask is empty", stacklevel=2)
@@ -173,8 +159,7 @@ def mean_class_accuracy(y_true: Any, y_pred: Any) -> float:
     the mean over the classes present in ``y_true``).
 
     Args:
-        y_true: (N,) labels 0 normal / 1 anomalous.
-        y_pred: (N,) predicted labels.
+        y_true: (N,) labels 0 normal / 1 anomalous; y_pred: (N,) predicted labels.
 
     Returns:
         Balanced accuracy in [0, 1]; NaN when ``y_true`` is empty.
@@ -196,8 +181,7 @@ def image_auroc(y_true: Any, scores: Any) -> float:
     """Image-level ROC AUC of anomaly scores (higher = more anomalous), via ``sklearn.metrics.roc_auc_score``.
 
     Args:
-        y_true: (N,) labels 0 normal / 1 anomalous.
-        scores: (N,) scores.
+        y_true: (N,) labels 0 normal / 1 anomalous; scores: (N,) scores.
 
     Returns:
         AUROC; NaN with a ``UserWarning`` naming the absent class when only one class is present.
@@ -219,6 +203,12 @@ def image_auroc(y_true: Any, scores: Any) -> float:
     return float(roc_auc_score(t, s))
 
 
+def fp_area_per_image(pred_masks: Any) -> np.ndarray:
+    """Fraction of pixels flagged, float64 (N,), of (N,H,W) or (N,1,H,W) predicted masks (``predictions.csv``)."""
+    p = _as_masks(pred_masks, "pred_masks")
+    return p.reshape(p.shape[0], -1).mean(axis=1)
+
+
 def fp_area(pred_masks_of_normals: Any) -> float:
     """Mean fraction of pixels flagged anomalous on normal images (their IoU is undefined, PROTOCOL_NOTES 10).
 
@@ -226,36 +216,41 @@ def fp_area(pred_masks_of_normals: Any) -> float:
         pred_masks_of_normals: (N,H,W) or (N,1,H,W) predicted masks of normal test images only.
 
     Returns:
-        Mean over images of (flagged pixels / pixels); NaN (with a warning) when there is no image.
+        Mean over images of :func:`fp_area_per_image`; NaN (with a warning) when there is no image.
     """
     p = _as_masks(pred_masks_of_normals, "pred_masks_of_normals")
     if p.shape[0] == 0:
         warnings.warn("false-positive area undefined: no normal test image", stacklevel=2)
         return float("nan")
-    return float(p.reshape(p.shape[0], -1).mean(axis=1).mean())
+    return float(fp_area_per_image(p).mean())
 
 
 def iou_threshold_curve(
-    maps: Any, gt_masks: Any, thresholds: Iterable[float], labels: Any | None = None
+    maps: Any, gt_masks: Any, thresholds: Iterable[float], labels: Any | None = None, gate: Any | None = None
 ) -> dict[float, float]:
     """Mean IoU of ``maps > t`` against the masks for each threshold ``t`` (Table 7 of the paper).
 
     Args:
-        maps: (N,H,W) or (N,1,H,W) anomaly maps.
-        gt_masks: same shape.
+        maps: (N,H,W) or (N,1,H,W) anomaly maps; gt_masks: same shape.
         thresholds: e.g. ``EvalConfig.thresholds_study`` (0.2 ... 0.6).
         labels: optional (N,) image labels; when given only anomalous images count (as :func:`mean_iou`).
+        gate: optional (N,) bool; an image whose gate is False gets an empty predicted mask at every threshold
+            (weak setting: the classifier called it normal, PROTOCOL_NOTES 4).
 
     Returns:
         ``{threshold: mean IoU}`` (float keys, in the order given).
     """
-    m = _select(_as_maps(maps, "maps"), labels)
+    m = _as_maps(maps, "maps")
+    keep = np.ones(m.shape[0], dtype=bool) if gate is None else _np(gate).reshape(-1).astype(bool)
+    if keep.shape[0] != m.shape[0]:
+        raise ValueError(f"gate has {keep.shape[0]} entries but there are {m.shape[0]} maps")
+    m, keep = _select(m, labels), _select(keep, labels)
     g = _select(_as_masks(gt_masks, "gt_masks"), labels)
     out: dict[float, float] = {}
     for t in thresholds:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # an empty prediction at a high threshold is a result, not an error
-            out[float(t)] = mean_iou(m > t, g)
+            out[float(t)] = mean_iou((m > t) & keep[:, None, None], g)
     return out
 
 
@@ -263,8 +258,7 @@ def accuracy_threshold_curve(scores01: Any, labels: Any, thresholds: Iterable[fl
     """Mean class accuracy of ``scores01 > t`` for each threshold ``t``.
 
     Args:
-        scores01: (N,) normalised detection scores (PROTOCOL_NOTES 8).
-        labels: (N,) labels 0/1.
+        scores01: (N,) normalised detection scores (PROTOCOL_NOTES 8); labels: (N,) labels 0/1.
         thresholds: thresholds to sweep.
 
     Returns:
@@ -283,8 +277,8 @@ def quantile_edges(normal_maps: Any, bins: int = 1000) -> np.ndarray:
     Use validation (normal-only) maps, never test labels (PROTOCOL_NOTES 8).
 
     Args:
-        normal_maps: any-shaped anomaly maps of normal validation images.
-        bins: number of bins wanted (fewer come back when quantiles repeat).
+        normal_maps: any-shaped anomaly maps of normal validation images; bins: number of bins wanted (fewer come
+            back when quantiles repeat).
 
     Returns:
         Strictly increasing float64 edges (at least 2).
@@ -304,8 +298,8 @@ class PixelMetricAccumulator:
     Method: every pixel score is assigned to one of ``bins`` fixed bins (uniform over ``score_range``, or the
     explicit ``edges``); scores outside are clipped to the first / last bin. The state is
 
-    * one histogram of normal pixels (gt 0, from every image, normal or anomalous) and one of anomalous pixels,
-    * one histogram per connected ground-truth region (8-connectivity, ``scipy.ndimage.label``).
+    * one histogram of normal pixels (gt 0, from every image, normal or anomalous), one of anomalous pixels and
+      one per connected ground-truth region (8-connectivity, ``scipy.ndimage.label``).
 
     Threshold ``k`` (k = 0..bins) flags the pixels whose bin is >= k, i.e. whose score is >= ``edges[k]``. Then
     FPR_k = normal pixels flagged / normal pixels, TPR_k = anomalous pixels flagged / anomalous pixels, and
@@ -314,8 +308,7 @@ class PixelMetricAccumulator:
     max_fpr, divided by max_fpr, as MVTec AD's evaluation (PROTOCOL_NOTES 11). The only approximation is the
     ordering of scores inside one bin (treated as ties); with 1000 bins the AUROC error is ~1e-3 or less.
 
-    Memory: 2 x bins int64 plus regions x bins int64 (8 KB per region at 1000 bins), independent of the number
-    or size of the images.
+    Memory: (2 + regions) x bins int64 (8 KB per region at 1000 bins), independent of the images' number or size.
 
     Args:
         bins: number of score bins (``EvalConfig.pixel_bins``); ignored when ``edges`` is given.
@@ -325,31 +318,22 @@ class PixelMetricAccumulator:
         edges: optional strictly increasing bin edges (e.g. :func:`quantile_edges` of validation maps).
     """
 
-    def __init__(
-        self,
-        bins: int = 1000,
-        max_fpr: float = 0.3,
-        score_range: tuple[float, float] = (0.0, 1.0),
-        edges: Sequence[float] | np.ndarray | None = None,
-    ) -> None:
+    def __init__(self, bins: int = 1000, max_fpr: float = 0.3, score_range: tuple[float, float] = (0.0, 1.0),
+                 edges: Sequence[float] | np.ndarray | None = None) -> None:
         if not 0.0 < max_fpr <= 1.0:
             raise ValueError(f"max_fpr must be in (0, 1], got {max_fpr}")
         if edges is not None:
             e = np.asarray(edges, dtype=np.float64).reshape(-1)
             if e.size < 2 or not np.all(np.diff(e) > 0):
                 raise ValueError("edges must hold at least 2 strictly increasing values")
-            self.edges = e
-            self.bins = e.size - 1
-            self._uniform = False
+            self.edges, self.bins, self._uniform = e, e.size - 1, False
         else:
             lo, hi = float(score_range[0]), float(score_range[1])
             if not (math.isfinite(lo) and math.isfinite(hi) and hi > lo):
                 raise ValueError(f"score_range must be finite with hi > lo, got {score_range}")
             if bins < 2:
                 raise ValueError(f"bins must be >= 2, got {bins}")
-            self.bins = int(bins)
-            self.edges = np.linspace(lo, hi, self.bins + 1)
-            self._uniform = True
+            self.edges, self.bins, self._uniform = np.linspace(lo, hi, int(bins) + 1), int(bins), True
         self.max_fpr = float(max_fpr)
         self.hist_normal = np.zeros(self.bins, dtype=np.int64)
         self.hist_anomalous = np.zeros(self.bins, dtype=np.int64)
@@ -405,20 +389,12 @@ class PixelMetricAccumulator:
             ``thresholds`` (edges, decreasing), ``fpr``, ``tpr``, ``pro`` arrays of length bins + 1 (NaN-filled
             where the denominator is empty).
         """
-
-        def tail(h: np.ndarray) -> np.ndarray:
-            # flagged at threshold k = pixels in bins k..end; k = 0..bins (k = bins: nothing flagged)
-            c = np.concatenate(
-                [np.cumsum(h[..., ::-1], axis=-1)[..., ::-1], np.zeros(h.shape[:-1] + (1,), h.dtype)], -1
-            )
-            return c
-
         n_norm, n_anom = self.hist_normal.sum(), self.hist_anomalous.sum()
-        fpr = tail(self.hist_normal) / n_norm if n_norm > 0 else np.full(self.bins + 1, np.nan)
-        tpr = tail(self.hist_anomalous) / n_anom if n_anom > 0 else np.full(self.bins + 1, np.nan)
+        fpr = _tail(self.hist_normal) / n_norm if n_norm > 0 else np.full(self.bins + 1, np.nan)
+        tpr = _tail(self.hist_anomalous) / n_anom if n_anom > 0 else np.full(self.bins + 1, np.nan)
         if self._region_hists:
             r = np.concatenate(self._region_hists, axis=0)
-            pro = (tail(r) / r.sum(axis=1, keepdims=True)).mean(axis=0)
+            pro = (_tail(r) / r.sum(axis=1, keepdims=True)).mean(axis=0)
         else:
             pro = np.full(self.bins + 1, np.nan)
         order = slice(None, None, -1)  # k = bins .. 0: FPR increasing
@@ -438,6 +414,11 @@ class PixelMetricAccumulator:
         auroc = float(_trapezoid(c["tpr"], c["fpr"]))
         aupro = _trapezoid_upto(c["fpr"], c["pro"], self.max_fpr) / self.max_fpr
         return {"pixel_auroc": auroc, "aupro": float(aupro)}
+
+
+def _tail(h: np.ndarray) -> np.ndarray:
+    """Pixels flagged at threshold k = pixels in bins k..end, for k = 0..bins (k = bins: nothing flagged)."""
+    return np.concatenate([np.cumsum(h[..., ::-1], axis=-1)[..., ::-1], np.zeros(h.shape[:-1] + (1,), h.dtype)], -1)
 
 
 def _trapezoid_upto(x: np.ndarray, y: np.ndarray, x_max: float) -> float:

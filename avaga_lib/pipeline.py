@@ -25,7 +25,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +33,7 @@ import torch
 import yaml
 
 from avaga_lib.config import RunConfig
-from avaga_lib.data import generate_dataset, make_splits, resolve_root
-from avaga_lib.evaluate import evaluate_run, save_run
+from avaga_lib.data import generate_dataset, resolve_root
 from avaga_lib.io import write_json, write_text
 from avaga_lib.paths import project_root
 from avaga_lib.plan import (
@@ -49,8 +48,8 @@ from avaga_lib.plan import (
     saved_config,
 )
 from avaga_lib.report import export_html
+from avaga_lib.run import run_one
 from avaga_lib.study import NOTEBOOKS
-from avaga_lib.train import train_run
 
 # Planning lives in avaga_lib.plan; its names stay reachable here for the CLI (pipeline.plan_runs, ...).
 __all__ = [
@@ -208,11 +207,8 @@ def run_inline(spec: RunSpec | RunConfig, figures: bool = True) -> Path:
     """Train, evaluate and save one run in this process (library calls only; used by notebooks 05-07 when they
     find no results, and by tests). Returns the run folder."""
     cfg = spec.config if isinstance(spec, RunSpec) else spec
-    run_dir = absolute(cfg.run_dir)
-    splits = make_splits(cfg.data, cfg.train.setting, save_dir=run_dir)
-    result = train_run(cfg, splits=splits, progress=False)
-    ev = evaluate_run(result.cfg, result.model, splits)
-    return save_run(cfg, result, ev, figures=figures)
+    cfg = replace(cfg, results_dir=str(absolute(cfg.results_dir)))  # relative trees resolve from the project root
+    return run_one(cfg, figures=figures)
 
 
 def _runs_to_do(specs: Sequence[RunSpec], force: bool, summary: Summary, log: Callable[[str], None]) -> list[RunSpec]:
@@ -275,12 +271,12 @@ def execute(
     runnable = _with_data(todo, summary)
     jobs = max(1, int(jobs))
     threads = max(1, (os.cpu_count() or 1) // jobs)
-    run_one = runner or run_papermill
+    run = runner or run_papermill
 
     def _go(i_spec: tuple[int, RunSpec]) -> Outcome:
         i, s = i_spec
         log(f"[{i + 1}/{len(runnable)}] {s.label} ({s.notebook.name}) ...")
-        out = run_one(s, kernel, s.config.train.threads or threads)  # a run's own thread count wins (config)
+        out = run(s, kernel, s.config.train.threads or threads)  # a run's own thread count wins (config)
         log(f"[{i + 1}/{len(runnable)}] {s.label}: {out.status} in {out.seconds:.0f} s"
             + (f" — {out.error}" if out.error else ""))
         return out

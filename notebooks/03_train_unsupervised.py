@@ -77,7 +77,9 @@ fig = plot_loss_curves(train_result.history, title=cfg.setting_name)
 # `metrics.json`, `predictions.csv`, `calibration.json`, figures and the config go to the run folder.
 
 # %%
-from avaga_lib.evaluate import evaluate_run, metrics_row, save_run
+from avaga_lib.evaluate import evaluate_run
+from avaga_lib.paper import metrics_row
+from avaga_lib.run import save_run
 
 eval_result = evaluate_run(train_result.cfg, train_result.model, splits)
 run_dir = save_run(train_result.cfg, train_result, eval_result)
@@ -97,7 +99,7 @@ row.astype(object).where(row.notna(), "n/a")
 # ### IoU at other thresholds (Table 7)
 
 # %%
-from avaga_lib.evaluate import paper_value
+from avaga_lib.paper import paper_value
 
 pd.DataFrame({"ours": {t: v for t, v in eval_result.metrics["iou_at"].items()},
               "paper (AVAGA-R_u, MVTec)": {t: paper_value("table7_threshold_iou", category, f"thr_{t}")

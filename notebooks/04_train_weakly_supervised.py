@@ -80,7 +80,9 @@ fig = plot_loss_curves(train_result.history, title=cfg.setting_name)
 # `metrics.json`, `predictions.csv`, `calibration.json`, figures and the config go to the run folder.
 
 # %%
-from avaga_lib.evaluate import evaluate_run, metrics_row, save_run
+from avaga_lib.evaluate import evaluate_run
+from avaga_lib.paper import metrics_row
+from avaga_lib.run import save_run
 
 eval_result = evaluate_run(train_result.cfg, train_result.model, splits)
 run_dir = save_run(train_result.cfg, train_result, eval_result)

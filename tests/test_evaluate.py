@@ -1,4 +1,5 @@
-"""Evaluator: label-free calibration (no test label reaches it), metrics contract, gating, saving, paper values."""
+"""Evaluator: label-free calibration (no test label reaches it), metrics contract, gating, saving, and metrics.json
+recomputed from predictions.csv + the saved maps with the metrics functions."""
 
 from __future__ import annotations
 
@@ -6,16 +7,23 @@ import json
 import math
 import random
 import shutil
+import warnings
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
+from avaga_lib import calibration as C
 from avaga_lib import evaluate as E
-from avaga_lib.config import RunConfig, make_config
+from avaga_lib import metrics as M
+from avaga_lib.config import make_config
 from avaga_lib.data import ImageRecord, generate_dataset, make_splits
+from avaga_lib.io import read_json
+from avaga_lib.run import save_run
 from avaga_lib.runtime import seed_everything
 from avaga_lib.train import build_networks, train_run
 
@@ -47,14 +55,14 @@ def _untrained(cfg):
 
 
 def test_calibration_maps_validation_max_to_threshold() -> None:
-    cal = E.fit_calibration([2.0, 3.0, 4.0])
+    cal = C.fit_calibration([2.0, 3.0, 4.0])
     s = cal.normalize_scores([2.0, 4.0, 5.0, 100.0, 0.0])
     np.testing.assert_allclose(s, [0.0, 0.5, 0.75, 1.0, 0.0])
     assert (s > 0.5).tolist() == [False, False, True, True, False]  # anomalous = above every normal val score
-    assert E.Calibration.from_dict(json.loads(json.dumps(cal.to_dict()))) == cal
+    assert C.Calibration.from_dict(json.loads(json.dumps(cal.to_dict()))) == cal
     with pytest.raises(ValueError, match="validation"):
-        E.fit_calibration([])
-    np.testing.assert_allclose(E.transductive_scores([1.0, 3.0, 2.0]), [0.0, 1.0, 0.5])
+        C.fit_calibration([])
+    np.testing.assert_allclose(C.transductive_scores([1.0, 3.0, 2.0]), [0.0, 1.0, 0.5])
 
 
 def test_shuffled_test_labels_change_no_threshold_or_score(tiny_root: Path, tmp_path: Path) -> None:
@@ -105,21 +113,6 @@ def test_weak_maps_gated_by_classifier(tiny_root: Path, tmp_path: Path) -> None:
     assert 0.0 <= ev.metrics["image_auroc_classifier"] <= 1.0
 
 
-def test_train_evaluate_save_writes_run_folder(tiny_root: Path, tmp_path: Path) -> None:
-    cfg = _cfg(tiny_root, tmp_path, method="ae_ssim")
-    tr, ev, run_dir = E.train_and_evaluate(cfg, progress=False)
-    for name in ("config.json", "metrics.json", "predictions.csv", "losses.csv", "calibration.json", "splits.json",
-                 "checkpoint.pt", "fig_losses.png", "fig_scores.png", "fig_qualitative.png"):
-        assert (run_dir / name).is_file(), name
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert CONTRACT_KEYS <= set(metrics)
-    assert metrics["image_auroc_classifier"] is None  # NaN -> null
-    assert "transductive" in metrics["transductive_flag"]
-    conf = RunConfig.load(run_dir / "config.json")  # loadable: every choice, fallbacks as notes
-    assert conf.method == "ae_ssim" and any(n.startswith("pretrained_source=") for n in conf.notes)
-    assert E.load_calibration(run_dir) == ev.calibration
-
-
 def test_mask_less_dataset_reports_pixel_metrics_unavailable(tiny_root: Path, tmp_path: Path) -> None:
     root = tmp_path / "nomask"
     shutil.copytree(tiny_root, root)
@@ -128,26 +121,11 @@ def test_mask_less_dataset_reports_pixel_metrics_unavailable(tiny_root: Path, tm
     with pytest.warns(UserWarning, match="ground_truth"):
         splits = make_splits(cfg.data, "unsupervised")
     ev = E.evaluate_run(cfg, _untrained(cfg), splits)
-    E.save_run(cfg, None, ev, figures=False)
+    save_run(cfg, None, ev, figures=False)
     metrics = json.loads((cfg.run_dir / "metrics.json").read_text())
     assert metrics["pixel_metrics_available"] is False
     assert metrics["iou"] is None and metrics["pixel_auroc"] is None and metrics["aupro"] is None
     assert metrics["mean_accuracy"] is not None
-
-
-def test_paper_values() -> None:
-    assert E.paper_value("table2_mvtec_iou", "bottle", "AVAGA-R_u") == pytest.approx(0.33)
-    assert E.paper_value("table3_mvtec_accuracy.csv", "bottle", "AE_L2") == pytest.approx(0.80)
-    assert math.isnan(E.paper_value("table2_mvtec_iou", "weave", "AVAGA-R_u"))
-    cfg = make_config("smoke", {"data.dataset": "mvtec", "data.category": "bottle"})
-    table = E.paper_comparison(cfg, {"iou": 0.1, "mean_accuracy": 0.5})
-    assert table.loc["iou", "paper"] == pytest.approx(0.33) and table.loc["iou", "ours"] == 0.1
-    assert math.isnan(table.loc["aupro", "paper"])
-    assert E.paper_comparison(make_config("smoke"), {})["paper"].isna().all()
-    row = E.metrics_row(cfg, {"iou": 0.1, "mean_accuracy": 0.5, "image_auroc_classifier": float("nan")})
-    assert len(row) == 1 and row["iou (paper)"].iloc[0] == pytest.approx(0.33) and row["iou"].iloc[0] == 0.1
-    assert "image_auroc_classifier" not in row.columns  # unsupervised run: no classifier column
-    assert math.isnan(E.metrics_row(make_config("smoke"), {})["mean_accuracy (paper)"].iloc[0])  # embedded: n/a
 
 
 def test_same_seed_same_metrics(tiny_root: Path, tmp_path: Path) -> None:
@@ -161,3 +139,55 @@ def test_same_seed_same_metrics(tiny_root: Path, tmp_path: Path) -> None:
     for k in ("iou", "mean_accuracy", "image_auroc", "pixel_auroc", "aupro", "fp_area_normal"):
         assert a[k] == b[k] or (math.isnan(a[k]) and math.isnan(b[k])), k
     np.testing.assert_array_equal(runs[0].predictions["score_raw"], runs[1].predictions["score_raw"])
+
+
+def _null(v: float) -> float | None:
+    return None if isinstance(v, float) and math.isnan(v) else v
+
+
+def _recomputed(cfg: Any, p: pd.DataFrame, maps: dict[str, np.ndarray], thresholds: list[float]) -> dict[str, Any]:
+    """metrics.json from predictions.csv + maps/test_maps.npz, with metrics.py only (no evaluate code)."""
+    y, thr = p["label"].to_numpy(), cfg.eval.threshold
+    weak = "prob_anomalous" in p
+    gate = p["pred_label"].to_numpy() == 1 if weak else np.ones(len(y), dtype=bool)  # the classifier gates (PN 4)
+    pred = M.binarize(maps["maps"], thr) & gate[:, None, None]
+    gt = maps["gt"]
+    if "pixel_edges" in maps:
+        acc = M.PixelMetricAccumulator(edges=maps["pixel_edges"], max_fpr=cfg.eval.aupro_max_fpr)
+    else:
+        acc = M.PixelMetricAccumulator(cfg.eval.pixel_bins, cfg.eval.aupro_max_fpr, (0.0, 1.0))
+    acc.update(maps.get("raw_maps", maps["maps"]), gt)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        out = {"iou": M.mean_iou(pred, gt, y), "iou_pooled": M.pooled_iou(pred, gt, y),
+               "mean_accuracy": M.mean_class_accuracy(y, p["pred_label"]),
+               "image_auroc": M.image_auroc(y, p["score_raw"]), "fp_area_normal": M.fp_area(pred[y == 0]),
+               "mean_accuracy_transductive": M.mean_class_accuracy(y, M.binarize(p["score_transductive"], thr)),
+               "iou_at": {f"{t:g}": v for t, v in M.iou_threshold_curve(maps["maps"], gt, thresholds, y, gate).items()},
+               **acc.compute()}
+        if weak:
+            out["image_auroc_classifier"] = M.image_auroc(y, p["prob_anomalous"])
+            out["mean_accuracy_score"] = M.mean_class_accuracy(y, M.binarize(p["score"], thr))
+    np.testing.assert_array_equal(p["iou"], np.where(y == 1, M.iou_per_image(pred, gt), np.nan))
+    fp = np.where(y == 0, M.fp_area_per_image(pred), np.nan).astype(np.float32)  # a float32 column
+    np.testing.assert_array_equal(p["fp_area"].to_numpy(np.float32), fp)
+    return out
+
+
+@pytest.mark.parametrize("over", [{}, {"train.setting": "weak"}, {"method": "ae_l2"}], ids=["avaga_u", "avaga_w", "ae"])
+def test_metrics_json_equals_metrics_functions_on_saved_files(tiny_root: Path, tmp_path: Path,
+                                                             over: dict[str, Any]) -> None:
+    cfg = _cfg(tiny_root, tmp_path, **over)
+    splits = make_splits(cfg.data, cfg.train.setting)
+    run_dir = save_run(cfg, None, E.evaluate_run(cfg, _untrained(cfg), splits), figures=False)
+    metrics = read_json(run_dir / "metrics.json")
+    maps = E.load_maps(run_dir)
+    assert maps["maps"].dtype == np.float32 and maps["gt"].dtype == bool and len(maps["maps"]) == metrics["n_test"]
+    assert ("raw_maps" in maps) == (cfg.method != "avaga")
+    thresholds = [float(t) for t in metrics["iou_at"]]
+    expected = _recomputed(cfg, pd.read_csv(run_dir / "predictions.csv"), maps, thresholds)
+    assert expected.keys() <= metrics.keys()
+    for key, value in expected.items():
+        want = {k: _null(v) for k, v in value.items()} if key == "iou_at" else _null(value)
+        assert metrics[key] == want, key  # exactly equal, not approximately
+    assert metrics["pixel_auroc"] is not None and metrics["mean_accuracy"] is not None

@@ -1,0 +1,116 @@
+"""One run of the study, start to finish: splits, training, evaluation and the run folder.
+
+:func:`run_one` is what the command line (``python -m avaga_lib.cli train``), the pipeline and the notebooks call;
+:func:`save_run` writes the run folder of the results contract (docs/ARCHITECTURE.md): ``config.json`` (the
+config only), ``metrics.json`` (metrics, run record and ``notes``: the fallbacks that happened), ``predictions.csv``,
+``calibration.json``, ``maps/test_maps.npz`` (git-ignored), ``losses.csv`` and the figures.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from avaga_lib import metrics as M
+from avaga_lib import plots
+from avaga_lib.calibration import CALIBRATION_NAME
+from avaga_lib.config import RunConfig
+from avaga_lib.data import make_splits
+from avaga_lib.evaluate import MAPS_NAME, EvalResult, evaluate_run, save_maps
+from avaga_lib.io import write_csv, write_json
+from avaga_lib.train import train_run
+
+
+def run_one(cfg: RunConfig, figures: bool = True, progress: bool = False) -> Path:
+    """Train, evaluate and save one run: :func:`~avaga_lib.data.make_splits`, :func:`~avaga_lib.train.train_run`,
+    :func:`~avaga_lib.evaluate.evaluate_run`, :func:`save_run`.
+
+    Under torchrun (``train.nproc > 1``) every rank trains; rank 0 alone evaluates and writes (the others hold the
+    same weights, so a second evaluation would only repeat it) and the other ranks return at once.
+
+    Args:
+        cfg: the run config.
+        figures: draw fig_losses.png, fig_scores.png and fig_qualitative.png.
+        progress: tqdm bars over epochs and test batches.
+
+    Returns:
+        The run folder (``cfg.run_dir``).
+    """
+    splits = make_splits(cfg.data, cfg.train.setting, save_dir=cfg.run_dir)
+    result = train_run(cfg, splits, progress=progress)
+    if not result.extra.get("is_main", True):  # torchrun rank > 0 (issue 8)
+        return Path(cfg.run_dir)
+    run_cfg = getattr(result, "cfg", None) or cfg
+    evaluation = evaluate_run(run_cfg, result.model, splits, progress=progress)
+    return save_run(run_cfg, result, evaluation, figures=figures)
+
+
+def run_notes(cfg: RunConfig, train_result: Any) -> list[str]:
+    """What happened during the run (fallbacks, resume, the encoder's initialisation), without duplicates.
+
+    Reads ``TrainResult.notes`` and, while the config still carries them, ``cfg.notes``; both via getattr.
+    """
+    notes = [*getattr(cfg, "notes", ()), *(getattr(train_result, "notes", None) or [])]
+    if train_result is not None:
+        source = getattr(train_result.model, "pretrained_source", "none (no pretrained encoder)")
+        notes.append(f"pretrained_source={source}")
+    return list(dict.fromkeys(notes))
+
+
+def config_dict(cfg: RunConfig) -> dict[str, Any]:
+    """``config.json``: the config only (notes are a run outcome: ``metrics.json["notes"]``)."""
+    d = cfg.to_dict()
+    d.pop("notes", None)
+    return d
+
+
+def save_run(cfg: RunConfig, train_result: Any, eval_result: EvalResult, figures: bool = True) -> Path:
+    """Write a run folder: config.json, metrics.json, predictions.csv, calibration.json, maps/test_maps.npz,
+    losses.csv, fig_*.png.
+
+    Args:
+        cfg: the run config (the train result's config is preferred when present).
+        train_result: :class:`avaga_lib.train.TrainResult` (or None for an evaluation-only save).
+        eval_result: :class:`EvalResult`.
+        figures: draw fig_losses.png, fig_scores.png, fig_qualitative.png through :mod:`avaga_lib.plots`.
+
+    Returns:
+        The run folder.
+    """
+    run_cfg = getattr(train_result, "cfg", None) or cfg
+    out = Path(run_cfg.run_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    metrics = dict(eval_result.metrics)
+    if train_result is not None:
+        metrics["device"] = train_result.device
+        metrics["train_wall_time_s"] = train_result.wall_time_s
+        metrics["epochs_done"] = train_result.epochs_done
+        metrics["wall_time_s"] = train_result.wall_time_s + eval_result.wall_time_s
+        write_csv(out / "losses.csv", train_result.history)
+    else:
+        metrics["wall_time_s"] = eval_result.wall_time_s
+    metrics["setting_name"] = run_cfg.setting_name
+    metrics["notes"] = run_notes(run_cfg, train_result)
+    write_json(out / "config.json", config_dict(run_cfg))
+    write_json(out / "metrics.json", M.nan_to_none(metrics))
+    write_json(out / CALIBRATION_NAME, eval_result.calibration.to_dict())
+    write_csv(out / "predictions.csv", eval_result.predictions)
+    if eval_result.maps:
+        save_maps(out / MAPS_NAME, eval_result.maps)
+    if figures:
+        _save_figures(out, run_cfg, train_result, eval_result)
+    return out
+
+
+def _save_figures(out: Path, cfg: RunConfig, train_result: Any, eval_result: EvalResult) -> None:
+    """fig_losses.png (when trained), fig_scores.png and fig_qualitative.png of a run folder."""
+    name = cfg.setting_name
+    if train_result is not None and len(train_result.history):
+        plots.plot_loss_curves(train_result.history, out / "fig_losses.png", title=name, close=True)
+    plots.plot_score_histogram(eval_result.predictions, cfg.eval.threshold, out / "fig_scores.png", title=name,
+                               close=True)
+    if eval_result.examples.get("path"):
+        plots.plot_qualitative_grid(eval_result.examples, out / "fig_qualitative.png", title=name, close=True)
+
+
+__all__ = ["config_dict", "run_notes", "run_one", "save_run"]

@@ -1,0 +1,64 @@
+"""run_one: splits + training + evaluation + the run folder of the results contract (notes in metrics.json)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from avaga_lib.calibration import load_calibration
+from avaga_lib.config import RunConfig, make_config
+from avaga_lib.data import generate_dataset
+from avaga_lib.evaluate import MAPS_NAME, load_maps
+from avaga_lib.run import config_dict, run_notes, run_one
+
+CONTRACT_KEYS = {
+    "iou", "iou_pooled", "mean_accuracy", "image_auroc", "image_auroc_classifier", "pixel_auroc", "aupro",
+    "fp_area_normal", "mean_accuracy_transductive", "iou_at", "n_test", "n_anomalous", "wall_time_s",
+    "pixel_metrics_available", "notes",
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("emb")
+    return generate_dataset(root / "embedded", categories=["weave"], n_train=6, n_test_good=4, n_test_bad=4, size=64)
+
+
+def test_run_one_writes_run_folder(tiny_root: Path, tmp_path: Path) -> None:
+    cfg = make_config("smoke", {"data.root": str(tiny_root), "data.category": "weave", "data.image_size": 64,
+                                "data.val_fraction": 0.2, "method": "ae_ssim", "train.batch_size": 4,
+                                "train.epochs": 1, "results_dir": str(tmp_path)})
+    run_dir = run_one(cfg, progress=False)
+    assert run_dir == cfg.run_dir
+    for name in ("config.json", "metrics.json", "predictions.csv", "losses.csv", "calibration.json", "splits.json",
+                 "checkpoint.pt", "fig_losses.png", "fig_scores.png", "fig_qualitative.png", MAPS_NAME):
+        assert (run_dir / name).is_file(), name
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert CONTRACT_KEYS <= set(metrics)
+    assert metrics["image_auroc_classifier"] is None  # NaN -> null
+    assert "transductive" in metrics["transductive_flag"]
+    assert any(n.startswith("pretrained_source=") for n in metrics["notes"])  # notes are a run outcome
+    saved = json.loads((run_dir / "config.json").read_text())
+    assert "notes" not in saved  # config.json holds the config only
+    conf = RunConfig.load(run_dir / "config.json")  # loadable: every choice
+    assert conf.method == "ae_ssim" and conf.setting_name == cfg.setting_name
+    assert load_calibration(run_dir).source == "validation"
+    maps = load_maps(run_dir)
+    assert maps["maps"].shape == (metrics["n_test"], 64, 64) and "raw_maps" in maps and "pixel_edges" in maps
+
+
+class _Trained:
+    """Stand-in for a TrainResult: only what run_notes reads."""
+
+    notes = ["pretrained weights unavailable: random init", "resumed from epoch 1"]
+    model = type("M", (), {"pretrained_source": "none"})()
+
+
+def test_run_notes_and_config_dict() -> None:
+    cfg = make_config("smoke")
+    notes = run_notes(cfg, _Trained())
+    assert notes == [*_Trained.notes, "pretrained_source=none"]
+    assert run_notes(cfg, None) == list(getattr(cfg, "notes", ()))
+    assert "notes" not in config_dict(cfg) and config_dict(cfg)["method"] == cfg.method
