@@ -6,15 +6,10 @@
 # Protocol: 2% of the anomalous test images (ceil, at least 1, seeded) move to training with their image label only (PROTOCOL_NOTES 12) and are seen in every epoch (balanced sampling). At test the classifier decides normal / anomalous (PN 4); an image called anomalous is localized by A^{c_a} > 0.5, one called normal gets an empty mask. The reconstruction score, calibrated on the normal validation split only (PN 8), is reported beside it (`mean_accuracy_score`, image AUROC).
 
 # %% tags=["parameters"]
+run: str = "AVAGA-R_w"  # a weak run of the study registry (avaga_lib/study.py): AVAGA-R_w / AVAGA-D_w / AVAGA-R_w-noadv / AVAGA-R_w-noSGB
 dataset: str = "embedded"  # embedded | mvtec | mtd | folder | stc
 root: str = ""  # dataset root in MVTec layout; "" = the dataset's default location
 category: str = "weave"  # embedded: weave | granite | washer; MVTec: bottle, ...; mtd: magnetic_tile
-method: str = "avaga"  # avaga | ae_l2 | ae_ssim (baselines of Bergmann et al. 2018, unsupervised only)
-variant: str = "R"  # R: ResNet-18 encoder + residual decoder | D: DCGAN (Sec. 3)
-latent: str = "conv"  # conv: convolutional latent | flat: FC latent of size 100 (Sec. 5 ablation)
-attention_loss: bool = True  # False = "w/o attention" ablation (Table 8)
-adversarial_recon: bool = True  # False = "w/o adv. recons" ablation, weak setting only (Table 8 col. 4)
-sgb: bool = True  # False = "w/o SGB" ablation, weak setting only (Table 8 col. 5)
 profile: str = "smoke"  # smoke: CPU-sized | paper: App. A.1 (Adam 1e-4, batch 24, 150 epochs, 256 px)
 epochs: int = 2  # training epochs (paper: 150)
 image_size: int = 64  # test side in pixels (paper: 256)
@@ -26,23 +21,13 @@ results_dir: str = "results/scratch"  # base of the results tree, relative to th
 import os
 
 from avaga_lib import paths
-from avaga_lib.config import make_config
+from avaga_lib.config import config_from_parameters
 
 os.chdir(paths.project_root())  # relative roots / results_dir resolve from the project root, as under the pipeline
-cfg = make_config(profile, {
-    "train.setting": "weak",
-    "method": method,
-    "data.dataset": dataset, "data.root": root, "data.category": category, "data.image_size": image_size,
-    "model.variant": variant, "model.latent": latent,
-    "loss.attention_loss": attention_loss, "loss.adversarial_recon": adversarial_recon, "loss.sgb": sgb,
-    "train.epochs": epochs, "train.seed": seed, "train.device": device,
-    "results_dir": results_dir,
-})
+cfg = config_from_parameters("weak", dict(
+    run=run, dataset=dataset, root=root, category=category, image_size=image_size, epochs=epochs, seed=seed,
+    device=device, results_dir=results_dir), profile)  # the mapping the pipeline uses too (one place)
 print("run folder:", cfg.run_dir)
-
-# %%
-if method != "avaga":
-    raise ValueError(f"method={method!r}: the AE baselines have no weakly supervised setting; use notebook 03")
 
 # %% [markdown]
 # ## Splits
