@@ -21,12 +21,14 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP) ## create .venv, install avaga_lib with dev extras, register the `avaga` Jupyter kernel
 
-test: $(STAMP) ## run pytest and nbval over every notebook (what CI runs)
+test: $(STAMP) ## import layers, pytest, nbval over every notebook (what CI runs)
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q tests
 	$(PY) -m pytest -q --nbval-lax --nbval-current-env -p no:cacheprovider notebooks/
 
-lint: $(STAMP) ## ruff over the library, tests, tools and notebook sources
-	$(VENV)/bin/ruff check avaga_lib tests tools notebooks
+lint: $(STAMP) ## ruff over the library, benchmarks, tests, tools and notebook sources; import-linter layers
+	$(VENV)/bin/ruff check avaga_lib benchmarks tests tools notebooks
+	$(VENV)/bin/lint-imports
 
 notebooks: $(STAMP) ## write notebooks/*.ipynb from their jupytext sources notebooks/*.py (edit the .py files)
 	$(PY) tools/sync_notebooks.py
@@ -38,7 +40,7 @@ lab: $(STAMP) ## open JupyterLab on notebooks/
 	$(VENV)/bin/jupyter lab notebooks/
 
 bench: $(STAMP) ## benchmark: throughput, attention cost, data-wait, eval speed, memory -> results/bench/
-	$(PY) -m benchmarks
+	$(PY) -m avaga_lib.cli bench
 
 predict: $(STAMP) ## anomaly maps for your images: make predict RUN=<run folder> IMAGES=<folder> [OUT=<folder>]
 	@test -n "$(RUN)" -a -n "$(IMAGES)" || { echo "usage: make predict RUN=results/<dataset>/<category>/<setting> IMAGES=<folder> [OUT=<folder>]"; exit 2; }

@@ -1,7 +1,8 @@
-"""Command line of the study: ``python -m avaga_lib.cli <command> [options]`` (the Makefile calls these).
+"""Command line of the study: ``python -m avaga_lib.cli <command> [options]``, its one entry point.
 
-To add a command: write ``_add_<name>(parser)`` (declares its options) and ``_run_<name>(args) -> int`` and register
-both in :data:`COMMANDS`.
+The Makefile, the README and docs call these sub-commands (``tests/test_readme_commands.py`` parses every command
+line of the README against :func:`build_parser`). To add a command: write ``_add_<name>(parser)`` (declares its
+options) and ``_run_<name>(args) -> int`` and register both in :data:`COMMANDS`.
 """
 
 from __future__ import annotations
@@ -10,7 +11,35 @@ import argparse
 import os
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+
+import yaml
+
+from avaga_lib import paths, pipeline, report
+from avaga_lib.config import make_config
+from avaga_lib.data import SOURCES
+from avaga_lib.data.download import download_mvtec
+from avaga_lib.data.mtd import MTD_CATEGORY, convert_magnetic_tile
+from avaga_lib.data.stc import CACHE_DIRNAME, FRAME_STEP, count_summary, extract_stc
+from avaga_lib.data.synthetic import MARKER, generate_dataset
+from avaga_lib.distributed import env_world_size, launch
+from avaga_lib.io import read_json
+from avaga_lib.predict import PREDICTIONS_NAME, predict_folder
+from avaga_lib.run import run_one
+from avaga_lib.train import NonFiniteLossError, TrainingInterrupted
+
+DATASETS_HELP = " | ".join(SOURCES)  # the data sources' registry names the valid data.dataset values
+
+
+def _parse_sets(items: Sequence[str]) -> dict[str, object]:
+    """``--set KEY=VALUE`` items as overrides, each value read as YAML (``1`` -> 1, ``true`` -> True)."""
+    overrides: dict[str, object] = {}
+    for item in items:
+        key, _, value = item.partition("=")
+        overrides[key] = yaml.safe_load(value)
+    return overrides
+
 
 # --------------------------------------------------------------------------------------------------------- data
 
@@ -23,9 +52,6 @@ def _add_make_data(p: argparse.ArgumentParser) -> None:
 
 
 def _run_make_data(args: argparse.Namespace) -> int:
-    from avaga_lib import paths
-    from avaga_lib.data.synthetic import MARKER, generate_dataset
-
     root = args.root or paths.embedded_root()
     existed = (root / MARKER).is_file()
     generate_dataset(root, seed=args.seed, categories=args.categories, size=args.size, progress=print)
@@ -36,6 +62,7 @@ def _run_make_data(args: argparse.Namespace) -> int:
 def _add_convert_mtd(p: argparse.ArgumentParser) -> None:
     p.add_argument("src", type=Path, nargs="?", default=None,
                    help="Magnetic Tile Defect release (default: ../shared/data/magnetic_tile)")
+    p.add_argument("--src", dest="src_option", type=Path, default=None, help="the release, as an option (same as SRC)")
     p.add_argument("--dst", type=Path, default=None, help="destination root (default: data/mtd)")
     p.add_argument("--seed", type=int, default=0, help="seed of the MT_Free train/test split")
     p.add_argument("--train-fraction", type=float, default=0.8, help="share of MT_Free used for training")
@@ -43,10 +70,10 @@ def _add_convert_mtd(p: argparse.ArgumentParser) -> None:
 
 
 def _run_convert_mtd(args: argparse.Namespace) -> int:
-    from avaga_lib import paths
-    from avaga_lib.data.mtd import MTD_CATEGORY, convert_magnetic_tile
-
-    src = args.src or paths.shared_magnetic_tile()
+    if args.src is not None and args.src_option is not None and args.src != args.src_option:
+        print(f"convert-mtd: two sources given ({args.src} and --src {args.src_option}); give one", file=sys.stderr)
+        return 2
+    src = args.src_option or args.src or paths.shared_magnetic_tile()
     if src is None:
         print("no Magnetic Tile source given and ../shared/data/magnetic_tile not found", file=sys.stderr)
         return 2
@@ -63,8 +90,6 @@ def _add_download_mvtec(p: argparse.ArgumentParser) -> None:
 
 
 def _run_download_mvtec(args: argparse.Namespace) -> int:
-    from avaga_lib.data.download import download_mvtec
-
     root = download_mvtec(args.dest, url=args.url, keep_archive=not args.no_keep_archive)
     print(f"MVTec AD at {root}: pass ROOT={root} DATASET=mvtec")
     return 0
@@ -75,7 +100,7 @@ def _run_download_mvtec(args: argparse.Namespace) -> int:
 
 def _add_pipeline(p: argparse.ArgumentParser) -> None:
     p.add_argument("--params", type=Path, default=None, help="params YAML (default: from --dataset, e.g. smoke)")
-    p.add_argument("--dataset", default=None, help="embedded | mvtec | mtd | folder | stc (overrides the file)")
+    p.add_argument("--dataset", default=None, help=f"{DATASETS_HELP} (overrides the file)")
     p.add_argument("--root", default=None, help="dataset root ('' = the dataset's default location)")
     p.add_argument("--profile", default=None, help="smoke | paper (default: the file's)")
     p.add_argument("--categories", default=None, help="comma-separated subset")
@@ -93,14 +118,7 @@ def _add_pipeline(p: argparse.ArgumentParser) -> None:
 
 
 def _run_pipeline(args: argparse.Namespace) -> int:
-    import yaml
-
-    from avaga_lib import pipeline
-
-    overrides = {}
-    for item in args.set:
-        key, _, value = item.partition("=")
-        overrides[key] = yaml.safe_load(value)
+    overrides = _parse_sets(args.set)
     try:
         specs = pipeline.plan_runs(args.params, dataset=args.dataset, root=args.root, categories=args.categories,
                                    variants=args.variants, seeds=args.seeds, profile=args.profile,
@@ -135,15 +153,13 @@ def _add_report(p: argparse.ArgumentParser) -> None:
 
 
 def _run_report(args: argparse.Namespace) -> int:
-    from avaga_lib import pipeline, report
-
     if args.tables_only:
         try:
-            paths = report.write_report(args.results_dir)
+            written = report.write_report(args.results_dir)
         except report.ReportError as exc:
             print(f"report: {exc}", file=sys.stderr)
             return 2
-        print(f"report: {paths.report_md} and {len(paths.tables)} tables")
+        print(f"report: {written.report_md} and {len(written.tables)} tables")
         return 0
     outcomes = pipeline.run_report_notebooks(args.results_dir, kernel=args.kernel)
     return int(any(o.status != "ok" for o in outcomes.values()))
@@ -154,7 +170,7 @@ def _run_report(args: argparse.Namespace) -> int:
 
 def _add_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--profile", default="smoke", help="smoke | paper")
-    p.add_argument("--dataset", default=None, help="embedded | mvtec | mtd | folder | stc")
+    p.add_argument("--dataset", default=None, help=DATASETS_HELP)
     p.add_argument("--root", default=None, help="dataset root in MVTec layout (default: the dataset's location)")
     p.add_argument("--category", default=None, help="category / scene")
     p.add_argument("--setting", default=None, help="unsupervised | weak")
@@ -170,25 +186,13 @@ def _add_train(p: argparse.ArgumentParser) -> None:
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    import yaml
-
-    from avaga_lib.config import make_config
-    from avaga_lib.io import read_json
-    from avaga_lib.run import run_one
-    from avaga_lib.train import NonFiniteLossError, TrainingInterrupted
-
     named = {"data.dataset": args.dataset, "data.root": args.root, "data.category": args.category,
              "train.setting": args.setting, "method": args.method, "model.variant": args.variant,
              "data.image_size": args.image_size, "train.epochs": args.epochs, "train.seed": args.seed,
              "results_dir": args.results_dir}
-    overrides = {k: v for k, v in named.items() if v is not None}
-    for item in args.set:
-        key, _, value = item.partition("=")
-        overrides[key] = yaml.safe_load(value)
+    overrides = {k: v for k, v in named.items() if v is not None} | _parse_sets(args.set)
     try:
         cfg = make_config(args.profile, overrides)
-        from avaga_lib.distributed import env_world_size, launch
-
         if cfg.train.nproc > 1 and env_world_size() == 1:  # issue 8: relaunch this command under torchrun
             return launch(args.argv, cfg.train.nproc)
         run_dir = run_one(cfg, progress=not args.no_progress)
@@ -217,8 +221,6 @@ def _add_predict(p: argparse.ArgumentParser) -> None:
 
 
 def _run_predict(args: argparse.Namespace) -> int:
-    from avaga_lib.predict import PREDICTIONS_NAME, predict_folder
-
     try:
         frame = predict_folder(args.run, args.images, args.out, device=args.device)
     except (FileNotFoundError, ValueError) as exc:
@@ -232,15 +234,91 @@ def _run_predict(args: argparse.Namespace) -> int:
     return 0
 
 
-# name -> (declare options, run). Other modules' commands are added here.
-COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int], str]] = {
-    "make-data": (_add_make_data, _run_make_data, "generate the embedded default dataset (data/embedded)"),
-    "convert-mtd": (_add_convert_mtd, _run_convert_mtd, "convert Magnetic Tile Defect to MVTec layout (data/mtd)"),
-    "download-mvtec": (_add_download_mvtec, _run_download_mvtec, "download + verify + extract MVTec AD"),
-    "pipeline": (_add_pipeline, _run_pipeline, "plan + execute the reproduction runs (make reproduce)"),
-    "report": (_add_report, _run_report, "notebooks 06 + 07 over a results tree: tables, REPORT.md, report.html"),
-    "train": (_add_train, _run_train, "train + evaluate + save one run from dotted overrides"),
-    "predict": (_add_predict, _run_predict, "anomaly maps, overlays and decisions for a folder of images"),
+# ------------------------------------------------------------------------------------------ STC, launch, bench
+
+
+def _add_stc(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--release", required=True, help="folder holding training/videos and testing/")
+    p.add_argument("--cache", default=str(paths.data_dir() / CACHE_DIRNAME), help="output cache folder")
+    p.add_argument("--scenes", nargs="*", default=None, help="scene ids (default: 01-13 as present)")
+    p.add_argument("--size", type=int, default=None, help="shorter side of cached frames (default: keep)")
+    p.add_argument("--frame-step", type=int, default=FRAME_STEP, help="keep every n-th training frame")
+
+
+def _run_stc(args: argparse.Namespace) -> int:
+    totals = extract_stc(args.release, args.cache, scenes=args.scenes, frame_step=args.frame_step, size=args.size)
+    print(count_summary(totals))
+    print(f"cache: {args.cache}  (use data.dataset=stc data.root={args.cache} data.category=<scene>)")
+    return 0
+
+
+def _add_launch(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--nproc", type=int, required=True, help="processes per node (one per GPU)")
+    p.add_argument("--nnodes", type=int, default=1, help="number of nodes")
+    p.add_argument("--node-rank", type=int, default=None, help="rank of this node (multi-node)")
+    p.add_argument("--rdzv", default=None, help="host:port of the rendezvous (multi-node)")
+    p.add_argument("cli_args", nargs=argparse.REMAINDER,
+                   help="-- followed by the arguments of this CLI, e.g. -- train --profile smoke")
+
+
+def _run_launch(args: argparse.Namespace) -> int:
+    rest = args.cli_args[1:] if args.cli_args[:1] == ["--"] else args.cli_args
+    if not rest:
+        print("launch: give the avaga_lib.cli arguments after --, e.g. -- train --profile smoke", file=sys.stderr)
+        return 2
+    kw: dict[str, object] = {"nnodes": args.nnodes}
+    if args.nnodes > 1:
+        kw |= {"node_rank": args.node_rank, "rdzv_endpoint": args.rdzv}
+    return launch(rest, args.nproc, **kw)
+
+
+def _add_bench(p: argparse.ArgumentParser) -> None:
+    """No options of its own: every argument goes to the benchmark runner (``bench --help`` prints its options)."""
+
+
+def _run_bench(args: argparse.Namespace) -> int:
+    # benchmarks/ sits beside the package (a source checkout's tool, not part of the installed library), so it is
+    # imported here, from the project root, rather than at module level
+    sys.path.insert(0, str(paths.project_root()))
+    try:
+        from benchmarks.cli import main as bench_main
+    except ImportError as exc:
+        print(f"bench: {exc}; run it from a source checkout of the project (benchmarks/ beside avaga_lib/)",
+              file=sys.stderr)
+        return 2
+    bench_main(list(args.passthrough))
+    return 0
+
+
+@dataclass(frozen=True)
+class Command:
+    """One sub-command: its options, what it runs, its one-line help.
+
+    ``passthrough``: arguments the sub-command's parser does not know are handed to ``run`` as
+    ``args.passthrough`` instead of being an error (for a command that owns its own parser, e.g. ``bench``).
+    """
+
+    add: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+    help: str
+    passthrough: bool = False
+
+
+# name -> command. Other modules' commands are added here.
+COMMANDS: dict[str, Command] = {
+    "make-data": Command(_add_make_data, _run_make_data, "generate the embedded default dataset (data/embedded)"),
+    "convert-mtd": Command(_add_convert_mtd, _run_convert_mtd,
+                           "convert Magnetic Tile Defect to MVTec layout (data/mtd)"),
+    "download-mvtec": Command(_add_download_mvtec, _run_download_mvtec, "download + verify + extract MVTec AD"),
+    "stc": Command(_add_stc, _run_stc, "extract the ShanghaiTech Campus release into an MVTec-layout cache"),
+    "pipeline": Command(_add_pipeline, _run_pipeline, "plan + execute the reproduction runs (make reproduce)"),
+    "report": Command(_add_report, _run_report,
+                      "notebooks 06 + 07 over a results tree: tables, REPORT.md, report.html"),
+    "train": Command(_add_train, _run_train, "train + evaluate + save one run from dotted overrides"),
+    "launch": Command(_add_launch, _run_launch, "run a CLI command under torchrun (data-parallel, several nodes)"),
+    "predict": Command(_add_predict, _run_predict, "anomaly maps, overlays and decisions for a folder of images"),
+    "bench": Command(_add_bench, _run_bench, "benchmarks -> results/bench/ (arguments go to the runner)",
+                     passthrough=True),
 }
 
 
@@ -248,16 +326,28 @@ def build_parser() -> argparse.ArgumentParser:
     """Parser with one sub-command per entry of :data:`COMMANDS`."""
     parser = argparse.ArgumentParser(prog="avaga", description="AVAGA reproducibility study")
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, (add, _, help_text) in COMMANDS.items():
-        add(sub.add_parser(name, help=help_text, description=help_text))
+    for name, command in COMMANDS.items():
+        # a pass-through command leaves --help to the parser it hands its arguments to
+        command.add(sub.add_parser(name, help=command.help, description=command.help,
+                                   add_help=not command.passthrough))
     return parser
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    """Parse a command line as :func:`main` does (exits with status 2 and a usage message on a bad one)."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(list(argv))
+    if extra and not COMMANDS[args.command].passthrough:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.passthrough = extra
+    args.argv = list(argv)  # the command as given (train relaunches it, issue 8)
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point (``avaga`` script and ``python -m avaga_lib.cli``)."""
-    args = build_parser().parse_args(argv)
-    args.argv = list(sys.argv[1:] if argv is None else argv)  # the command as given (train relaunches it, issue 8)
-    return COMMANDS[args.command][1](args)
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    return COMMANDS[args.command].run(args)
 
 
 if __name__ == "__main__":

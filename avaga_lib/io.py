@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -67,7 +68,7 @@ def write_text(path: Path | str, text: str) -> Path:
 
 def save_torch(path: Path | str, obj: Any) -> Path:
     """``torch.save`` atomically (checkpoints)."""
-    import torch
+    import torch  # lazy: io is the bottom layer (config, pipeline planning, report tables) and never needs torch else
 
     return atomic_write(path, lambda p: torch.save(obj, p))
 
@@ -78,8 +79,6 @@ def replace_dir(tmp: Path | str, dst: Path | str) -> Path:
     An existing ``dst`` is first moved aside and deleted only after the new folder is in place, so at every moment
     either the old or the new complete folder exists under ``dst``.
     """
-    import shutil
-
     tmp, dst = Path(tmp), Path(dst)
     if dst.exists():
         old = Path(tempfile.mkdtemp(prefix=f".{dst.name}.old-", dir=dst.parent))

@@ -10,13 +10,15 @@ from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
+from PIL import Image
+
+from avaga_lib.io import atomic_write
 
 
 def _save(fig: Any, path: Path | str | None, dpi: int = 120, close: bool = False) -> None:
     """Write ``fig`` as PNG atomically when ``path`` is given; ``close`` frees it (batch use, not notebooks)."""
     if path is not None:
-        from avaga_lib.io import atomic_write
-
         atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=dpi, bbox_inches="tight"))
     if close:
         plt.close(fig)
@@ -117,8 +119,6 @@ def plot_loss_curves(history: Any, path: Path | str | None = None, title: str = 
     Returns:
         The matplotlib figure.
     """
-    import pandas as pd
-
     frame = pd.DataFrame(history)
     terms = [c for c in frame.columns if c not in ("epoch", "lr", "time_s")]
     n = max(1, len(terms))
@@ -152,8 +152,6 @@ def plot_score_histogram(predictions: Any, threshold: float = 0.5, path: Path | 
         title: figure title.
         close: close the figure after saving.
     """
-    import pandas as pd
-
     frame = pd.DataFrame(predictions)
     panels = [(c, t) for c, t in (("score", "score (validation-calibrated)"),
                                   ("score_transductive", "score (transductive, flagged)"),
@@ -219,20 +217,12 @@ def plot_qualitative_grid(examples: dict[str, Any], path: Path | str | None = No
 
 def save_map_png(amap01: np.ndarray, path: Path | str) -> Path:
     """Write an anomaly map in [0, 1] as an 8-bit grey PNG (255 = 1.0), atomically."""
-    from PIL import Image
-
-    from avaga_lib.io import atomic_write
-
     a = (np.clip(np.asarray(amap01, dtype=np.float32), 0, 1) * 255).round().astype(np.uint8)
     return atomic_write(path, lambda p: Image.fromarray(a).save(p, format="PNG"))
 
 
 def save_overlay_png(image_u8: np.ndarray, mask: np.ndarray, path: Path | str) -> Path:
     """Write the image with its predicted anomalous pixels in red (Fig. 2 rendering) as a PNG, atomically."""
-    from PIL import Image
-
-    from avaga_lib.io import atomic_write
-
     rgb = red_overlay(image_u8, mask)
     return atomic_write(path, lambda p: Image.fromarray(rgb).save(p, format="PNG"))
 
@@ -252,8 +242,7 @@ def plot_ours_vs_paper(table: Any, methods: Any, metric_label: str = "IoU", path
         title: figure title.
         close: close the figure after saving.
     """
-    import pandas as pd
-    import seaborn as sns
+    import seaborn as sns  # lazy: seaborn (+ scipy.stats) takes seconds to import; only this report figure uses it
 
     rows = []
     for _, r in table.iterrows():
@@ -378,8 +367,6 @@ def plot_image_files_grid(paths: Any, titles: Any, path: Path | str | None = Non
         width: figure width in inches.
         close: close the figure after saving.
     """
-    from PIL import Image
-
     paths = list(paths)
     n = max(len(paths), 1)
     rows = (n + columns - 1) // columns

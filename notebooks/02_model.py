@@ -42,7 +42,8 @@ cfg.model
 # %%
 from dataclasses import replace
 
-from avaga_lib.model import AVAGA, Discriminator, architecture_table, count_parameters
+from avaga_lib.architecture import architecture_table
+from avaga_lib.model import AVAGA, Discriminator, count_parameters
 
 with torch.device("meta"):
     net256 = AVAGA(replace(cfg.model, variant="R", latent="conv", pretrained="none"), 256, classifier=True)

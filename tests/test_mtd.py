@@ -70,6 +70,12 @@ def test_resize_option_and_cli(tmp_path: Path) -> None:
     cat = tmp_path / "small" / MTD_CATEGORY
     for p in [*cat.rglob("*.png")]:
         assert Image.open(p).size == (32, 32)
+    # the README's form: the source as --src (issue 12); the same copy as the positional form
+    assert cli_main(["convert-mtd", "--src", str(src), "--dst", str(tmp_path / "opt"), "--size", "32"]) == 0
+    opt = tmp_path / "opt" / MTD_CATEGORY
+    files = lambda d: sorted(p.relative_to(d) for p in d.rglob("*.png"))  # noqa: E731
+    assert files(opt) == files(cat)
+    assert cli_main(["convert-mtd", str(src), "--src", str(tmp_path), "--dst", str(tmp_path / "x")]) == 2  # two sources
 
 
 def test_refuses_bad_source_and_destination_inside_source(tmp_path: Path) -> None:

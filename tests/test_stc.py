@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
+from avaga_lib.cli import main as cli_main
 from avaga_lib.data import stc
 from avaga_lib.data.stc import DataLayoutError, ensure_stc_cache, extract_stc
 
@@ -231,7 +232,7 @@ def test_ensure_stc_cache(release: Path, tmp_path: Path, monkeypatch: pytest.Mon
 
 
 def test_cli_main(release: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert stc.main(["--release", str(release), "--cache", str(tmp_path), "--scenes", "01"]) == 0
+    assert cli_main(["stc", "--release", str(release), "--cache", str(tmp_path), "--scenes", "01"]) == 0
     assert "01" in capsys.readouterr().out and (tmp_path / "01" / "test" / "anomalous").is_dir()
 
 

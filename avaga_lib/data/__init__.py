@@ -3,25 +3,29 @@
 See docs/ARCHITECTURE.md (Data contract). Any folder in MVTec layout works ("bring your own images"):
 ``<root>/<category>/train/good``, ``<root>/<category>/test/<good|defect>``, optionally
 ``<root>/<category>/ground_truth/<defect>/<stem>_mask.png``.
+
+Modules, bottom up (each imports only those above it in this list): ``records`` (error, records) ->
+``synthetic``, ``mtd``, ``stc``, ``download`` (generators / converters) -> ``sources`` (the registry of data sources
+and :func:`resolve_root`) -> ``dataset`` (reader, splits, tensors, augmentation).
 """
 
 from avaga_lib.data.dataset import (
     AnomalyDataset,
-    DataLayoutError,
-    ImageRecord,
-    Splits,
     augment_batch,
     make_splits,
-    resolve_root,
     save_splits,
     scan_category,
     split_counts,
 )
+from avaga_lib.data.records import DataLayoutError, ImageRecord, Splits
+from avaga_lib.data.sources import SOURCES, DataSource, resolve_root
 from avaga_lib.data.synthetic import generate_dataset
 
 __all__ = [
+    "SOURCES",
     "AnomalyDataset",
     "DataLayoutError",
+    "DataSource",
     "ImageRecord",
     "Splits",
     "augment_batch",

@@ -20,49 +20,25 @@ import math
 import os
 import warnings
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import Dataset
+from tqdm.auto import tqdm
 
-from avaga_lib import paths
 from avaga_lib.config import SETTINGS, DataConfig
+from avaga_lib.data.records import DataLayoutError, ImageRecord, Splits
+from avaga_lib.data.sources import resolve_root
 from avaga_lib.io import write_json
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 MASK_SUFFIX = "_mask.png"  # MVTec AD's mask naming: ground_truth/<defect>/<stem>_mask.png
 _WARNED: set[str] = set()  # categories already warned about (warn once per process)
-
-
-class DataLayoutError(ValueError):
-    """Every bad-input error of the data layer; the message names the file/folder and what was expected."""
-
-
-@dataclass(frozen=True)
-class ImageRecord:
-    """One image: absolute path, label (0 normal / 1 anomalous), defect type ("good" for normal), mask path."""
-
-    path: str
-    label: int
-    defect: str
-    mask_path: str | None
-
-
-@dataclass
-class Splits:
-    """The four splits of one category (see docs/ARCHITECTURE.md, Data contract)."""
-
-    train: list[ImageRecord]  # normal training images (train/good minus validation)
-    val: list[ImageRecord]  # normal-only calibration split (PN 8)
-    test: list[ImageRecord]  # test images (weak images removed in the weak setting)
-    weak: list[ImageRecord]  # anomalous images moved to training (weak setting; [] otherwise), label only
-    has_masks: bool  # False: image-level only dataset; pixel metrics "unavailable"
-    info: dict[str, Any] = field(default_factory=dict)  # root, category, seed, fractions (what splits.json records)
 
 
 # ------------------------------------------------------------------------------------------------------ scanning
@@ -83,17 +59,8 @@ def _list_images(folder: Path) -> list[Path]:
     return images
 
 
-def scan_category(root: Path | str, category: str) -> tuple[list[ImageRecord], list[ImageRecord], bool]:
-    """Read the file list of one category in MVTec layout.
-
-    Returns:
-        (train/good records, test records, has_masks), each list sorted by path.
-
-    Raises:
-        DataLayoutError: missing/empty root or category, no ``train/good`` or ``test/`` (unknown layout), some
-            anomalous images with masks and others without.
-    """
-    root = Path(root)
+def _category_folders(root: Path, category: str) -> tuple[Path, Path, Path]:
+    """(category, train/good, test) folders of ``category``, each checked to exist with a message naming it."""
     if not root.is_dir():
         raise DataLayoutError(f"dataset root {root} does not exist; expected a folder <root>/<category>/train/good")
     cat_dir = root / category
@@ -110,13 +77,11 @@ def scan_category(root: Path | str, category: str) -> tuple[list[ImageRecord], l
             raise DataLayoutError(f"unknown layout in {cat_dir}: missing {needed} ({what}); found {found}. "
                                   "Expected <category>/train/good, <category>/test/<good|defect>, "
                                   "<category>/ground_truth/<defect>/<stem>_mask.png")
-    train_files = _list_images(train_dir)
-    if not train_files:
-        raise DataLayoutError(f"{train_dir} holds no images (extensions {', '.join(IMAGE_EXTENSIONS)})")
-    train = [ImageRecord(str(p), 0, "good", None) for p in train_files]
+    return cat_dir, train_dir, test_dir
 
-    gt_dir = cat_dir / "ground_truth"
-    has_masks = gt_dir.is_dir()
+
+def _scan_test(test_dir: Path, gt_dir: Path, has_masks: bool) -> tuple[list[ImageRecord], list[tuple[Path, Path]], int]:
+    """Test records of every defect folder, the (image, expected mask) pairs without a mask, the count with one."""
     test: list[ImageRecord] = []
     missing: list[tuple[Path, Path]] = []
     n_with_mask = 0
@@ -137,6 +102,12 @@ def scan_category(root: Path | str, category: str) -> tuple[list[ImageRecord], l
                 test.append(ImageRecord(str(p), 1, d.name, None))
     if not test:
         raise DataLayoutError(f"{test_dir} holds no images in its sub-folders")
+    return test, missing, n_with_mask
+
+
+def _masks_usable(cat_dir: Path, gt_dir: Path, missing: list[tuple[Path, Path]], n_with_mask: int) -> bool:
+    """Whether pixel masks are used: all anomalous images have one, or none (image-level only, warned)."""
+    has_masks = gt_dir.is_dir()
     if has_masks and n_with_mask == 0 and missing:
         _warn_once(f"{cat_dir}:nomask", f"{gt_dir} exists but holds no <stem>{MASK_SUFFIX} for any anomalous test "
                    f"image (e.g. {missing[0][1]}); reading {cat_dir} as image-level only: pixel metrics unavailable")
@@ -149,55 +120,30 @@ def scan_category(root: Path | str, category: str) -> tuple[list[ImageRecord], l
     elif not has_masks:
         _warn_once(f"{cat_dir}:nogt", f"{cat_dir} has no ground_truth/ folder: image-level labels only, "
                    "pixel metrics will be reported as unavailable")
+    return has_masks
+
+
+def scan_category(root: Path | str, category: str) -> tuple[list[ImageRecord], list[ImageRecord], bool]:
+    """Read the file list of one category in MVTec layout.
+
+    Returns:
+        (train/good records, test records, has_masks), each list sorted by path.
+
+    Raises:
+        DataLayoutError: missing/empty root or category, no ``train/good`` or ``test/`` (unknown layout), some
+            anomalous images with masks and others without.
+    """
+    cat_dir, train_dir, test_dir = _category_folders(Path(root), category)
+    train_files = _list_images(train_dir)
+    if not train_files:
+        raise DataLayoutError(f"{train_dir} holds no images (extensions {', '.join(IMAGE_EXTENSIONS)})")
+    train = [ImageRecord(str(p), 0, "good", None) for p in train_files]
+    gt_dir = cat_dir / "ground_truth"
+    test, missing, n_with_mask = _scan_test(test_dir, gt_dir, gt_dir.is_dir())
+    has_masks = _masks_usable(cat_dir, gt_dir, missing, n_with_mask)
     if not has_masks:
         test = [ImageRecord(r.path, r.label, r.defect, None) for r in test]
     return train, test, has_masks
-
-
-# -------------------------------------------------------------------------------------------------------- roots
-def resolve_root(cfg: DataConfig) -> Path:
-    """Dataset root for ``cfg``: ``cfg.root`` when given, else the dataset's default location.
-
-    ``embedded`` is generated (defaults) when missing; ``mtd`` is converted from the shared Magnetic Tile copy
-    when missing; ``mvtec`` / ``folder`` / ``stc`` need ``cfg.root``.
-
-    Raises:
-        DataLayoutError: the root does not exist, or cannot be found/made for this dataset.
-    """
-    if cfg.dataset == "stc":  # the official release is extracted once into an MVTec-layout cache (data/stc.py)
-        from avaga_lib.data.stc import ensure_stc_cache
-
-        return ensure_stc_cache(cfg.root, scenes=[cfg.category])
-    if cfg.root:
-        root = Path(cfg.root).expanduser()
-        if not root.is_dir():
-            raise DataLayoutError(f"data.root={root} does not exist; expected a folder in MVTec layout "
-                                  "(<root>/<category>/train/good, test/, ground_truth/)")
-        return root
-    if cfg.dataset == "embedded":
-        from avaga_lib.data.synthetic import MARKER, generate_dataset
-
-        root = paths.embedded_root()
-        if not (root / MARKER).is_file():
-            generate_dataset(root)
-        return root
-    if cfg.dataset == "mtd":
-        from avaga_lib.data.mtd import MARKER as MTD_MARKER
-        from avaga_lib.data.mtd import convert_magnetic_tile
-
-        root = paths.mtd_converted_root()
-        if (root / MTD_MARKER).is_file():
-            return root
-        src = paths.shared_magnetic_tile()
-        if src is None:
-            raise DataLayoutError(f"Magnetic Tile Defect not found: no converted copy at {root} and no source at "
-                                  f"{paths.project_root().parent / 'shared' / 'data' / 'magnetic_tile'}; run "
-                                  "`python -m avaga_lib.cli convert-mtd SRC` or pass ROOT=<converted folder>")
-        return convert_magnetic_tile(src, root)
-    if cfg.dataset in ("mvtec", "folder", "stc"):
-        raise DataLayoutError(f"dataset '{cfg.dataset}' has no default location: pass ROOT=/path/to/dataset "
-                              "(data.root=...), a folder in MVTec layout")
-    raise DataLayoutError(f"unknown dataset '{cfg.dataset}'; choose embedded, mtd, mvtec, folder or stc")
 
 
 # -------------------------------------------------------------------------------------------------------- splits
@@ -269,10 +215,8 @@ def save_splits(splits: Splits, path: Path) -> Path:
     return write_json(path, data)
 
 
-def split_counts(splits: Splits) -> Any:
+def split_counts(splits: Splits) -> pd.DataFrame:
     """Table of image counts per split and defect type (a pandas DataFrame: rows defect, columns split + total)."""
-    import pandas as pd
-
     rows = [{"split": name, "defect": r.defect} for name in ("train", "val", "test", "weak")
             for r in getattr(splits, name)]
     frame = pd.DataFrame(rows, columns=["split", "defect"])
@@ -327,8 +271,6 @@ class AnomalyDataset(Dataset):
         rotation_deg: float = 15.0,  # PN 13
         has_masks: bool = True,
     ) -> None:
-        from tqdm.auto import tqdm
-
         self.records = list(records)
         self.image_size = image_size
         self.train = train

@@ -16,8 +16,10 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from tqdm.auto import tqdm
+
 from avaga_lib import paths
-from avaga_lib.data.dataset import DataLayoutError
+from avaga_lib.data.records import DataLayoutError
 
 MVTEC_SHA256 = "cf4313b13603bec67abb49ca959488f7eedce2a9f7795ec54446c649ac98cd3d"  # PROTOCOL_NOTES 14
 MVTEC_ARCHIVE = "mvtec_anomaly_detection.tar.xz"
@@ -57,8 +59,6 @@ def download_file(url: str, dest: Path | str, sha256: str | None, timeout: float
         ChecksumError: the finished file's SHA-256 differs from ``sha256``; the partial file is deleted.
         DataLayoutError: network / HTTP failure (the partial file is kept, so the next call resumes).
     """
-    from tqdm.auto import tqdm
-
     dest = Path(dest)
     if dest.is_file() and (sha256 is None or sha256_of(dest) == sha256):
         return dest

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from avaga_lib.data.dataset import DataLayoutError
+from avaga_lib.data.records import DataLayoutError
 from avaga_lib.io import atomic_write, read_json, replace_dir, write_json
 
 MTD_CATEGORY = "magnetic_tile"
@@ -88,17 +88,7 @@ def convert_magnetic_tile(
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.tmp-", dir=dst.parent))
     try:
-        cat = tmp / MTD_CATEGORY
-        for i, (jpg, _) in enumerate(free):
-            split = "train" if i in train_idx else "test"
-            _copy_image(jpg, cat / split / "good", size)
-        empty: list[str] = []
-        for d in defect_dirs:
-            name = d.name[3:].lower()
-            for jpg, png in _pairs(d):
-                out = _copy_image(jpg, cat / "test" / name, size)
-                if not _write_mask(png, cat / "ground_truth" / name / f"{out.stem}_mask.png", size):
-                    empty.append(str(jpg))
+        empty = _write_category(tmp / MTD_CATEGORY, free, train_idx, defect_dirs, size)
         write_json(tmp / MARKER, params)
         write_json(tmp / "conversion.json", {**params, "n_train": n_train, "n_free": len(free),
                                              "defect_classes": [d.name for d in defect_dirs],
@@ -108,6 +98,23 @@ def convert_magnetic_tile(
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return dst
+
+
+def _write_category(
+    cat: Path, free: list[tuple[Path, Path]], train_idx: set[int], defect_dirs: list[Path], size: int | None
+) -> list[str]:
+    """Write the MVTec-layout category folder ``cat``; return the images whose mask is empty."""
+    for i, (jpg, _) in enumerate(free):
+        split = "train" if i in train_idx else "test"
+        _copy_image(jpg, cat / split / "good", size)
+    empty: list[str] = []
+    for d in defect_dirs:
+        name = d.name[3:].lower()
+        for jpg, png in _pairs(d):
+            out = _copy_image(jpg, cat / "test" / name, size)
+            if not _write_mask(png, cat / "ground_truth" / name / f"{out.stem}_mask.png", size):
+                empty.append(str(jpg))
+    return empty
 
 
 def _copy_image(jpg: Path, folder: Path, size: int | None) -> Path:

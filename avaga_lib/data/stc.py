@@ -24,7 +24,6 @@ be evaluated), which is what the release gives for scene 13 if it holds no test 
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import warnings
@@ -38,7 +37,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from avaga_lib import paths
-from avaga_lib.data.dataset import DataLayoutError
+from avaga_lib.data.records import DataLayoutError
 from avaga_lib.io import atomic_write, read_json, write_json
 
 DEFAULT_SCENES: tuple[str, ...] = tuple(f"{i:02d}" for i in range(1, 14))  # Table 1: 13 scenes (Tables 4/5: 01-12)
@@ -336,35 +335,45 @@ def extract_stc(
         cache_root,
         {"format": "stc-mvtec-1", "frame_step": frame_step, "test_frame_step": test_frame_step, "size": size},
     )
-
-    totals: dict[str, dict[str, int]] = {
-        s: {"train": 0, "test_good": 0, "test_anomalous": 0, "empty_masks": 0, "train_videos": 0, "test_clips": 0}
-        for s in wanted
-    }
+    keys = ("train", "test_good", "test_anomalous", "empty_masks", "train_videos", "test_clips")
+    totals: dict[str, dict[str, int]] = {s: dict.fromkeys(keys, 0) for s in wanted}
     bar = tqdm(clips, desc="STC extraction", unit="clip", disable=not progress)
     for clip in bar:
         bar.set_postfix_str(clip.name)
-        marker = cache_root / ".done" / clip.split / f"{clip.name}.json"
-        if marker.is_file():
-            counts = read_json(marker)
-        else:
-            stage = cache_root / ".partial" / f"{clip.split}_{clip.name}"
-            if stage.exists():  # left over by an interrupted run: start the clip again
-                shutil.rmtree(stage)
-            try:
-                if clip.split == "train":
-                    counts = _extract_train(clip, stage, frame_step, size, frame_count_tolerance)
-                else:
-                    counts = _extract_test(clip, stage, test_frame_step, size)
-            except BaseException:
-                shutil.rmtree(stage, ignore_errors=True)  # nothing of a failed clip reaches the cache
-                raise
-            _commit_stage(stage, cache_root / clip.scene)
-            write_json(marker, counts)
+        counts = _extract_clip(clip, cache_root, frame_step, test_frame_step, size, frame_count_tolerance)
         for key, value in counts.items():
             totals[clip.scene][key] = totals[clip.scene].get(key, 0) + int(value)
         totals[clip.scene]["train_videos" if clip.split == "train" else "test_clips"] += 1
     bar.close()
+    _finish_cache(cache_root, totals)
+    return totals
+
+
+def _extract_clip(
+    clip: _Clip, cache_root: Path, frame_step: int, test_frame_step: int, size: int | None, tolerance: int
+) -> dict[str, int]:
+    """Extract one clip through its stage folder (or read the counts of a finished one from its done-marker)."""
+    marker = cache_root / ".done" / clip.split / f"{clip.name}.json"
+    if marker.is_file():
+        return read_json(marker)
+    stage = cache_root / ".partial" / f"{clip.split}_{clip.name}"
+    if stage.exists():  # left over by an interrupted run: start the clip again
+        shutil.rmtree(stage)
+    try:
+        if clip.split == "train":
+            counts = _extract_train(clip, stage, frame_step, size, tolerance)
+        else:
+            counts = _extract_test(clip, stage, test_frame_step, size)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)  # nothing of a failed clip reaches the cache
+        raise
+    _commit_stage(stage, cache_root / clip.scene)
+    write_json(marker, counts)
+    return counts
+
+
+def _finish_cache(cache_root: Path, totals: dict[str, dict[str, int]]) -> None:
+    """Drop the empty stage folder and merge this call's per-scene counts into ``stc_counts.json``."""
     partial = cache_root / ".partial"
     if partial.is_dir() and not any(partial.iterdir()):
         partial.rmdir()
@@ -372,7 +381,6 @@ def extract_stc(
     merged = read_json(counts_path) if counts_path.is_file() else {}  # scenes extracted by earlier calls stay listed
     merged.update(totals)
     write_json(counts_path, dict(sorted(merged.items())))
-    return totals
 
 
 def is_stc_cache(root: Path | str) -> bool:
@@ -420,7 +428,8 @@ def ensure_stc_cache(
     )
 
 
-def _count_summary(totals: dict[str, dict[str, int]]) -> str:
+def count_summary(totals: dict[str, dict[str, int]]) -> str:
+    """Per-scene image counts of :func:`extract_stc` as a text table (compare with Table 1)."""
     lines = [f"{'scene':>5} {'train':>8} {'test_good':>10} {'test_anom':>10} {'videos':>7} {'clips':>6}"]
     for scene, c in totals.items():
         lines.append(
@@ -428,22 +437,3 @@ def _count_summary(totals: dict[str, dict[str, int]]) -> str:
             f"{c['train_videos']:>7} {c['test_clips']:>6}"
         )
     return "\n".join(lines)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m avaga_lib.data.stc --release <dir> [--cache <dir>] [--size 288] [--scenes 01 02]``."""
-    parser = argparse.ArgumentParser(description="Extract the ShanghaiTech Campus release into an MVTec-layout cache")
-    parser.add_argument("--release", required=True, help="folder holding training/videos and testing/")
-    parser.add_argument("--cache", default=str(paths.data_dir() / CACHE_DIRNAME), help="output cache folder")
-    parser.add_argument("--scenes", nargs="*", default=None, help="scene ids (default: 01-13 as present)")
-    parser.add_argument("--size", type=int, default=None, help="shorter side of cached frames (default: keep)")
-    parser.add_argument("--frame-step", type=int, default=FRAME_STEP, help="keep every n-th training frame")
-    args = parser.parse_args(argv)
-    totals = extract_stc(args.release, args.cache, scenes=args.scenes, frame_step=args.frame_step, size=args.size)
-    print(_count_summary(totals))
-    print(f"cache: {args.cache}  (use data.dataset=stc data.root={args.cache} data.category=<scene>)")
-    return 0
-
-
-if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(main())
