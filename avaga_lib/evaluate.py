@@ -50,7 +50,7 @@ from avaga_lib.calibration import Calibration, fit_calibration, transductive_sco
 from avaga_lib.config import RunConfig
 from avaga_lib.data import AnomalyDataset
 from avaga_lib.io import atomic_write
-from avaga_lib.runtime import amp_dtype, autocast, iterate_batches
+from avaga_lib.runtime import amp_dtype, autocast, configure_threads, iterate_batches
 from avaga_lib.train import baseline_kind
 
 MAPS_NAME = "maps/test_maps.npz"  # per-image test maps of a run folder (git-ignored: results/*/*/*/maps/)
@@ -259,6 +259,7 @@ def evaluate_run(
         :class:`EvalResult` with ``metrics`` keyed as docs/ARCHITECTURE.md's results contract.
     """
     t0 = time.perf_counter()
+    configure_threads(cfg.train.threads)  # the run's CPU thread count (floats depend on it)
     device = torch.device(device) if device is not None else _device_of(model)
     model.to(device)
     was_training = model.training
@@ -391,6 +392,7 @@ def _run_info(cfg: RunConfig, predictions: pd.DataFrame, n_val: int, acc: M.Pixe
         "transductive_flag": TRANSDUCTIVE_FLAG,
         "detection_rule": "classifier (PN 4)" if weak else "calibrated score > threshold",
         "eval_wall_time_s": time.perf_counter() - t0,
+        "cpu_threads": torch.get_num_threads(),  # in effect (train.threads, or torch's default when 0)
     }
 
 

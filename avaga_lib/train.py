@@ -45,7 +45,7 @@ from avaga_lib.config import RunConfig
 from avaga_lib.data import AnomalyDataset, Splits, augment_batch, make_splits
 from avaga_lib.io import save_torch, write_csv
 from avaga_lib.model import Discriminator, build_model
-from avaga_lib.runtime import amp_dtype, resolve_device, seed_everything
+from avaga_lib.runtime import amp_dtype, configure_threads, resolve_device, seed_everything
 from avaga_lib.step import DiscriminatorLoss, Nets, baseline_kind, make_nets, train_step
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -366,6 +366,7 @@ def train_run(cfg: RunConfig, splits: Splits | None = None, progress: bool = Tru
             *different* config is not resumed: a warning says so and training starts from scratch.)
     """
     t0 = time.perf_counter()
+    threads = configure_threads(cfg.train.threads)  # CPU sums depend on it: the config's count, whatever the env
     # torchrun (WORLD_SIZE > 1): join the process group; alone this is ddp.SINGLE and changes nothing (issue 8)
     ctx = ddp.init_distributed(resolve_device(cfg.train.device))
     Path(cfg.run_dir).mkdir(parents=True, exist_ok=True)
@@ -395,7 +396,7 @@ def train_run(cfg: RunConfig, splits: Splits | None = None, progress: bool = Tru
         wall_time_s=time.perf_counter() - t0, device=str(run.device), cfg=cfg,
         epochs_done=max(epoch, run.start_epoch), resumed_from=run.start_epoch, checkpoint=run.last_saved,
         extra={"n_train_normal": run.n_normal, "n_train_weak": run.n_weak, "rank": ctx.rank,
-               "world_size": ctx.world_size, "is_main": ctx.is_main},
+               "world_size": ctx.world_size, "is_main": ctx.is_main, "threads": threads},
     )  # fmt: skip
 
 
