@@ -1,0 +1,36 @@
+"""Size rules of the library (issue 11): modules of at most 450 lines, functions of at most 60.
+
+A module or function that must break a rule goes in EXCEPTIONS with the reason, so the exception is visible.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+MAX_MODULE_LINES = 450
+MAX_FUNCTION_LINES = 60
+EXCEPTIONS: dict[str, str] = {}  # "avaga_lib/x.py" or "avaga_lib/x.py:func" -> why
+
+
+def _sources() -> list[Path]:
+    return sorted([*(ROOT / "avaga_lib").rglob("*.py"), *(ROOT / "benchmarks").rglob("*.py")])
+
+
+def test_modules_are_short() -> None:
+    lines = {str(p.relative_to(ROOT)): len(p.read_text().splitlines()) for p in _sources()}
+    long = {k: n for k, n in lines.items() if n > MAX_MODULE_LINES}
+    assert {k: v for k, v in long.items() if k not in EXCEPTIONS} == {}
+
+
+def test_functions_are_short() -> None:
+    long = {}
+    for p in _sources():
+        for node in ast.walk(ast.parse(p.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                n = node.end_lineno - node.lineno + 1
+                key = f"{p.relative_to(ROOT)}:{node.name}"
+                if n > MAX_FUNCTION_LINES and key not in EXCEPTIONS:
+                    long[key] = n
+    assert long == {}
