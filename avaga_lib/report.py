@@ -14,7 +14,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import nbformat
 import pandas as pd
+from nbconvert import HTMLExporter
 
 from avaga_lib.claims import Claim, evaluate_claims
 from avaga_lib.io import write_csv, write_text
@@ -192,9 +194,6 @@ def export_html(executed_notebook: Path | str, html_path: Path | str) -> Path:
     Raises:
         ReportError: when the notebook does not exist.
     """
-    import nbformat
-    from nbconvert import HTMLExporter
-
     src = Path(executed_notebook)
     if not src.exists():
         raise ReportError(f"executed notebook {src} missing; run notebooks/07_report.ipynb first (make report)")
