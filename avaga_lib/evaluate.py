@@ -411,7 +411,8 @@ def _examples(ds: AnomalyDataset, maps: np.ndarray, pred: np.ndarray, per_defect
         kept[d] = kept.get(d, 0) + 1
         ex["image"].append(ds.images[i].numpy())
         ex["gt"].append(ds.masks[i, 0].bool().numpy().astype(np.uint8))
-        ex["map"].append((torch.from_numpy(maps[i]).clamp(0, 1) * 255).round().to(torch.uint8).numpy())
+        shown = torch.from_numpy(maps[i]) * ds.valid[i, 0]  # letterbox padding drawn as 0 (it is never scored)
+        ex["map"].append((shown.clamp(0, 1) * 255).round().to(torch.uint8).numpy())
         ex["pred"].append(pred[i])
         ex["path"].append(ds.paths[i])
         ex["defect"].append(d)
