@@ -15,7 +15,7 @@ import pandas as pd
 
 from avaga_lib.results import aggregate
 from avaga_lib.study import BASELINES
-from avaga_lib.tables import THRESHOLDS, threshold_table
+from avaga_lib.tables import NO_PIXEL_MASKS, PIXEL_METRICS, THRESHOLDS, lacks_pixel_masks, threshold_table
 
 
 @dataclass
@@ -125,6 +125,8 @@ def evaluate_claims(runs: pd.DataFrame) -> list[Claim]:
                 )
                 missing = [m for m in sides if not (runs["method"] == m).any()]
                 detail = f"no runs of {', '.join(missing) or 'both sides in a common category'}"
+                if metric in PIXEL_METRICS and lacks_pixel_masks(runs, dataset):
+                    detail = NO_PIXEL_MASKS
             else:
                 detail = "; ".join(lines)
             out.append(Claim(text, source, dataset, k, n, clear, detail, ties))
@@ -135,6 +137,8 @@ def evaluate_claims(runs: pd.DataFrame) -> list[Claim]:
 def _threshold_claim(runs: pd.DataFrame, dataset: str) -> Claim:
     """Table 7: AVAGA-R_u at every threshold 0.2-0.6 beats the best baseline (insensitive to the threshold)."""
     text = "AVAGA-R_u beats the best baseline at every threshold 0.2-0.6 (threshold insensitivity)"
+    if lacks_pixel_masks(runs, dataset):
+        return Claim(text, "Table 7, App.", dataset, 0, 0, 0, NO_PIXEL_MASKS)
     table = threshold_table(runs, dataset).frame
     if table.empty or table["best_baseline_iou"].isna().all():
         return Claim(text, "Table 7, App.", dataset, 0, 0, 0, "needs AVAGA-R_u with iou_at and a measured baseline")

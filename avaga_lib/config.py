@@ -32,6 +32,7 @@ LATENTS: tuple[str, ...] = ("conv", "flat")
 GRADCAM_LAYERS: tuple[str, ...] = ("features", "z")
 ATTENTION_NORMALIZATIONS: tuple[str, ...] = ("sigmoid", "minmax", "max", "relu_sigmoid")
 AMP_MODES: tuple[str, ...] = ("auto", "bf16", "off")
+GEOMETRIES: tuple[str, ...] = ("squash", "letterbox")  # how a non-square image becomes the square input
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,8 @@ class DataConfig:
     root: str = ""  # dataset root in MVTec layout; "" = the dataset's default location (paths.py)
     category: str = "weave"  # MVTec category / embedded category / STC scene
     image_size: int = 64  # test side; train crops this side (PN 13: 256 at paper profile)
+    geometry: str = "squash"  # squash: resize to a square (aspect lost) | letterbox: longer side to the square,
+    # padded with 0, padding excluded from every pixel metric (docs/PROTOCOL.md, "Image geometry")
     train_resize_ratio: float = 1.125  # train: resize to image_size*1.125 then random crop (PN 13: 288 -> 256)
     rotation_deg: float = 15.0  # random rotation +-15 deg at train time (PN 13)
     val_fraction: float = 0.1  # normal-only calibration split of train/good (PN 8)
@@ -299,6 +302,7 @@ def _check_options(cfg: RunConfig) -> None:
         ("method", cfg.method, METHODS),
         ("profile", cfg.profile, tuple(PROFILES)),
         ("data.dataset", cfg.data.dataset, DATASETS),
+        ("data.geometry", cfg.data.geometry, GEOMETRIES),
         ("model.variant", cfg.model.variant, VARIANTS),
         ("model.latent", cfg.model.latent, LATENTS),
         ("model.gradcam_layer", cfg.model.gradcam_layer, GRADCAM_LAYERS),
@@ -355,6 +359,7 @@ PARAMETERS: dict[str, str] = {
     "root": "data.root",
     "category": "data.category",
     "image_size": "data.image_size",
+    "geometry": "data.geometry",
     "epochs": "train.epochs",
     "seed": "train.seed",
     "device": "train.device",

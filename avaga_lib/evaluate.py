@@ -82,7 +82,8 @@ class EvalResult:
         maps: per-image test maps, rows in the order of ``predictions``: ``maps`` float32 (N,H,W) (the map that is
             thresholded, ungated: an image the weak classifier calls normal has ``pred_label`` 0 and an empty
             predicted mask), ``gt`` bool (N,H,W); baselines also ``raw_maps`` float32 (N,H,W) (uncalibrated, what
-            the pixel AUROC / AUPRO bins) and ``pixel_edges`` (the accumulator's bin edges, from validation maps).
+            the pixel AUROC / AUPRO bins) and ``pixel_edges`` (the accumulator's bin edges, from validation maps);
+            letterbox runs also ``valid`` bool (N,H,W) (False on padding, which no pixel metric counts).
     """
 
     metrics: dict[str, Any]
@@ -211,13 +212,14 @@ def calibrate(cfg: RunConfig, model: nn.Module, val_records: list[Any], device: 
                          f"data.val_fraction > 0 and at least 2 training images")
     if any(getattr(r, "label", 0) != 0 for r in val_records):
         raise ValueError("the validation split must hold normal images only (PN 8)")
-    ds = AnomalyDataset(val_records, cfg.data.image_size, train=False, has_masks=False)
+    ds = AnomalyDataset(val_records, cfg.data.image_size, train=False, has_masks=False, geometry=cfg.data.geometry)
     samples: list[np.ndarray] = []
     map_max = [-math.inf]
 
-    def track(_: slice, b: _Batch) -> None:
-        map_max[0] = max(map_max[0], float(b.raw_map.max()))
-        samples.append(b.raw_map[:, ::_VAL_PIXEL_STRIDE, ::_VAL_PIXEL_STRIDE].cpu().numpy().reshape(-1))
+    def track(sl: slice, b: _Batch) -> None:
+        raw, v, k = b.raw_map.cpu(), ds.valid[sl, 0], _VAL_PIXEL_STRIDE  # letterbox padding: in neither
+        map_max[0] = max(map_max[0], float(raw[v].max()))
+        samples.append(raw[:, ::k, ::k][v[:, ::k, ::k]].numpy())
 
     baseline = cfg.method != "avaga"
     val = infer_dataset(cfg, model, ds, None, device, keep_maps=False, on_batch=track if baseline else None)
@@ -269,11 +271,12 @@ def evaluate_run(
         cal, val_scores, val_samples = calibrate(cfg, model, list(splits.val), device)
         if not splits.test:
             raise ValueError(f"no test image for {cfg.data.category}; check the dataset's test/ folder")
-        ds = AnomalyDataset(list(splits.test), cfg.data.image_size, train=False, has_masks=has_masks)
+        ds = AnomalyDataset(list(splits.test), cfg.data.image_size, train=False, has_masks=has_masks,
+                            geometry=cfg.data.geometry)
         acc = _pixel_accumulator(cfg, cal, val_samples) if has_masks else None
 
-        def stream(sl: slice, b: _Batch) -> None:
-            acc.update(b.raw_map.cpu(), ds.masks[sl, 0].bool())  # type: ignore[union-attr]  # ungated, unclipped
+        def stream(sl: slice, b: _Batch) -> None:  # ungated, unclipped; letterbox padding left out
+            acc.update(b.raw_map.cpu(), ds.masks[sl, 0].bool(), ds.valid[sl, 0])  # type: ignore[union-attr]
 
         test = infer_dataset(cfg, model, ds, cal, device, on_batch=stream if acc is not None else None,
                              progress=progress)
@@ -282,13 +285,14 @@ def evaluate_run(
     thr = cfg.eval.threshold
     assert test.maps is not None
     gt = ds.masks[:, 0].bool().numpy()
+    valid = None if bool(ds.valid.all()) else ds.valid[:, 0].numpy()  # None: every pixel is content (squash)
     gate = test.prob > thr if test.prob is not None else np.ones(len(test.score_raw), dtype=bool)  # PN 4
-    pred = M.binarize(test.maps, thr) & gate[:, None, None]
-    frame = _predictions(ds, test, cal, pred, gt, thr, has_masks)
+    pred = M.binarize(test.maps, thr) & gate[:, None, None] & (True if valid is None else valid)
+    frame = _predictions(ds, test, cal, pred, gt, thr, has_masks, valid)
     thresholds = sorted({float(t) for t in cfg.eval.thresholds_study} | {thr})
-    m = metrics_from_maps(frame, test.maps, gt, thr, thresholds, has_masks, acc)
+    m = metrics_from_maps(frame, test.maps, gt, thr, thresholds, has_masks, acc, valid)
     m.update(_run_info(cfg, frame, len(val_scores), acc, t0))
-    maps = {"maps": test.maps, "gt": gt}
+    maps = {"maps": test.maps, "gt": gt} | ({} if valid is None else {"valid": valid})
     if test.raw_maps is not None:
         maps["raw_maps"] = test.raw_maps
     if acc is not None and cfg.method != "avaga":
@@ -298,8 +302,9 @@ def evaluate_run(
 
 
 def _predictions(ds: AnomalyDataset, test: Inferred, cal: Calibration, pred: np.ndarray, gt: np.ndarray,
-                 thr: float, has_masks: bool) -> pd.DataFrame:
-    """One row per test image: label, scores (calibrated, raw, transductive), decision, IoU and FP area."""
+                 thr: float, has_masks: bool, valid: np.ndarray | None = None) -> pd.DataFrame:
+    """One row per test image: label, scores (calibrated, raw, transductive), decision, IoU and FP area (of the
+    ``valid`` pixels: letterbox padding is no image content)."""
     y = ds.labels.numpy()
     score = cal.normalize_scores(test.score_raw)
     # the classifier decides in the weak setting (PN 4), the calibrated score otherwise
@@ -316,7 +321,7 @@ def _predictions(ds: AnomalyDataset, test: Inferred, cal: Calibration, pred: np.
             "pred_label": pred_label,
             "iou": iou,
             # float32 column as before this refactor (exact for 2^k-pixel images: 64 and 256 px)
-            "fp_area": np.where(y == 0, M.fp_area_per_image(pred).astype(np.float32), np.nan),
+            "fp_area": np.where(y == 0, M.fp_area_per_image(pred, valid).astype(np.float32), np.nan),
         }
     )
     if test.prob is not None:
@@ -332,6 +337,7 @@ def metrics_from_maps(
     thresholds: list[float],
     has_masks: bool,
     pixel_acc: M.PixelMetricAccumulator | None,
+    valid: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """The metrics of ``metrics.json``, each from a :mod:`avaga_lib.metrics` function (PN 9-11).
 
@@ -342,15 +348,16 @@ def metrics_from_maps(
         threshold: decision threshold (0.5, PN 16); thresholds: Table 7's sweep (includes ``threshold``).
         has_masks: the dataset has pixel masks (else IoU, pixel AUROC and AUPRO are NaN).
         pixel_acc: the streamed pixel AUROC / AUPRO accumulator, already fed (None without masks).
+        valid: (N,H,W) bool, False on letterbox padding (never predicted, never counted); None = every pixel.
     """
     y = predictions["label"].to_numpy()
     prob = predictions["prob_anomalous"].to_numpy() if "prob_anomalous" in predictions else None
     gate = prob > threshold if prob is not None else np.ones(len(y), dtype=bool)  # weak: called normal -> empty
-    pred = M.binarize(maps, threshold) & gate[:, None, None]
+    pred = M.binarize(maps, threshold) & gate[:, None, None] & (True if valid is None else valid)
     nan = math.nan
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # undefined metrics are NaN -> null; the reason is in metrics.json
-        curve = M.iou_threshold_curve(maps, gt, thresholds, y, gate) if has_masks else {}
+        curve = M.iou_threshold_curve(maps, gt, thresholds, y, gate, valid) if has_masks else {}
         m: dict[str, Any] = {
             "iou": M.mean_iou(pred, gt, y) if has_masks else nan,
             "iou_pooled": M.pooled_iou(pred, gt, y) if has_masks else nan,
@@ -359,7 +366,7 @@ def metrics_from_maps(
             "image_auroc_classifier": M.image_auroc(y, prob) if prob is not None else nan,
             "pixel_auroc": nan,
             "aupro": nan,
-            "fp_area_normal": M.fp_area(pred[y == 0]),
+            "fp_area_normal": M.fp_area(pred[y == 0], None if valid is None else valid[y == 0]),
             "mean_accuracy_transductive": M.mean_class_accuracy(
                 y, M.binarize(predictions["score_transductive"], threshold).astype(np.int64)),
             "iou_at": {f"{t:g}": curve.get(float(t), nan) for t in thresholds},
@@ -406,7 +413,8 @@ def _examples(ds: AnomalyDataset, maps: np.ndarray, pred: np.ndarray, per_defect
         kept[d] = kept.get(d, 0) + 1
         ex["image"].append(ds.images[i].numpy())
         ex["gt"].append(ds.masks[i, 0].bool().numpy().astype(np.uint8))
-        ex["map"].append((torch.from_numpy(maps[i]).clamp(0, 1) * 255).round().to(torch.uint8).numpy())
+        shown = torch.from_numpy(maps[i]) * ds.valid[i, 0]  # letterbox padding drawn as 0 (it is never scored)
+        ex["map"].append((shown.clamp(0, 1) * 255).round().to(torch.uint8).numpy())
         ex["pred"].append(pred[i])
         ex["path"].append(ds.paths[i])
         ex["defect"].append(d)

@@ -10,6 +10,8 @@ Pure numpy / scikit-learn / scipy; no plotting, no file IO. Every function accep
   them into JSON ``null`` for ``metrics.json``.
 * Pixel AUROC and AUPRO are **streamed with 1000 fixed thresholds** (:class:`PixelMetricAccumulator`): memory does
   not grow with the number of images except for one histogram per ground-truth region.
+* Letterbox padding (:mod:`avaga_lib.data.geometry`) is no content: pixel functions take an optional ``valid`` mask
+  (None = all pixels); IoU needs none (callers restrict predictions to valid pixels, masks are 0 on padding).
 """
 
 from __future__ import annotations
@@ -23,11 +25,9 @@ import numpy as np
 from scipy import ndimage
 from sklearn.metrics import roc_auc_score
 
-__all__ = [
-    "binarize", "iou_per_image", "mean_iou", "pooled_iou", "mean_class_accuracy", "image_auroc", "fp_area_per_image",
-    "fp_area", "iou_threshold_curve", "accuracy_threshold_curve", "quantile_edges", "PixelMetricAccumulator",
-    "nan_to_none",
-]
+__all__ = ["binarize", "iou_per_image", "mean_iou", "pooled_iou", "mean_class_accuracy", "image_auroc",
+           "fp_area_per_image", "fp_area", "iou_threshold_curve", "accuracy_threshold_curve", "quantile_edges",
+           "PixelMetricAccumulator", "nan_to_none"]
 
 _trapezoid = getattr(np, "trapezoid", None) or np.trapz  # numpy >= 2 renamed trapz (pyproject allows 1.24)
 _REGION_STRUCTURE = np.ones((3, 3), dtype=int)  # 8-connectivity, as MVTec AD's own PRO evaluation code
@@ -193,27 +193,27 @@ def image_auroc(y_true: Any, scores: Any) -> float:
     present = set(np.unique(t).tolist())
     if present != {0, 1}:
         missing = sorted({0, 1} - present)
-        warnings.warn(
-            f"image AUROC undefined: no test image with label {missing} (labels present: {sorted(present)})",
-            stacklevel=2,
-        )
+        warnings.warn(f"image AUROC undefined: no test image with label {missing} (labels present: "
+                      f"{sorted(present)})", stacklevel=2)
         return float("nan")
     if not np.all(np.isfinite(s)):
         raise ValueError(f"image_auroc: {int((~np.isfinite(s)).sum())} non-finite scores")
     return float(roc_auc_score(t, s))
 
 
-def fp_area_per_image(pred_masks: Any) -> np.ndarray:
-    """Fraction of pixels flagged, float64 (N,), of (N,H,W) or (N,1,H,W) predicted masks (``predictions.csv``)."""
+def fp_area_per_image(pred_masks: Any, valid: Any | None = None) -> np.ndarray:
+    """Fraction of (``valid``) pixels flagged, float64 (N,), of (N,H,W) or (N,1,H,W) masks (``predictions.csv``)."""
     p = _as_masks(pred_masks, "pred_masks")
-    return p.reshape(p.shape[0], -1).mean(axis=1)
+    v = np.ones_like(p) if valid is None else _as_masks(valid, "valid")
+    return (p & v).sum(axis=(1, 2)) / np.maximum(v.sum(axis=(1, 2)), 1)  # == mean over valid pixels
 
 
-def fp_area(pred_masks_of_normals: Any) -> float:
+def fp_area(pred_masks_of_normals: Any, valid: Any | None = None) -> float:
     """Mean fraction of pixels flagged anomalous on normal images (their IoU is undefined, PROTOCOL_NOTES 10).
 
     Args:
-        pred_masks_of_normals: (N,H,W) or (N,1,H,W) predicted masks of normal test images only.
+        pred_masks_of_normals: (N,H,W) or (N,1,H,W) predicted masks of normal test images only; valid: optional,
+            the pixels that count (as :func:`fp_area_per_image`).
 
     Returns:
         Mean over images of :func:`fp_area_per_image`; NaN (with a warning) when there is no image.
@@ -222,12 +222,11 @@ def fp_area(pred_masks_of_normals: Any) -> float:
     if p.shape[0] == 0:
         warnings.warn("false-positive area undefined: no normal test image", stacklevel=2)
         return float("nan")
-    return float(fp_area_per_image(p).mean())
+    return float(fp_area_per_image(p, valid).mean())
 
 
-def iou_threshold_curve(
-    maps: Any, gt_masks: Any, thresholds: Iterable[float], labels: Any | None = None, gate: Any | None = None
-) -> dict[float, float]:
+def iou_threshold_curve(maps: Any, gt_masks: Any, thresholds: Iterable[float], labels: Any | None = None,
+                        gate: Any | None = None, valid: Any | None = None) -> dict[float, float]:
     """Mean IoU of ``maps > t`` against the masks for each threshold ``t`` (Table 7 of the paper).
 
     Args:
@@ -236,11 +235,13 @@ def iou_threshold_curve(
         labels: optional (N,) image labels; when given only anomalous images count (as :func:`mean_iou`).
         gate: optional (N,) bool; an image whose gate is False gets an empty predicted mask at every threshold
             (weak setting: the classifier called it normal, PROTOCOL_NOTES 4).
+        valid: optional (N,H,W) bool; pixels outside (letterbox padding) are never predicted anomalous.
 
     Returns:
         ``{threshold: mean IoU}`` (float keys, in the order given).
     """
     m = _as_maps(maps, "maps")
+    m = m if valid is None else np.where(_as_masks(valid, "valid"), m, -np.inf)
     keep = np.ones(m.shape[0], dtype=bool) if gate is None else _np(gate).reshape(-1).astype(bool)
     if keep.shape[0] != m.shape[0]:
         raise ValueError(f"gate has {keep.shape[0]} entries but there are {m.shape[0]} maps")
@@ -348,12 +349,13 @@ class PixelMetricAccumulator:
         idx = np.searchsorted(self.edges, s, side="right") - 1
         return np.clip(idx, 0, self.bins - 1).astype(np.int64)
 
-    def update(self, anomaly_maps: Any, gt_masks: Any) -> None:
+    def update(self, anomaly_maps: Any, gt_masks: Any, valid: Any | None = None) -> None:
         """Add a batch.
 
         Args:
             anomaly_maps: (B,H,W) or (B,1,H,W) float maps, higher = more anomalous (numpy or torch, any device).
             gt_masks: same shape, bool or {0,1}; zeros for normal images.
+            valid: optional, same shape, bool: only these pixels count (gt_masks must be False elsewhere).
         """
         m = _as_maps(anomaly_maps, "anomaly_maps")
         g = _as_masks(gt_masks, "gt_masks")
@@ -362,7 +364,8 @@ class PixelMetricAccumulator:
         if np.isnan(m).any():
             raise ValueError(f"anomaly_maps hold {int(np.isnan(m).sum())} NaN values")
         b = self._bin(m)
-        self.hist_normal += np.bincount(b[~g], minlength=self.bins)
+        keep = ~g if valid is None else ~g & _as_masks(valid, "valid")  # padding: neither normal nor anomalous
+        self.hist_normal += np.bincount(b[keep], minlength=self.bins)
         self.hist_anomalous += np.bincount(b[g], minlength=self.bins)
         for i in range(m.shape[0]):
             if not g[i].any():
@@ -440,10 +443,8 @@ def nan_to_none(d: Mapping[str, Any]) -> dict[str, Any]:
     for k, v in d.items():
         if isinstance(v, Mapping):
             out[k] = nan_to_none(v)
-        elif isinstance(v, float) and math.isnan(v):
-            out[k] = None
-        elif isinstance(v, np.floating):
-            out[k] = None if np.isnan(v) else float(v)
+        elif isinstance(v, (float, np.floating)):
+            out[k] = None if math.isnan(v) else float(v)
         else:
             out[k] = v
     return out

@@ -3,9 +3,12 @@
 ``make predict RUN=<run folder> IMAGES=<folder> [OUT=<folder>]`` calls :func:`predict_folder` through
 ``python -m avaga_lib.cli predict``. The run folder must hold ``config.json``, ``checkpoint.pt`` and
 ``calibration.json`` (written by :func:`avaga_lib.run.run_one`). Images get the test geometry of
-the run (resized to ``data.image_size``, no crop) and the run's label-free calibration (PROTOCOL_NOTES 8), so the
-decisions match what ``metrics.json`` measured. Unreadable files are reported by name (a warning and an ``error``
-cell in the CSV) and the others are still processed.
+the run (``data.image_size`` square, squashed or letterboxed as ``data.geometry``, no crop) and the run's label-free
+calibration (PROTOCOL_NOTES 8), so the decisions match what ``metrics.json`` measured. The answer is at the user's
+resolution: the square map goes back to each image's own size with the same geometry
+(:func:`avaga_lib.data.to_image_size`: squash = resize; letterbox = crop the padding, then resize), is thresholded
+there, and the overlay is drawn on the original pixels. Unreadable files are reported by name (a warning and an
+``error`` cell in the CSV) and the others are still processed.
 """
 
 from __future__ import annotations
@@ -18,11 +21,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from PIL import Image
 
 from avaga_lib import plots
 from avaga_lib.calibration import Calibration, load_calibration
 from avaga_lib.config import RunConfig
-from avaga_lib.data import AnomalyDataset, DataLayoutError, ImageRecord
+from avaga_lib.data import AnomalyDataset, DataLayoutError, ImageRecord, to_image_size
 from avaga_lib.evaluate import infer_batch
 from avaga_lib.io import write_csv
 from avaga_lib.runtime import resolve_device
@@ -30,8 +34,8 @@ from avaga_lib.train import load_trained
 
 PREDICTIONS_NAME = "predictions.csv"
 _BATCH = 16  # images per inference batch
-_COLUMNS = ["file", "score", "score_raw", "prob_anomalous", "pred_label", "decision", "anomalous_area", "map_png",
-            "overlay_png", "error"]
+_COLUMNS = ["file", "width", "height", "score", "score_raw", "prob_anomalous", "pred_label", "decision",
+            "anomalous_area", "map_png", "overlay_png", "error"]
 
 
 def _list_files(images_dir: Path) -> list[Path]:
@@ -43,39 +47,52 @@ def _list_files(images_dir: Path) -> list[Path]:
     return files
 
 
-def _load_images(files: list[Path], image_size: int) -> tuple[list[tuple[Path, torch.Tensor]], list[dict[str, Any]]]:
+_Readable = tuple[Path, torch.Tensor, tuple[int, int]]  # file, square uint8 (3,S,S), original (width, height)
+
+
+def _load_images(files: list[Path], image_size: int, geometry: str) -> tuple[list[_Readable], list[dict[str, Any]]]:
     """Decode every file at the test geometry; unreadable ones become an ``error`` row (and a warning)."""
-    readable: list[tuple[Path, torch.Tensor]] = []
+    readable: list[_Readable] = []
     errors: list[dict[str, Any]] = []
     for f in files:
         try:
-            ds = AnomalyDataset([ImageRecord(str(f), 0, "unknown", None)], image_size, train=False, has_masks=False)
-            readable.append((f, ds.images[0]))
+            ds = AnomalyDataset([ImageRecord(str(f), 0, "unknown", None)], image_size, train=False, has_masks=False,
+                                geometry=geometry)
+            with Image.open(f) as im:  # the header only: the original size the answer is given at
+                readable.append((f, ds.images[0], im.size))
         except (DataLayoutError, OSError, ValueError) as exc:
             warnings.warn(f"predict: skipping unreadable image {f}: {exc}", UserWarning, stacklevel=3)
             errors.append({"file": f.name, "error": str(exc)})
     return readable, errors
 
 
-def _predict_chunk(cfg: RunConfig, model: torch.nn.Module, cal: Calibration, chunk: list[tuple[Path, torch.Tensor]],
+def _original_rgb(path: Path) -> np.ndarray:
+    """The image's own pixels, (H,W,3) uint8 (grayscale made RGB), for the overlay."""
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+def _predict_chunk(cfg: RunConfig, model: torch.nn.Module, cal: Calibration, chunk: list[_Readable],
                    device: torch.device, out: Path, stems: Counter[str]) -> list[dict[str, Any]]:
-    """Infer one batch of images, write their map and overlay PNGs, return their rows."""
+    """Infer one batch of images, write their map and overlay PNGs at each image's size, return their rows."""
     thr = cfg.eval.threshold
     weak = cfg.method == "avaga" and cfg.train.setting == "weak"
-    x = torch.stack([img for _, img in chunk]).to(device).float() / 255.0
+    x = torch.stack([img for _, img, _ in chunk]).to(device).float() / 255.0
     b = infer_batch(cfg, model, x, cal)
     score = cal.normalize_scores(b.score_raw.cpu().numpy())
     prob = b.prob.cpu().numpy() if b.prob is not None else None
     called = (prob > thr) if prob is not None else (score > thr)
     amap = b.amap.clamp(0, 1).cpu()
     rows: list[dict[str, Any]] = []
-    for i, (f, img_u8) in enumerate(chunk):
-        mask = (amap[i] > thr).numpy() & bool(called[i] or not weak)  # weak: called normal -> empty mask
+    for i, (f, _, size) in enumerate(chunk):
+        full = to_image_size(amap[i].numpy(), size, cfg.data.geometry)  # (H, W) at the image's own size
+        mask = (full > thr) & bool(called[i] or not weak)  # weak: called normal -> empty mask
         base = f.stem if stems[f.stem] == 1 else f"{f.stem}_{f.suffix.lstrip('.')}"  # a.png + a.jpg: no clash
         map_png, overlay_png = out / f"{base}_map.png", out / f"{base}_overlay.png"
-        plots.save_map_png(amap[i].numpy(), map_png)
-        plots.save_overlay_png(img_u8.numpy(), mask, overlay_png)
-        rows.append({"file": f.name, "score": float(score[i]), "score_raw": float(b.score_raw[i]),
+        plots.save_map_png(full, map_png)
+        plots.save_overlay_png(_original_rgb(f), mask, overlay_png)
+        rows.append({"file": f.name, "width": size[0], "height": size[1], "score": float(score[i]),
+                     "score_raw": float(b.score_raw[i]),
                      "prob_anomalous": float(prob[i]) if prob is not None else np.nan, "pred_label": int(called[i]),
                      "decision": "anomalous" if called[i] else "normal", "anomalous_area": float(mask.mean()),
                      "map_png": map_png.name, "overlay_png": overlay_png.name, "error": ""})
@@ -90,11 +107,12 @@ def predict_folder(
 ) -> pd.DataFrame:
     """Score every image of ``images_dir`` with the trained run in ``run_dir``.
 
-    Writes, per readable image, ``<stem>_map.png`` (anomaly map, 8-bit grey, 255 = 1.0) and ``<stem>_overlay.png``
-    (predicted anomalous pixels in red over the image), and one ``predictions.csv`` with a row per file:
-    ``file``, ``score`` (calibrated, [0, 1]), ``score_raw``, ``prob_anomalous`` (weak runs), ``pred_label``
-    (1 anomalous), ``decision``, ``anomalous_area`` (fraction of pixels flagged), ``map_png``, ``overlay_png``,
-    ``error`` (empty when the image was processed).
+    Writes, per readable image and at that image's own size, ``<stem>_map.png`` (anomaly map, 8-bit grey,
+    255 = 1.0) and ``<stem>_overlay.png`` (predicted anomalous pixels in red over the original pixels), and one
+    ``predictions.csv`` with a row per file: ``file``, ``width``, ``height``, ``score`` (calibrated, [0, 1]),
+    ``score_raw``, ``prob_anomalous`` (weak runs), ``pred_label`` (1 anomalous), ``decision`` (image level: the
+    calibrated score, or the weak run's classifier, as in ``metrics.json``), ``anomalous_area`` (fraction of the
+    image's own pixels flagged), ``map_png``, ``overlay_png``, ``error`` (empty when the image was processed).
 
     Args:
         run_dir: a finished run folder (config.json, checkpoint.pt, calibration.json).
@@ -115,7 +133,7 @@ def predict_folder(
     cfg, model = load_trained(run_dir, dev)
     cal = load_calibration(run_dir)
     stems = Counter(f.stem for f in files)
-    readable, rows = _load_images(files, cfg.data.image_size)
+    readable, rows = _load_images(files, cfg.data.image_size, cfg.data.geometry)
     for start in range(0, len(readable), _BATCH):
         rows += _predict_chunk(cfg, model, cal, readable[start : start + _BATCH], dev, out, stems)
     order = {f.name: i for i, f in enumerate(files)}

@@ -21,6 +21,18 @@ from avaga_lib.results import aggregate
 THRESHOLDS: tuple[float, ...] = (0.2, 0.3, 0.4, 0.5, 0.6)  # Table 7
 # Threshold-free metrics the paper lacks (PN 11), reported per method.
 EXTRA_METRICS: tuple[str, ...] = ("image_auroc", "pixel_auroc", "aupro", "fp_area_normal", "iou_pooled")
+# Metrics that need pixel masks; an image-level-only dataset (no ground_truth/) says so instead of an empty table.
+PIXEL_METRICS: tuple[str, ...] = ("iou", "iou_pooled", "pixel_auroc", "aupro")
+NO_PIXEL_MASKS = "the dataset has no pixel masks (no ground_truth/ folder): localization (IoU) is not measurable"
+_NO_PIXEL_MASKS_MD = f"_The {NO_PIXEL_MASKS.removeprefix('the ')}._\n"  # where the table would be
+
+
+def lacks_pixel_masks(runs: pd.DataFrame, dataset: str) -> bool:
+    """True when every run of ``dataset`` was evaluated without pixel masks (``pixel_metrics_available`` false)."""
+    if runs.empty or "pixel_metrics_available" not in runs.columns:
+        return False
+    flags = runs.loc[runs["dataset"] == dataset, "pixel_metrics_available"]
+    return len(flags) > 0 and not flags.fillna(True).astype(bool).any()
 
 
 def _paper_lookup(dataset: str, metric: str, kind: str) -> tuple[pd.DataFrame | None, dict[str, str]]:
@@ -94,6 +106,8 @@ def comparison_table(
     else:
         notes.append("mean row: paper averaged over the same categories we measured")
     md = _markdown(frame, methods, paper is not None, max((len(seeds), 1)))
+    if metric in PIXEL_METRICS and lacks_pixel_masks(runs, dataset):
+        md = _NO_PIXEL_MASKS_MD  # not a table header without columns
     return Table(name=name or f"{dataset}_{metric}", title=title, frame=frame, markdown=md, notes=notes)
 
 
@@ -189,8 +203,8 @@ def threshold_table(runs: pd.DataFrame, dataset: str, method: str = "AVAGA-R_u")
         cells.append(_fmt(r["spread"]))
         lines.append("| " + " | ".join(cells) + " |")
     notes = [f"{method} IoU at each threshold of the anomalous attention map (Table 7); spread = max - min"]
-    return Table(f"{dataset}_table7_thresholds", f"Table 7 ({dataset}): IoU vs threshold", frame,
-                 "\n".join(lines) + "\n", notes)
+    md = _NO_PIXEL_MASKS_MD if lacks_pixel_masks(runs, dataset) else "\n".join(lines) + "\n"
+    return Table(f"{dataset}_table7_thresholds", f"Table 7 ({dataset}): IoU vs threshold", frame, md, notes)
 
 
 def build_tables(runs: pd.DataFrame) -> dict[str, Table]:

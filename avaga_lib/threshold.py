@@ -57,15 +57,17 @@ def _capped(splits: Splits, max_images: int | None) -> Splits:
 
 
 def _curve_rows(norm: str, thresholds: Sequence[float], test_maps: np.ndarray, scores01: np.ndarray,
-                trans01: np.ndarray, labels: np.ndarray, masks: np.ndarray, has_masks: bool) -> list[dict[str, Any]]:
-    """One row per threshold of one normalisation: IoU, accuracies (validation / transductive), FP area."""
-    iou = M.iou_threshold_curve(test_maps, masks, thresholds, labels) if has_masks else {}
+                trans01: np.ndarray, labels: np.ndarray, masks: np.ndarray, has_masks: bool,
+                valid: np.ndarray) -> list[dict[str, Any]]:
+    """One row per threshold of one normalisation: IoU, accuracies (validation / transductive), FP area (of the
+    ``valid`` pixels: letterbox padding never counts)."""
+    iou = M.iou_threshold_curve(test_maps, masks, thresholds, labels, valid=valid) if has_masks else {}
     acc_v = M.accuracy_threshold_curve(scores01, labels, thresholds)
     acc_t = M.accuracy_threshold_curve(trans01, labels, thresholds)
-    normal = test_maps[labels == 0]
+    normal, normal_valid = test_maps[labels == 0], valid[labels == 0]
     return [{"norm": norm, "threshold": float(t), "iou": iou.get(float(t), math.nan),
              "acc_validation": acc_v[float(t)], "acc_transductive": acc_t[float(t)],
-             "fp_area": float((normal > t).mean()) if len(normal) else math.nan} for t in thresholds]
+             "fp_area": float((normal > t)[normal_valid].mean()) if len(normal) else math.nan} for t in thresholds]
 
 
 def _scores(cfg: RunConfig, model: torch.nn.Module, ds: AnomalyDataset, calibration: Calibration | None,
@@ -104,9 +106,10 @@ def threshold_study(
     thresholds = list(thresholds) if thresholds is not None else [round(t, 2) for t in np.arange(0.05, 1.0, 0.05)]
     cfg, model = load_trained(run_dir, device)
     splits = _capped(make_splits(cfg.data, cfg.train.setting), max_images)
-    test = AnomalyDataset(splits.test, cfg.data.image_size, train=False, has_masks=splits.has_masks)
-    val = AnomalyDataset(splits.val, cfg.data.image_size, train=False, has_masks=False)
-    labels, masks = test.labels.numpy(), test.masks[:, 0].numpy()
+    test = AnomalyDataset(splits.test, cfg.data.image_size, train=False, has_masks=splits.has_masks,
+                          geometry=cfg.data.geometry)
+    val = AnomalyDataset(splits.val, cfg.data.image_size, train=False, has_masks=False, geometry=cfg.data.geometry)
+    labels, masks, valid = test.labels.numpy(), test.masks[:, 0].numpy(), test.valid[:, 0].numpy()
     calibration = load_calibration(run_dir) if cfg.method != "avaga" else None
     anomalous = np.flatnonzero(labels == 1)[:n_examples]
     examples: dict[str, Any] = {"image": test.images[anomalous].numpy(), "gt": masks[anomalous],
@@ -123,7 +126,7 @@ def threshold_study(
         else:
             scores01 = fit_calibration(val_raw).normalize_scores(test_raw)
         rows += _curve_rows(norm, thresholds, test_maps, scores01, transductive_scores(test_raw), labels, masks,
-                            splits.has_masks)
+                            splits.has_masks, valid)
         examples["maps"][norm] = test_maps[anomalous]
     return ThresholdStudy(pd.DataFrame(rows), examples, cfg.setting_name, cfg.method)
 

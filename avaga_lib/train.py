@@ -221,6 +221,7 @@ def _training_images(cfg: RunConfig, splits: Splits, device: torch.device) -> tu
         resize_ratio=cfg.data.train_resize_ratio,
         rotation_deg=cfg.data.rotation_deg,
         has_masks=False,  # training never reads masks (weak images carry their image label only, PN 12)
+        geometry=cfg.data.geometry,  # letterbox: the padding is part of every training square (docs/PROTOCOL.md)
     )
     pinned = device.type == "cuda"
     images_u8 = (ds.images.pin_memory() if pinned else ds.images).to(device, non_blocking=pinned)

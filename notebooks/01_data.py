@@ -10,6 +10,7 @@ dataset: str = "embedded"  # embedded | mvtec | mtd | folder | stc
 root: str = ""  # dataset root in MVTec layout; "" = default location of the dataset
 category: str = "weave"  # embedded: weave | granite | washer; MVTec: bottle, ...
 image_size: int = 64  # test side in pixels (paper: 256)
+geometry: str = "squash"  # squash: resize to a square | letterbox: keep the aspect, pad with black
 seed: int = 0  # seed of the validation and weak splits
 results_dir: str = "results/scratch"  # where figures and splits.json go
 
@@ -22,7 +23,8 @@ from avaga_lib.data import AnomalyDataset, make_splits, resolve_root, split_coun
 from avaga_lib.plots import plot_sample_grid
 
 cfg = make_config("smoke", {"data.dataset": dataset, "data.root": root, "data.category": category,
-                            "data.image_size": image_size, "data.seed": seed, "results_dir": results_dir})
+                            "data.image_size": image_size, "data.geometry": geometry, "data.seed": seed,
+                            "results_dir": results_dir})
 base = Path(results_dir) if Path(results_dir).is_absolute() else paths.project_root() / results_dir
 out_dir = base / cfg.data.dataset / cfg.data.category / "data"  # the notebook runs in notebooks/
 data_root = resolve_root(cfg.data)
@@ -43,7 +45,8 @@ split_counts(splits_w)
 # ## Normal and anomalous test samples (masks in red)
 
 # %%
-test_ds = AnomalyDataset(splits_u.test, cfg.data.image_size, train=False, has_masks=splits_u.has_masks)
+test_ds = AnomalyDataset(splits_u.test, cfg.data.image_size, train=False, has_masks=splits_u.has_masks,
+                         geometry=cfg.data.geometry)
 fig = plot_sample_grid(test_ds, n_normal=4, n_anomalous=8, seed=seed,
                        title=f"{cfg.data.dataset}/{cfg.data.category} test", path=out_dir / "fig_samples.png")
 
@@ -67,7 +70,7 @@ import torch
 
 from avaga_lib.data import augment_batch
 
-train_ds = AnomalyDataset(splits_u.train[:8], cfg.data.image_size, train=True)
+train_ds = AnomalyDataset(splits_u.train[:8], cfg.data.image_size, train=True, geometry=cfg.data.geometry)
 x, m = augment_batch(train_ds.images, train_ds.masks, cfg.data.image_size, cfg.data.rotation_deg,
                      generator=torch.Generator().manual_seed(seed))
 print("stored", tuple(train_ds.images.shape), "-> augmented", tuple(x.shape))

@@ -13,6 +13,7 @@ category: str = "weave"  # embedded: weave | granite | washer; MVTec: bottle, ..
 profile: str = "smoke"  # smoke: CPU-sized | paper: App. A.1 (Adam 1e-4, batch 24, 150 epochs, 256 px)
 epochs: int = 2  # training epochs (paper: 150)
 image_size: int = 64  # test side in pixels (paper: 256)
+geometry: str = "squash"  # squash: resize to a square | letterbox: keep the aspect, pad (padding never scored)
 seed: int = 0  # training seed (python / numpy / torch)
 device: str = "auto"  # auto: cuda, then mps, then cpu
 results_dir: str = "results/scratch"  # base of the results tree, relative to the project root
@@ -25,8 +26,8 @@ from avaga_lib.config import config_from_parameters
 
 os.chdir(paths.project_root())  # relative roots / results_dir resolve from the project root, as under the pipeline
 cfg = config_from_parameters("weak", dict(
-    run=run, dataset=dataset, root=root, category=category, image_size=image_size, epochs=epochs, seed=seed,
-    device=device, results_dir=results_dir), profile)  # the mapping the pipeline uses too (one place)
+    run=run, dataset=dataset, root=root, category=category, image_size=image_size, geometry=geometry, epochs=epochs,
+    seed=seed, device=device, results_dir=results_dir), profile)  # the mapping the pipeline uses too (one place)
 print("run folder:", cfg.run_dir)
 
 # %% [markdown]

@@ -34,7 +34,7 @@ def images(tmp_path: Path, run_dir: Path) -> Path:
     src = sorted((Path(run_dir).parents[2] / "../embedded/weave/test").resolve().glob("*/*.png"))[:2]
     for i, p in enumerate(src):
         shutil.copy(p, folder / f"img{i}.png")
-    Image.new("L", (50, 30), 128).save(folder / "gray_small.jpg")  # other size and mode: resized, made RGB
+    Image.new("L", (50, 30), 128).save(folder / "gray_small.jpg")  # other size and mode: answered at 50 x 30, RGB
     Image.new("RGB", (64, 64), (10, 20, 30)).save(folder / "img0.jpg")  # same stem as img0.png
     (folder / "broken.png").write_bytes(b"not a png")
     return folder
@@ -52,9 +52,10 @@ def test_predict_folder_writes_maps_overlays_and_reports_unreadable(run_dir: Pat
     assert len(ok) == 4 and ok["score"].between(0, 1).all()
     assert ok["map_png"].is_unique and ok["overlay_png"].is_unique
     assert set(ok["decision"]) <= {"normal", "anomalous"}
-    for _, row in ok.iterrows():
+    for _, row in ok.iterrows():  # at the input's own size (issue 12), not the run's 64 x 64 square
         with Image.open(out / row["map_png"]) as m, Image.open(out / row["overlay_png"]) as o:
-            assert m.size == o.size == (64, 64) and o.mode == "RGB"
+            assert m.size == o.size == (row["width"], row["height"]) and o.mode == "RGB"
+    assert tuple(ok.set_index("file").loc["gray_small.jpg", ["width", "height"]]) == (50, 30)
     assert len(pd.read_csv(out / "predictions.csv")) == 5
 
 

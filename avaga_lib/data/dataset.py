@@ -11,7 +11,10 @@ Layout (MVTec AD's, and the "bring your own images" layout: any folder arranged 
 Geometry (PROTOCOL_NOTES 13): training images are resized once to ``round(image_size * resize_ratio)`` (288 for 256)
 and kept as uint8; :func:`augment_batch` crops ``image_size`` at random and rotates by +-``rotation_deg`` on whatever
 device the batch is. Test images are resized to ``image_size``, never cropped (defects sit near borders). Masks
-follow with nearest-neighbour and are binarised at > 127.
+follow with nearest-neighbour and are binarised at > 127. "Resized" is ``DataConfig.geometry``
+(:mod:`avaga_lib.data.geometry`): squash, or letterbox (aspect kept, zero padding, a per-image valid-pixel mask in
+:attr:`AnomalyDataset.valid`). Letterboxed training squares are cropped and rotated like any other: the padding is
+part of every normal training image, so the network learns it as normal content.
 """
 
 from __future__ import annotations
@@ -31,7 +34,8 @@ from PIL import Image
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from avaga_lib.config import SETTINGS, DataConfig
+from avaga_lib.config import GEOMETRIES, SETTINGS, DataConfig
+from avaga_lib.data.geometry import to_square, valid_mask
 from avaga_lib.data.records import DataLayoutError, ImageRecord, Splits
 from avaga_lib.data.sources import resolve_root
 from avaga_lib.io import write_json
@@ -231,14 +235,18 @@ def split_counts(splits: Splits) -> pd.DataFrame:
 
 
 # ------------------------------------------------------------------------------------------------------- decoding
-def _decode(record: ImageRecord, side: int, want_mask: bool) -> tuple[np.ndarray, np.ndarray]:
+def _decode(record: ImageRecord, side: int, want_mask: bool, geometry: str = "squash") -> tuple[
+    np.ndarray, np.ndarray, np.ndarray
+]:
+    """(uint8 RGB image (S,S,3), uint8 0/1 mask (S,S), bool valid-pixel mask (S,S)) of one record."""
     try:
         with Image.open(record.path) as im:
             im.load()
             size = im.size
-            img = im.convert("RGB").resize((side, side), Image.BILINEAR)  # grayscale -> 3 channels
+            img = to_square(im.convert("RGB"), side, geometry, Image.BILINEAR)  # grayscale -> 3 channels
     except (OSError, ValueError, SyntaxError) as exc:
         raise DataLayoutError(f"cannot read image {record.path}: {exc} (unreadable or truncated file)") from exc
+    valid = valid_mask(size, side, geometry)
     mask = np.zeros((side, side), np.uint8)
     if want_mask and record.mask_path is not None:
         try:
@@ -251,15 +259,16 @@ def _decode(record: ImageRecord, side: int, want_mask: bool) -> tuple[np.ndarray
         except OSError as exc:
             raise DataLayoutError(f"cannot read mask {record.mask_path} of {record.path}: {exc}") from exc
         binary = Image.fromarray(((m8 > 127) * 255).astype(np.uint8))  # binarise before resizing (> 127)
-        mask = (np.asarray(binary.resize((side, side), Image.NEAREST)) > 127).astype(np.uint8)
-    return np.array(img, np.uint8), mask  # a writable copy (torch.from_numpy warns on read-only arrays)
+        mask = (to_square(binary, side, geometry, Image.NEAREST) > 127).astype(np.uint8)
+    return img.astype(np.uint8, copy=False), mask, valid
 
 
 class AnomalyDataset(Dataset):
     """Images of a list of records, decoded and resized once into uint8 tensors (epochs never touch the disk).
 
     ``train=True`` keeps side ``round(image_size * resize_ratio)`` for :func:`augment_batch`; ``train=False`` keeps
-    ``image_size`` (no crop). Masks are zeros for normal images, weak images and mask-less datasets.
+    ``image_size`` (no crop). Masks are zeros for normal images, weak images and mask-less datasets. ``geometry``
+    (``DataConfig.geometry``) squashes or letterboxes; ``valid`` (N,1,S,S) bool is False on letterbox padding only.
     """
 
     def __init__(
@@ -270,8 +279,12 @@ class AnomalyDataset(Dataset):
         resize_ratio: float = 1.125,  # PN 13: 288 / 256
         rotation_deg: float = 15.0,  # PN 13
         has_masks: bool = True,
+        geometry: str = "squash",
     ) -> None:
+        if geometry not in GEOMETRIES:
+            raise ValueError(f"geometry '{geometry}' unknown; choose one of {GEOMETRIES} (DataConfig.geometry)")
         self.records = list(records)
+        self.geometry = geometry
         self.image_size = image_size
         self.train = train
         self.rotation_deg = rotation_deg
@@ -280,16 +293,18 @@ class AnomalyDataset(Dataset):
         n = len(self.records)
         self.images = torch.zeros((n, 3, self.side, self.side), dtype=torch.uint8)
         self.masks = torch.zeros((n, 1, self.side, self.side), dtype=torch.uint8)
+        self.valid = torch.ones((n, 1, self.side, self.side), dtype=torch.bool)
         self.labels = torch.tensor([r.label for r in self.records], dtype=torch.int64)
         self.defects = [r.defect for r in self.records]
         self.paths = [r.path for r in self.records]
         workers = max(1, min(8, os.cpu_count() or 1))  # PIL releases the GIL while decoding / resizing
         with ThreadPoolExecutor(workers) as pool:
-            results = pool.map(lambda r: _decode(r, self.side, has_masks), self.records)
-            for i, (img, mask) in enumerate(tqdm(results, total=n, disable=n <= 50, desc="decoding images",
-                                                 leave=False)):
+            results = pool.map(lambda r: _decode(r, self.side, has_masks, geometry), self.records)
+            for i, (img, mask, valid) in enumerate(tqdm(results, total=n, disable=n <= 50, desc="decoding images",
+                                                        leave=False)):
                 self.images[i] = torch.from_numpy(img).permute(2, 0, 1)
                 self.masks[i, 0] = torch.from_numpy(mask)
+                self.valid[i, 0] = torch.from_numpy(valid)
 
     def __len__(self) -> int:
         return len(self.records)
@@ -298,6 +313,7 @@ class AnomalyDataset(Dataset):
         return {
             "image": self.images[i].float() / 255.0,
             "mask": self.masks[i].float(),
+            "valid": self.valid[i],
             "label": int(self.labels[i]),
             "defect": self.defects[i],
             "path": self.paths[i],
