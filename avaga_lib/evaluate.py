@@ -50,7 +50,7 @@ from avaga_lib.calibration import Calibration, fit_calibration, transductive_sco
 from avaga_lib.config import RunConfig
 from avaga_lib.data import AnomalyDataset
 from avaga_lib.io import atomic_write
-from avaga_lib.runtime import amp_dtype, autocast, iterate_batches
+from avaga_lib.runtime import amp_dtype, autocast, configure_precision, iterate_batches
 from avaga_lib.train import baseline_kind
 
 MAPS_NAME = "maps/test_maps.npz"  # per-image test maps of a run folder (git-ignored: results/*/*/*/maps/)
@@ -104,7 +104,11 @@ class _Batch:
 
 
 def infer_batch(cfg: RunConfig, model: nn.Module, x: torch.Tensor, calibration: Calibration | None) -> _Batch:
-    """Reconstruction, raw score and anomaly map of a batch (AVAGA via attention.infer, baselines via residuals)."""
+    """Reconstruction, raw score and anomaly map of a batch (AVAGA via attention.infer, baselines via residuals).
+
+    Under ``train.amp``'s autocast only the networks' forward runs in bf16; reconstructions (float32 sigmoid),
+    scores, Grad-CAM and SSIM / L2 maps are float32, computed outside autocast as in training (issue 15 row 6).
+    """
     dtype = amp_dtype(cfg.train.amp, x.device)
     if cfg.method == "avaga":
         with autocast(x.device, dtype):
@@ -260,6 +264,7 @@ def evaluate_run(
     """
     t0 = time.perf_counter()
     device = torch.device(device) if device is not None else _device_of(model)
+    configure_precision(device)  # the trainer's (and the bench's) matmul precision
     model.to(device)
     was_training = model.training
     model.eval()
