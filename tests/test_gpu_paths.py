@@ -30,11 +30,12 @@ from avaga_lib import distributed as ddp
 from avaga_lib.baselines import reconstruction_loss, ssim_map
 from avaga_lib.checkpoint import checkpoint_due, restore_rank_rng, rng_state
 from avaga_lib.config import TrainConfig, make_config
+from avaga_lib.data import generate_dataset
 from avaga_lib.evaluate import infer_batch
 from avaga_lib.losses import generator_objective
 from avaga_lib.model import Discriminator, build_model
 from avaga_lib.runtime import configure_precision, seed_everything
-from avaga_lib.train import build_networks
+from avaga_lib.train import build_networks, train_run
 
 S = 64
 RUNS = ("AVAGA-R_u", "AVAGA-R_w", "AE-L2", "AE-SSIM")
@@ -378,9 +379,6 @@ def test_checkpoint_cadence_by_wall_time_on_cuda_only() -> None:
 
 def test_trainer_resumes_a_cpu_checkpoint_with_a_tagged_rng(tmp_path: Path) -> None:
     """The checkpoint holds one tagged RNG entry per rank (a single process: one)."""
-    from avaga_lib.data import generate_dataset
-    from avaga_lib.train import train_run
-
     root = generate_dataset(tmp_path / "embedded", categories=["weave"], n_train=4, n_test_good=2, n_test_bad=2,
                             size=32)
     cfg = make_config("smoke", {"data.root": str(root), "data.category": "weave", "data.image_size": 32,
