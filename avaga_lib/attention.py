@@ -20,6 +20,13 @@ the classifier's Linear) and the reparameterisation ``z = mu + eps * exp(logvar 
 (F, mu, logvar, the head and classifier weights), so the attention loss back-propagates through it (second order)
 without a second backward pass; the mean over (i, j) is taken before the matrix product (cheap). ``gradcam_autograd``
 is the reference implementation; tests check both agree in values and in the gradients of a loss on A.
+
+Precision (issue 15): Grad-CAM always runs in float32 outside autocast and TF32
+(:func:`avaga_lib.runtime.full_precision`), in training and at evaluation, so a bf16 forward pass changes only the
+features it reads, never the arithmetic of the map. The bilinear upsampling is a product with two constant
+interpolation matrices (:func:`bilinear_upsample`), equal to ``F.interpolate(mode="bilinear",
+align_corners=False)`` up to float rounding, whose backward is deterministic on every device (CUDA's
+``upsample_bilinear2d`` backward is not, and raised in deterministic mode).
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ from torch import Tensor, nn
 
 from avaga_lib.config import ModelConfig
 from avaga_lib.model import AVAGA, AVAGAOutput
+from avaga_lib.runtime import full_precision
 
 TARGETS = ("latent", "normal", "anomalous")
 CLASS_INDEX = {"normal": 0, "anomalous": 1}  # classifier logits: index 0 normal c_n, 1 anomalous c_a (PN 4)
@@ -123,20 +131,43 @@ def normalize_attention(raw: Tensor, method: str) -> Tensor:
     raise ValueError(f"attention normalisation '{method}' unknown; choose one of {NORMS}")
 
 
+def _interpolation_matrix(n_in: int, n_out: int, device: torch.device) -> Tensor:
+    """(n_out, n_in) weights of 1-D linear interpolation with ``align_corners=False`` (PyTorch's convention)."""
+    src = ((torch.arange(n_out, device=device, dtype=torch.float64) + 0.5) * (n_in / n_out) - 0.5).clamp(min=0.0)
+    lo = src.floor().clamp(max=n_in - 1)
+    hi = (lo + 1).clamp(max=n_in - 1)
+    frac = (src - lo).unsqueeze(1)
+    cols = torch.arange(n_in, device=device, dtype=torch.float64)
+    w = (1.0 - frac) * (cols == lo.unsqueeze(1)) + frac * (cols == hi.unsqueeze(1))  # element-wise: deterministic
+    return w.float()
+
+
+def bilinear_upsample(a: Tensor, size: int) -> Tensor:
+    """Bilinear resize of (B, C, h, w) maps to (B, C, size, size) as ``W_h @ a @ W_w^T`` (align_corners=False).
+
+    Same values as ``F.interpolate(a, (size, size), mode="bilinear", align_corners=False)`` up to float rounding;
+    its backward (two matrix products) is deterministic on every device, unlike CUDA's upsample backward.
+    """
+    h, w = a.shape[-2:]
+    w_h = _interpolation_matrix(h, size, a.device).to(a.dtype)
+    w_w = w_h if w == h else _interpolation_matrix(w, size, a.device).to(a.dtype)
+    return w_h @ a @ w_w.T
+
+
 def _finish(alpha: Tensor, fmap: Tensor, cfg: ModelConfig, out_size: int) -> Tensor:
     raw = torch.einsum("bk,bkij->bij", alpha.expand(fmap.shape[0], -1), fmap).unsqueeze(1)
     a = normalize_attention(raw, cfg.attention_norm)
     # normalise at latent resolution, then upsample: bilinear weights are convex, so A stays in [0, 1]
-    return F.interpolate(a, size=(out_size, out_size), mode="bilinear", align_corners=False)
+    return bilinear_upsample(a, out_size)
 
 
 def _as_dtype(out: AVAGAOutput, dtype: torch.dtype) -> AVAGAOutput:
-    """Cast the tensors Grad-CAM reads to the weights' dtype (bf16 autocast outputs vs float32 weights)."""
+    """The tensors Grad-CAM reads in the weights' dtype (float32: a bf16 autocast forward returns bf16 ones)."""
     if out.features.dtype == dtype and out.mu.dtype == dtype and out.z.dtype == dtype:
         return out
     z = out.z.to(dtype)
     mu = z if out.z is out.mu else out.mu.to(dtype)  # keep the identity that marks eval mode (z = mu)
-    return AVAGAOutput(out.features.to(dtype), mu, out.logvar, z, out.recon, out.logits)
+    return AVAGAOutput(out.features.to(dtype), mu, out.logvar, z, out.recon, out.logits, out.recon_logits)
 
 
 def gradcam(model: nn.Module, out: AVAGAOutput, target: str, cfg: ModelConfig, out_size: int) -> Tensor:
@@ -150,14 +181,16 @@ def gradcam(model: nn.Module, out: AVAGAOutput, target: str, cfg: ModelConfig, o
         out_size: side of the returned map (the input side).
 
     Returns:
-        A, (B, 1, out_size, out_size) in [0, 1]; differentiable w.r.t. every encoder / head / classifier weight.
+        A, (B, 1, out_size, out_size) in [0, 1], in the weights' dtype (float32), computed outside autocast whatever
+        the caller's autocast; differentiable w.r.t. every encoder / head / classifier weight.
     """
     m = unwrap(model)
     _check(m, target, cfg)
-    out = _as_dtype(out, m.mu.weight.dtype)
-    alpha = _channel_weights(m, out, target, cfg.gradcam_layer)
-    fmap = out.z if cfg.gradcam_layer == "z" else out.features
-    return _finish(alpha, fmap, cfg, out_size)
+    with full_precision(out.features.device):
+        out = _as_dtype(out, m.mu.weight.dtype)  # float32 weights (float64 in the equivalence tests)
+        alpha = _channel_weights(m, out, target, cfg.gradcam_layer)
+        fmap = out.z if cfg.gradcam_layer == "z" else out.features
+        return _finish(alpha, fmap, cfg, out_size)
 
 
 def gradcam_autograd(model: nn.Module, out: AVAGAOutput, target: str, cfg: ModelConfig, out_size: int) -> Tensor:
@@ -198,7 +231,8 @@ def infer(model: nn.Module, x: Tensor, cfg: ModelConfig, setting: str) -> Infere
     """Evaluation pass of a batch: model in eval mode (z = mu, so y = sum(mu)), no gradient w.r.t. parameters.
 
     The closed-form Grad-CAM needs no backward pass, so everything runs under ``torch.no_grad``. The model's
-    train / eval mode is restored afterwards.
+    train / eval mode is restored afterwards. Under the caller's autocast only the network's forward runs in
+    bf16: the reconstruction (sigmoid of float32 logits), the score, Grad-CAM and the softmax are float32.
 
     Args:
         model: an ``AVAGA`` (wrappers accepted).
@@ -214,7 +248,7 @@ def infer(model: nn.Module, x: Tensor, cfg: ModelConfig, setting: str) -> Infere
         with torch.no_grad():
             out = model(x)
             size = x.shape[-1]
-            score = (x - out.recon).abs().flatten(1).mean(1)
+            score = (x.float() - out.recon.float()).abs().flatten(1).mean(1)
             if setting == "unsupervised":
                 a = gradcam(model, out, "latent", cfg, size)
                 return Inference(recon=out.recon, score_raw=score, amap=1.0 - a, prob_anomalous=None, attention=a)

@@ -9,6 +9,11 @@ exactly as for AVAGA (PROTOCOL_NOTES 8).
 SSIM: torchmetrics is not installed in this project's environment, so :func:`ssim_map` is our own (Wang et al.
 2004, Gaussian window, population covariance), tested against ``skimage.metrics.structural_similarity``.
 
+Precision (issue 15 row 7): the losses and maps run in float32 outside autocast and TF32
+(:func:`avaga_lib.runtime.full_precision`) whatever the caller's autocast: in bf16 the SSIM blur convolutions
+and the cancellation in E[x^2] - E[x]^2 gave SSIM values outside [-1, 1] and a gradient 14 % off. The
+autoencoder's final sigmoid runs in float32 too.
+
 Value ranges of :func:`anomaly_map` (for the fixed bins of ``metrics.PixelMetricAccumulator``):
 ``ANOMALY_MAP_RANGE`` below; L2 residuals are usually tiny, so prefer ``metrics.quantile_edges`` of the
 validation maps over uniform bins.
@@ -19,6 +24,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from avaga_lib.runtime import full_precision
 
 __all__ = [
     "BergmannAE",
@@ -49,7 +56,8 @@ class BergmannAE(nn.Module):
     4x4/2 (128), 3x3/1 (64), 3x3/1 (32), then a conv to the latent vector of size ``latent_dim`` whose kernel is
     the spatial side at that point (image_size / 16: 8 at 128 px, as theirs; 4 at 64 px; 16 at 256 px). The
     decoder mirrors it with transposed convolutions. LeakyReLU(0.2) after every layer except the latent (linear
-    bottleneck) and the output, which is a sigmoid so reconstructions lie in [0, 1] like the inputs.
+    bottleneck) and the output, which is a sigmoid (in float32, also under autocast) so reconstructions lie in
+    [0, 1] like the inputs.
 
     Args:
         image_size: input side, a multiple of 16 (64, 128, 256).
@@ -86,8 +94,7 @@ class BergmannAE(nn.Module):
             nn.ConvTranspose2d(64, 32, 4, 2, 1), _act(),
             nn.Conv2d(32, 32, 3, 1, 1), _act(),
             nn.ConvTranspose2d(32, 32, 4, 2, 1), _act(),
-            nn.ConvTranspose2d(32, c, 4, 2, 1),
-            nn.Sigmoid(),  # reconstruction in [0, 1]
+            nn.ConvTranspose2d(32, c, 4, 2, 1),  # logits; decode() applies the sigmoid in float32
         )  # fmt: skip
 
     def encode(self, x: Tensor) -> Tensor:
@@ -95,8 +102,9 @@ class BergmannAE(nn.Module):
         return self.encoder(x).flatten(1)
 
     def decode(self, z: Tensor) -> Tensor:
-        """Latent (B, latent_dim) -> reconstruction (B, C, S, S) in [0, 1]."""
-        return self.decoder(z[:, :, None, None])
+        """Latent (B, latent_dim) -> reconstruction (B, C, S, S) in [0, 1], float32."""
+        logits = self.decoder(z[:, :, None, None])
+        return torch.sigmoid(logits.to(torch.promote_types(logits.dtype, torch.float32)))
 
     def forward(self, x: Tensor) -> Tensor:
         """Reconstruct ``x`` (B, C, S, S) in [0, 1]; returns the reconstruction, same shape, in [0, 1]."""
@@ -162,8 +170,18 @@ def ssim_map(
             channels); ``"gray"`` = SSIM of the BT.601 luma of both images.
 
     Returns:
-        (B, 1, H, W) SSIM map in [-1, 1].
+        (B, 1, H, W) float32 SSIM map in [-1, 1], computed in float32 outside autocast (and TF32).
     """
+    with full_precision(x.device):
+        return _ssim_map(_at_least_f32(x), _at_least_f32(y), window, sigma, data_range, channels)
+
+
+def _at_least_f32(t: Tensor) -> Tensor:
+    """float32 for half / bf16 inputs; float64 stays float64."""
+    return t if t.dtype == torch.float64 else t.float()
+
+
+def _ssim_map(x: Tensor, y: Tensor, window: int, sigma: float, data_range: float, channels: str) -> Tensor:
     if x.shape != y.shape or x.dim() != 4:
         raise ValueError(f"ssim_map: x {tuple(x.shape)} and y {tuple(y.shape)} must be equal (B, C, H, W) shapes")
     if window % 2 != 1 or min(x.shape[-2:]) < window:
@@ -205,9 +223,10 @@ def reconstruction_loss(kind: str, x: Tensor, recon: Tensor) -> Tensor:
         Scalar loss (mean per element and image, PROTOCOL_NOTES 5).
     """
     _check_kind(kind)
-    if kind == "l2":
-        return F.mse_loss(recon, x)
-    return 1.0 - ssim_map(x, recon).mean()
+    with full_precision(x.device):
+        if kind == "l2":
+            return F.mse_loss(recon.float(), x.float())
+        return 1.0 - ssim_map(x, recon).mean()
 
 
 def anomaly_map(kind: str, x: Tensor, recon: Tensor) -> Tensor:
@@ -222,9 +241,10 @@ def anomaly_map(kind: str, x: Tensor, recon: Tensor) -> Tensor:
         recon: reconstruction, same shape.
     """
     _check_kind(kind)
-    if kind == "l2":
-        return (x - recon).pow(2).mean(dim=1, keepdim=True)
-    return 1.0 - ssim_map(x, recon)
+    with full_precision(x.device):
+        if kind == "l2":
+            return (x.float() - recon.float()).pow(2).mean(dim=1, keepdim=True)
+        return 1.0 - ssim_map(x, recon)
 
 
 def image_score(amap: Tensor) -> Tensor:

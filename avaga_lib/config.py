@@ -100,6 +100,8 @@ class TrainConfig:
     # the thread count, so a CPU run is bit-reproducible only at a fixed count (issue 12: 1 vs 2 threads moved an
     # AVAGA pixel AUROC from 0.518 to 0.548); the smoke profile fixes it at 1
     checkpoint_every: int = 1  # epochs between atomic checkpoints
+    checkpoint_minutes: float = 10.0  # CUDA: at most one checkpoint per this many minutes of training (an epoch can
+    # take 0.1 s there and a checkpoint more); always after the last epoch. CPU / MPS and 0: every checkpoint_every
     resume: bool = True  # continue from the last checkpoint of the run folder
     nproc: int = 1  # DDP processes (torchrun); 1 = single process
     log_every: int = 1  # epochs between loss-CSV rows (always every epoch at 1)

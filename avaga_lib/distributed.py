@@ -3,11 +3,13 @@
 How the trainer uses it (alone every call below is a no-op and the run is an ordinary single-process run)::
 
     ctx = init_distributed(device)                 # joins the torchrun job when WORLD_SIZE > 1
+    model, _ = use_sync_batchnorm(model, ctx)      # CUDA: global-batch BatchNorm statistics
     model = wrap(model, ctx)                       # DDP: broadcasts rank 0's weights, all-reduces gradients
     for idx in global_batches:                     # every rank draws the same global batch ...
         idx, share = shard_batch(idx, ctx)         # ... and keeps its strided slice
         ...; (loss * share * ctx.world_size).backward(); opt.step()
-        logs = average_terms(terms, ctx)           # the step's loss terms, averaged over the ranks
+        sums += stacked terms                      # on the device: no host sync per step
+    logs = average_terms(means, ctx)               # once per epoch: averaged over the ranks, as floats
     sync_buffers(model, ctx)                       # BatchNorm statistics of rank 0 on every rank
     cleanup(ctx)
 
@@ -15,11 +17,17 @@ Semantics (same update as one process on the global batch, up to BatchNorm): the
 ``train.batch_size``; rank ``r`` keeps the images ``r, r + W, r + 2W, ...`` (strided, so normal and weak anomalous
 images spread over the ranks). DDP averages the ranks' gradients; each rank's loss is a mean over its slice, so the
 trainer scales it by ``share * W`` (slice size / batch size times the world size) and the average becomes the
-gradient of the global-batch mean even when the slices differ in size. BatchNorm statistics are per rank (no
-SyncBatchNorm); DDP broadcasts rank 0's buffers before each forward, and :func:`sync_buffers` once at the end.
-Every RNG stream is identical on every rank (a resumed run continues exactly): ranks see different images with
-the same augmentation and noise draws. Rank 0 alone writes results and checkpoints; every rank reads the same
-checkpoint on resume (a shared file system across nodes).
+gradient of the global-batch mean even when the slices differ in size. BatchNorm: on CUDA (NCCL) every
+BatchNorm becomes a ``SyncBatchNorm`` (:func:`use_sync_batchnorm`), so the batch statistics are those of the
+global batch, as in one process (issue 15 row 11: 24 images on 8 GPUs left 3 per rank); on CPU (gloo, the
+tests) SyncBatchNorm has no kernel and the statistics stay per rank. DDP broadcasts rank 0's buffers before each
+forward, and :func:`sync_buffers` once at the end.
+Randomness: the batch order (the sampler generator) is identical on every rank, so all ranks shard the same
+global batch; every other stream (augmentation, reparameterisation noise, python / numpy) is seeded with
+:func:`rank_seed`, so each rank draws its own crops, angles and noise; rank 0's seeds are the single-process ones.
+Each rank's RNG states are gathered into the checkpoint (:func:`gather_objects`) and every rank restores its own.
+Rank 0 alone writes results and checkpoints; every rank reads the same checkpoint on resume (a shared file
+system across nodes).
 
 Launch: :func:`launch` runs ``torchrun --standalone --nproc-per-node N -m avaga_lib.cli <args>`` (the CLI relaunches
 ``train`` itself when ``train.nproc > 1``); across nodes see docs/PERFORMANCE.md.
@@ -165,16 +173,57 @@ def unwrap(module: nn.Module) -> nn.Module:
     return module.module if isinstance(module, DistributedDataParallel) else module
 
 
-def average_terms(terms: dict[str, Any], ctx: DistContext) -> dict[str, float]:
-    """A step's loss terms (floats or 0-d tensors) as floats, averaged over the ranks: one collective per step.
+RANK_SEED_STRIDE = 2**20  # rank r seeds its streams with seed + r * stride (study seeds are small integers)
 
+
+def rank_seed(seed: int, rank: int) -> int:
+    """The seed of rank ``rank``'s own random streams; rank 0 keeps ``seed`` (single-process numbers unchanged)."""
+    return seed + RANK_SEED_STRIDE * rank
+
+
+def average_terms(terms: dict[str, Any], ctx: DistContext) -> dict[str, float]:
+    """Loss terms (floats or 0-d tensors) as floats, averaged over the ranks: one collective, one host transfer.
+
+    The trainer calls it once per epoch on the epoch's means (summed on the device); the bench once per step.
     A non-finite term on any rank makes the average non-finite on every rank, so all ranks stop together.
     """
+    if not terms:
+        return {}
+    if ctx.backend == "nccl" and ctx.device is not None:
+        dev = ctx.device
+    elif ctx.enabled:
+        dev = torch.device("cpu")
+    else:
+        dev = next((v.device for v in terms.values() if isinstance(v, Tensor)), torch.device("cpu"))
+    dtype = torch.float32 if dev.type == "mps" else torch.float64  # MPS has no float64
+    values = torch.stack([torch.as_tensor(v, device=dev).detach().to(dtype).reshape(()) for v in terms.values()])
+    if ctx.enabled:
+        dist.all_reduce(values, op=dist.ReduceOp.SUM)
+        values = values / ctx.world_size
+    return dict(zip(terms, values.tolist()))
+
+
+def gather_objects(obj: Any, ctx: DistContext) -> list[Any]:
+    """Every rank's ``obj`` in rank order, on every rank (``[obj]`` alone); e.g. the ranks' RNG states."""
     if not ctx.enabled:
-        return {name: float(value) for name, value in terms.items()}
-    values = torch.tensor([float(v) for v in terms.values()], dtype=torch.float64, device=ctx.device)
-    dist.all_reduce(values, op=dist.ReduceOp.SUM)
-    return dict(zip(terms, (values / ctx.world_size).tolist()))
+        return [obj]
+    out: list[Any] = [None] * ctx.world_size
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def use_sync_batchnorm(module: nn.Module, ctx: DistContext) -> tuple[nn.Module, bool]:
+    """BatchNorm -> ``SyncBatchNorm`` under NCCL (global-batch statistics); unchanged alone or on gloo (no kernel).
+
+    The converted layers share the original parameters and buffers (optimisers built before stay valid) and keep
+    their state-dict keys, so checkpoints load into plain BatchNorm networks.
+
+    Returns:
+        (the module, whether it was converted).
+    """
+    if not ctx.enabled or ctx.backend != "nccl":
+        return module, False
+    return nn.SyncBatchNorm.convert_sync_batchnorm(module), True
 
 
 def sync_buffers(module: nn.Module, ctx: DistContext, src: int = 0) -> None:

@@ -23,8 +23,8 @@ Every number of ``metrics.json`` comes from :mod:`avaga_lib.metrics` applied to 
 ``predictions.csv`` (pixel AUROC / AUPRO from the streamed :class:`avaga_lib.metrics.PixelMetricAccumulator`,
 fixed bins). The per-image maps (float32, so that the metrics recomputed from them are exactly equal) are kept in
 :attr:`EvalResult.maps`; :func:`avaga_lib.run.save_run` writes them as ``maps/test_maps.npz`` (git-ignored; read
-back by :func:`load_maps`): a full MVTec category at 256 px is a few tens of MB, far below 2 GiB. Baselines
-additionally keep a strided subsample (every 4th pixel) of the *validation* maps to place the accumulator's bins.
+back by :func:`avaga_lib.run.load_maps`): a full MVTec category at 256 px is a few tens of MB, far below 2 GiB.
+Baselines additionally keep a strided subsample (every 4th pixel) of the *validation* maps to place the bins.
 """
 
 from __future__ import annotations
@@ -34,7 +34,6 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -49,11 +48,9 @@ from avaga_lib.baselines import anomaly_map, image_score
 from avaga_lib.calibration import Calibration, fit_calibration, transductive_scores
 from avaga_lib.config import RunConfig
 from avaga_lib.data import AnomalyDataset
-from avaga_lib.io import atomic_write
-from avaga_lib.runtime import amp_dtype, autocast, configure_threads, iterate_batches
+from avaga_lib.runtime import amp_dtype, autocast, configure_precision, configure_threads, iterate_batches
 from avaga_lib.train import baseline_kind
 
-MAPS_NAME = "maps/test_maps.npz"  # per-image test maps of a run folder (git-ignored: results/*/*/*/maps/)
 TRANSDUCTIVE_FLAG = (
     "mean_accuracy_transductive normalises scores by min-max over the unlabeled TEST scores (label-free but "
     "test-dependent, PROTOCOL_NOTES 8); the default mean_accuracy uses the normal validation split only"
@@ -105,7 +102,11 @@ class _Batch:
 
 
 def infer_batch(cfg: RunConfig, model: nn.Module, x: torch.Tensor, calibration: Calibration | None) -> _Batch:
-    """Reconstruction, raw score and anomaly map of a batch (AVAGA via attention.infer, baselines via residuals)."""
+    """Reconstruction, raw score and anomaly map of a batch (AVAGA via attention.infer, baselines via residuals).
+
+    Under ``train.amp``'s autocast only the networks' forward runs in bf16; reconstructions (float32 sigmoid),
+    scores, Grad-CAM and SSIM / L2 maps are float32, computed outside autocast as in training (issue 15 row 6).
+    """
     dtype = amp_dtype(cfg.train.amp, x.device)
     if cfg.method == "avaga":
         with autocast(x.device, dtype):
@@ -263,6 +264,7 @@ def evaluate_run(
     t0 = time.perf_counter()
     configure_threads(cfg.train.threads)  # the run's CPU thread count (floats depend on it)
     device = torch.device(device) if device is not None else _device_of(model)
+    configure_precision(device)  # the trainer's (and the bench's) matmul precision
     model.to(device)
     was_training = model.training
     model.eval()
@@ -292,13 +294,20 @@ def evaluate_run(
     thresholds = sorted({float(t) for t in cfg.eval.thresholds_study} | {thr})
     m = metrics_from_maps(frame, test.maps, gt, thr, thresholds, has_masks, acc, valid)
     m.update(_run_info(cfg, frame, len(val_scores), acc, t0))
+    examples = _examples(ds, test.maps, pred, examples_per_defect)
+    maps = _maps_record(cfg, test, gt, valid, acc)
+    return EvalResult(m, frame, cal, examples, val_scores, time.perf_counter() - t0, maps)
+
+
+def _maps_record(cfg: RunConfig, test: Inferred, gt: np.ndarray, valid: np.ndarray | None,
+                 acc: M.PixelMetricAccumulator | None) -> dict[str, np.ndarray]:
+    """What :attr:`EvalResult.maps` keeps: the maps the metrics were computed from, and how they were binned."""
     maps = {"maps": test.maps, "gt": gt} | ({} if valid is None else {"valid": valid})
     if test.raw_maps is not None:
         maps["raw_maps"] = test.raw_maps
     if acc is not None and cfg.method != "avaga":
         maps["pixel_edges"] = acc.edges
-    examples = _examples(ds, test.maps, pred, examples_per_defect)
-    return EvalResult(m, frame, cal, examples, val_scores, time.perf_counter() - t0, maps)
+    return maps
 
 
 def _predictions(ds: AnomalyDataset, test: Inferred, cal: Calibration, pred: np.ndarray, gt: np.ndarray,
@@ -422,27 +431,4 @@ def _examples(ds: AnomalyDataset, maps: np.ndarray, pred: np.ndarray, per_defect
     return {k: (np.stack(v) if k in ("image", "gt", "map", "pred") and v else v) for k, v in ex.items()}
 
 
-# ------------------------------------------------------------------------------------------------------- saving
-
-
-def save_maps(path: Path | str, maps: dict[str, np.ndarray]) -> Path:
-    """Write per-image maps as one compressed ``.npz`` (atomically, through :func:`avaga_lib.io.atomic_write`)."""
-
-    def write(tmp: Path) -> None:
-        with open(tmp, "wb") as f:  # a file object: np.savez would append ".npz" to the temp name
-            np.savez_compressed(f, **maps)
-
-    return atomic_write(path, write)
-
-
-def load_maps(run_dir: Path | str) -> dict[str, np.ndarray]:
-    """Read ``maps/test_maps.npz`` of a run folder (see :attr:`EvalResult.maps`)."""
-    path = Path(run_dir) / MAPS_NAME
-    if not path.exists():
-        raise FileNotFoundError(f"{path} missing: evaluate the run first (evaluate_run + save_run write it)")
-    with np.load(path) as f:
-        return {k: f[k] for k in f.files}
-
-
-__all__ = ["MAPS_NAME", "EvalResult", "Inferred", "calibrate", "evaluate_run", "infer_batch", "infer_dataset",
-           "load_maps", "metrics_from_maps", "save_maps"]
+__all__ = ["EvalResult", "Inferred", "calibrate", "evaluate_run", "infer_batch", "infer_dataset", "metrics_from_maps"]

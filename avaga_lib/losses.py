@@ -13,12 +13,16 @@ Conventions (PROTOCOL_NOTES 3, 5):
   L_a is the mean over the batch (zeros included). ``sgb=False``: every normal image, whatever the prediction.
   The reconstruction / KL / adversarial terms use the normal images of the batch only ("we train our latent space
   using normal images", Sec. 2.2.1); the anomalous ones train the classifier and are excluded from L_a.
-* All loss arithmetic (and the Grad-CAM) runs in float32 with autocast disabled: BCE on probabilities is not
-  autocast-safe and the attention maps are small.
+* All loss arithmetic (and the Grad-CAM) runs in float32 with autocast and TF32 disabled
+  (:func:`avaga_lib.runtime.full_precision`). Eq. 1's BCE reads the decoder's logits (BCE with logits, float32):
+  a bf16 sigmoid saturates at exactly 1.0 from logit 6.3 on, where BCE on probabilities gives 100 (1 - x) with a
+  zero gradient (issue 15 row 8).
 
-``generator_objective`` returns (total, dict of floats, model output); the dict holds every term (0.0 for terms
-switched off in this configuration, so losses.csv has the same columns within a setting), ``attn_mean`` /
-``attn_std`` (the spread of A, PN 2) and ``total``.
+``generator_objective`` returns (total, dict of detached 0-d tensors, model output); the dict holds every term
+(0 for terms switched off in this configuration, so losses.csv has the same columns within a setting),
+``attn_mean`` / ``attn_std`` (the spread of A, PN 2) and ``total``. Nothing here reads a value back to the host
+(no ``.item()`` / ``.tolist()`` / ``float()``: a host sync between forward and backward stalls a GPU, issue 15
+row 9); the trainer converts the epoch's sums once.
 """
 
 from __future__ import annotations
@@ -32,11 +36,7 @@ from torch import Tensor, nn
 from avaga_lib.attention import gradcam
 from avaga_lib.config import LossConfig, ModelConfig
 from avaga_lib.model import AVAGAOutput
-
-
-def _no_autocast(device: torch.device) -> contextlib.AbstractContextManager:
-    """Disable autocast for the loss arithmetic (a no-op where autocast is not active)."""
-    return torch.autocast(device_type=device.type, enabled=False)
+from avaga_lib.runtime import full_precision
 
 
 def _per_image(t: Tensor) -> Tensor:
@@ -51,9 +51,15 @@ def _masked_mean(per_image: Tensor, mask: Tensor | None) -> Tensor:
     return (per_image * w).sum() / w.sum().clamp_min(1.0)
 
 
-def reconstruction_bce(x: Tensor, recon: Tensor) -> Tensor:
-    """Eq. 1 per image: BCE between input and reconstruction, mean over pixels and channels, (B,)."""
-    return _per_image(F.binary_cross_entropy(recon.float(), x.float(), reduction="none"))
+def reconstruction_bce(x: Tensor, recon_logits: Tensor) -> Tensor:
+    """Eq. 1 per image: BCE between input and reconstruction, mean over pixels and channels, (B,).
+
+    Args:
+        x: input in [0, 1].
+        recon_logits: the decoder's logits (``AVAGAOutput.recon_logits``): BCE with logits in float32, equal to
+            the BCE of ``sigmoid(recon_logits)`` without its saturation.
+    """
+    return _per_image(F.binary_cross_entropy_with_logits(recon_logits.float(), x.float(), reduction="none"))
 
 
 def kl_divergence(mu: Tensor, logvar: Tensor) -> Tensor:
@@ -96,7 +102,7 @@ def generator_objective(
     loss_cfg: LossConfig,
     model_cfg: ModelConfig,
     setting: str,
-) -> tuple[Tensor, dict[str, float], AVAGAOutput]:
+) -> tuple[Tensor, dict[str, Tensor], AVAGAOutput]:
     """Forward pass, Grad-CAM and every generator-side term of eq. 4 (unsupervised) or eq. 6 (weak).
 
     The discriminator's parameters receive gradients from the adversarial term (it is not frozen, which DDP
@@ -112,7 +118,7 @@ def generator_objective(
         setting: "unsupervised" or "weak".
 
     Returns:
-        (total loss tensor, dict of floats for logging incl. "total", model output).
+        (total loss tensor, dict of detached float32 0-d tensors for logging incl. "total", model output).
     """
     if setting not in ("unsupervised", "weak"):
         raise ValueError(f"setting '{setting}' unknown; choose unsupervised or weak")
@@ -124,7 +130,7 @@ def generator_objective(
     need_adv = use_adv_recon and disc is not None and loss_cfg.w_adv != 0
     fake_logits = disc(out.recon, logits=True) if need_adv else None  # under the caller's autocast, if any
     logs: dict[str, Tensor] = {}
-    with _no_autocast(x.device):
+    with full_precision(x.device):
         if setting == "unsupervised":
             total, logs = _unsupervised_terms(model, fake_logits, x, out, loss_cfg, model_cfg, size)
         else:
@@ -134,15 +140,20 @@ def generator_objective(
                 raise ValueError("setting=weak needs a model with the classifier head (build_model(..., 'weak'))")
             total, logs = _weak_terms(model, fake_logits, x, labels.to(x.device), out, loss_cfg, model_cfg, size)
     logs["total"] = total
-    keys = list(logs)
-    values = torch.stack([v.detach().float().reshape(()) for v in logs.values()]).tolist()  # one device sync
-    return total, dict(zip(keys, values)), out
+    return total, _detached(logs), out
+
+
+def _detached(logs: dict[str, Tensor]) -> dict[str, Tensor]:
+    """The logged terms as detached float32 0-d tensors, still on the device (no host sync)."""
+    return {k: v.detach().float().reshape(()) for k, v in logs.items()}
 
 
 def _adv_recon_terms(
     fake_logits: Tensor | None, x: Tensor, out: AVAGAOutput, loss_cfg: LossConfig, normal: Tensor | None
 ) -> tuple[Tensor, dict[str, Tensor]]:
-    l_r = _masked_mean(reconstruction_bce(x, out.recon), normal)
+    if out.recon_logits is None:
+        raise ValueError("generator_objective needs the decoder's logits (AVAGAOutput.recon_logits) for eq. 1")
+    l_r = _masked_mean(reconstruction_bce(x, out.recon_logits), normal)
     l_kl = _masked_mean(kl_divergence(out.mu, out.logvar), normal)
     if fake_logits is not None:
         l_adv = _masked_mean(generator_adversarial(fake_logits), normal)
@@ -218,17 +229,17 @@ def _weak_terms(
     return total, logs
 
 
-def discriminator_objective(disc: nn.Module, x: Tensor, recon: Tensor) -> tuple[Tensor, dict[str, float]]:
+def discriminator_objective(disc: nn.Module, x: Tensor, recon: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
     """Discriminator side of eq. 2: BCE(D(x), real) + BCE(D(x_hat), fake), each a mean over patches and images.
 
     ``recon`` is detached here (the caller may pass it detached already): no gradient reaches the generator.
 
     Returns:
-        (loss, {"d_real", "d_fake", "d_real_prob", "d_fake_prob", "total"}).
+        (loss, {"d_real", "d_fake", "d_real_prob", "d_fake_prob", "total"} as detached 0-d tensors, no host sync).
     """
     real_logits = disc(x, logits=True)
     fake_logits = disc(recon.detach(), logits=True)
-    with _no_autocast(x.device):
+    with full_precision(x.device):
         real_logits, fake_logits = real_logits.float(), fake_logits.float()
         l_real = F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits))
         l_fake = F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
@@ -240,5 +251,4 @@ def discriminator_objective(disc: nn.Module, x: Tensor, recon: Tensor) -> tuple[
             "d_fake_prob": torch.sigmoid(fake_logits.detach()).mean(),
             "total": total,
         }
-    values = torch.stack([v.detach().reshape(()) for v in logs.values()]).tolist()
-    return total, dict(zip(logs, values))
+    return total, _detached(logs)

@@ -43,8 +43,11 @@ class AVAGAOutput:
         mu: latent mean, (B, C, s, s) for the conv latent, (B, flat_dim) for the flat one.
         logvar: latent log-variance, same shape as ``mu``.
         z: latent sample (reparameterised in training, ``mu`` at eval), same shape as ``mu``.
-        recon: reconstruction in [0, 1], (B, 3, S, S).
+        recon: reconstruction in [0, 1], (B, 3, S, S), float32: the sigmoid of ``recon_logits`` computed in float32
+            (under bf16 autocast a bf16 sigmoid returns exactly 1.0 from logit 6.3 on, issue 15 row 8).
         logits: classifier logits (B, 2) (index 0 normal, 1 anomalous), None without classifier.
+        recon_logits: the decoder's output before its final sigmoid (Table 9 layer 26), what eq. 1's BCE reads
+            (BCE with logits, float32); None only for outputs built by hand without it.
     """
 
     features: Tensor
@@ -53,6 +56,7 @@ class AVAGAOutput:
     z: Tensor
     recon: Tensor
     logits: Tensor | None
+    recon_logits: Tensor | None = None
 
 
 class SkipAdd(nn.Module):
@@ -84,7 +88,11 @@ class ResidualUpBlock(nn.Module):
 
 
 class ResidualDecoder(nn.Module):
-    """Residual decoder of Table 9 generalised to any side: 4 residual up blocks then ConvTr to 3 channels + Sigmoid."""
+    """Residual decoder of Table 9 generalised to any side: 4 residual up blocks then ConvTr to 3 channels.
+
+    ``forward`` returns the logits; the final Sigmoid (layer 26, ``self.sigmoid``) is applied by ``AVAGA.forward``
+    in float32, and the reconstruction loss reads the logits (BCE with logits).
+    """
 
     def __init__(self, latent_channels: int = 512) -> None:
         super().__init__()
@@ -96,17 +104,18 @@ class ResidualDecoder(nn.Module):
             c_in = w
         self.blocks = nn.Sequential(*blocks)
         self.out = nn.ConvTranspose2d(c_in, 3, 4, 2, 1)  # Table 9 layer 25
-        self.sigmoid = nn.Sigmoid()  # Table 9 layer 26: reconstruction in [0, 1] (BCE of eq. 1)
+        self.sigmoid = nn.Sigmoid()  # Table 9 layer 26: reconstruction in [0, 1], applied by AVAGA.forward
 
     def forward(self, z: Tensor) -> Tensor:
-        """Decode a conv latent (B, C, s, s) into an image (B, 3, 32 s, 32 s)."""
-        return self.sigmoid(self.out(self.blocks(z)))
+        """Decode a conv latent (B, C, s, s) into image logits (B, 3, 32 s, 32 s) (sigmoid not applied)."""
+        return self.out(self.blocks(z))
 
 
 class DCGANGenerator(nn.Module):
     """DCGAN generator (Radford et al. 2015): 4 x [ConvTr 4x4 s2, BN, ReLU] then ConvTr to 3 channels.
 
-    The last activation is a Sigmoid instead of DCGAN's Tanh, so the output is in [0, 1] like the input (eq. 1).
+    The last activation is a Sigmoid instead of DCGAN's Tanh, so the reconstruction is in [0, 1] like the input
+    (eq. 1); as in :class:`ResidualDecoder`, ``forward`` returns the logits and ``AVAGA.forward`` applies it.
     """
 
     def __init__(self, latent_channels: int = 512) -> None:
@@ -124,9 +133,14 @@ class DCGANGenerator(nn.Module):
         layers += [("out", nn.ConvTranspose2d(c_in, 3, 4, 2, 1, bias=False)), ("sigmoid", nn.Sigmoid())]
         self.net = nn.Sequential(OrderedDict(layers))
 
+    @property
+    def sigmoid(self) -> nn.Module:
+        """The final Sigmoid (kept inside ``net`` so parameter and hook names stay as they were)."""
+        return self.net.sigmoid
+
     def forward(self, z: Tensor) -> Tensor:
-        """Decode (B, C, s, s) into (B, 3, 32 s, 32 s)."""
-        return self.net(z)
+        """Decode (B, C, s, s) into image logits (B, 3, 32 s, 32 s) (sigmoid not applied)."""
+        return self.net[:-1](z)
 
 
 def _dcgan_encoder_body() -> nn.Sequential:
@@ -286,9 +300,12 @@ class AVAGA(nn.Module):
             dec_in = self.fc_dec(z).view(z.shape[0], -1, s, s)
         else:
             dec_in = z
-        recon = self.decoder(dec_in)
+        recon_logits = self.decoder(dec_in)
+        wide = torch.promote_types(recon_logits.dtype, torch.float32)  # bf16 under autocast -> float32 (issue 15)
+        recon = self.decoder.sigmoid(recon_logits.to(wide))
         logits = self.classifier(z) if self.classifier is not None else None
-        return AVAGAOutput(features=feats, mu=mu, logvar=logvar, z=z, recon=recon, logits=logits)
+        return AVAGAOutput(features=feats, mu=mu, logvar=logvar, z=z, recon=recon, logits=logits,
+                           recon_logits=recon_logits)
 
 
 class Discriminator(nn.Module):

@@ -11,14 +11,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from avaga_lib import metrics as M
 from avaga_lib import plots
 from avaga_lib.calibration import CALIBRATION_NAME
 from avaga_lib.config import RunConfig
 from avaga_lib.data import make_splits
-from avaga_lib.evaluate import MAPS_NAME, EvalResult, evaluate_run, save_maps
-from avaga_lib.io import write_csv, write_json
+from avaga_lib.evaluate import EvalResult, evaluate_run
+from avaga_lib.io import atomic_write, write_csv, write_json
 from avaga_lib.train import train_run
+
+MAPS_NAME = "maps/test_maps.npz"  # per-image test maps of a run folder (git-ignored: results/*/*/*/maps/)
 
 
 def run_one(cfg: RunConfig, figures: bool = True, progress: bool = False) -> Path:
@@ -113,4 +117,25 @@ def _save_figures(out: Path, cfg: RunConfig, train_result: Any, eval_result: Eva
         plots.plot_qualitative_grid(eval_result.examples, out / "fig_qualitative.png", title=name, close=True)
 
 
-__all__ = ["config_dict", "run_notes", "run_one", "save_run"]
+
+
+def save_maps(path: Path | str, maps: dict[str, np.ndarray]) -> Path:
+    """Write per-image maps as one compressed ``.npz`` (atomically, through :func:`avaga_lib.io.atomic_write`)."""
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:  # a file object: np.savez would append ".npz" to the temp name
+            np.savez_compressed(f, **maps)
+
+    return atomic_write(path, write)
+
+
+def load_maps(run_dir: Path | str) -> dict[str, np.ndarray]:
+    """Read ``maps/test_maps.npz`` of a run folder (see :attr:`EvalResult.maps`)."""
+    path = Path(run_dir) / MAPS_NAME
+    if not path.exists():
+        raise FileNotFoundError(f"{path} missing: evaluate the run first (evaluate_run + save_run write it)")
+    with np.load(path) as f:
+        return {k: f[k] for k in f.files}
+
+
+__all__ = ["MAPS_NAME", "config_dict", "load_maps", "run_notes", "run_one", "save_maps", "save_run"]

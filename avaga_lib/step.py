@@ -5,8 +5,9 @@ objective (eq. 4 / 6, with Grad-CAM) and its Adam step, then the discriminator o
 :func:`make_nets` bundles the networks and optimisers it updates; under torchrun it wraps the generator in one
 ``DistributedDataParallel`` and the discriminator's objective (:class:`DiscriminatorLoss`) in another.
 
-Loss terms stay tensors between forward and backward (no host sync by this module; the objectives of
-:mod:`avaga_lib.losses` return their logged terms as floats); the caller converts and checks them once per step.
+Loss terms stay detached 0-d tensors on the device (no host sync here or in :mod:`avaga_lib.losses`: a
+``.item()`` between forward and backward stops the CPU from queueing the backward while the GPU runs the forward,
+issue 15 row 9); the trainer sums them on the device and converts and checks them once per epoch.
 """
 
 from __future__ import annotations
@@ -116,7 +117,7 @@ def _no_weight_grads(module: nn.Module | None) -> Iterator[None]:
 def train_step(
     cfg: RunConfig, nets: Nets, x: Tensor, labels: Tensor, amp: torch.dtype | None = None, loss_scale: float = 1.0
 ) -> dict[str, Any]:
-    """One optimisation step on a batch; returns its loss terms (not converted, not checked: see the caller).
+    """One optimisation step on a batch; returns its loss terms as detached 0-d tensors (not converted, not checked).
 
     Baselines: the reconstruction loss, one Adam step. AVAGA: the generator objective (eq. 4 or 6, with Grad-CAM)
     and its Adam step, then the discriminator objective (eq. 2) and its step when ``loss.adversarial_recon``.
@@ -133,7 +134,7 @@ def train_step(
     if cfg.method != "avaga":
         with autocast(x.device, amp):
             recon = nets.model(x)
-            loss = baselines.reconstruction_loss(baseline_kind(cfg.method), x, recon.float())
+        loss = baselines.reconstruction_loss(baseline_kind(cfg.method), x, recon)  # float32, outside autocast
         _update(nets.opt_g, loss * loss_scale)
         return {"loss": loss.detach()}
     # the bare D: G's adversarial term needs D's output, not gradients of D's weights (nor D's DDP reducer)

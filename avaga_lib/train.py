@@ -10,12 +10,17 @@ the whole tensor moves to the training device once, and each step indexes a batc
 (:func:`avaga_lib.data.augment_batch`, random crop + rotation, PROTOCOL_NOTES 13). No DataLoader workers.
 
 Randomness: python / numpy / torch are seeded from ``train.seed``; batch order and augmentation draw from two
-dedicated ``torch.Generator``s. Every RNG state is saved in each checkpoint, so a run interrupted after epoch k and
-resumed ends with the same weights as an uninterrupted run (tested on CPU).
+dedicated ``torch.Generator``s. Every rank's RNG states are saved in each checkpoint, so a run interrupted after
+epoch k and resumed ends with the same weights as an uninterrupted run (tested on CPU, alone and with 2 ranks).
 
 Data parallel (torchrun, :mod:`avaga_lib.distributed`): one ``DistributedDataParallel`` wrapper for the generator
 and one for the discriminator's objective (real then fake inside one module forward, so its wrapper sees one
-forward per backward, while BatchNorm keeps separate real / fake statistics as in one process).
+forward per backward, while BatchNorm keeps separate real / fake statistics as in one process); SyncBatchNorm on
+CUDA; per-rank seeds for everything but the batch order.
+
+GPU (issue 15): the loss terms stay on the device and become floats once per epoch; checkpoints on CUDA are
+written at most every ``train.checkpoint_minutes`` (and after the last epoch); :func:`avaga_lib.runtime.
+configure_precision` sets TF32 as the bench measures it.
 
 Interruption: Ctrl-C writes the state of the last *completed* epoch and re-raises as :class:`TrainingInterrupted`
 naming the checkpoint; ``train.resume`` continues from there. A non-finite loss term raises
@@ -25,11 +30,10 @@ naming the checkpoint; ``train.resume`` continues from there. A non-finite loss 
 from __future__ import annotations
 
 import copy
-import json
 import math
 import time
 import warnings
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,42 +43,31 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from avaga_lib import distributed as ddp
-from avaga_lib.baselines import BergmannAE
-from avaga_lib.checkpoint import load_checkpoint, resume_hash, rng_state, set_rng_state, state_or_none
+from avaga_lib.checkpoint import (
+    NonFiniteLossError,
+    TrainingInterrupted,
+    checkpoint_due,
+    load_checkpoint,
+    restore_rank_rng,
+    resume_hash,
+    rng_state,
+    state_or_none,
+)
 from avaga_lib.config import RunConfig
 from avaga_lib.data import AnomalyDataset, Splits, augment_batch, make_splits
 from avaga_lib.io import save_torch, write_csv
-from avaga_lib.model import Discriminator, build_model
-from avaga_lib.runtime import amp_dtype, configure_threads, resolve_device, seed_everything
+from avaga_lib.networks import CHECKPOINT_NAME, build_networks, load_trained
+from avaga_lib.runtime import (
+    amp_dtype,
+    configure_precision,
+    configure_threads,
+    resolve_device,
+    seed_everything,
+    seed_rngs,
+)
 from avaga_lib.step import DiscriminatorLoss, Nets, baseline_kind, make_nets, train_step
 
-CHECKPOINT_NAME = "checkpoint.pt"
 LOSSES_NAME = "losses.csv"
-
-
-class NonFiniteLossError(RuntimeError):
-    """A loss term became NaN or inf; training stopped, the last good checkpoint is kept."""
-
-    def __init__(self, epoch: int, term: str, value: float, checkpoint: Path | None) -> None:
-        kept = f"last good checkpoint kept at {checkpoint}" if checkpoint else "no checkpoint written yet"
-        super().__init__(
-            f"non-finite loss term '{term}' = {value} at epoch {epoch}; training stopped ({kept}). "
-            "Lower train.lr, switch train.amp=off, or check the data."
-        )
-        self.epoch = epoch
-        self.term = term
-        self.value = value
-        self.checkpoint = checkpoint
-
-
-class TrainingInterrupted(KeyboardInterrupt):
-    """Ctrl-C during training: the last completed epoch was saved; resume with ``train.resume=True``."""
-
-    def __init__(self, epoch: int, checkpoint: Path | None) -> None:
-        where = f"state of epoch {epoch} saved to {checkpoint}" if checkpoint else "nothing to save (no epoch done)"
-        super().__init__(f"training interrupted; {where}; rerun with train.resume=True to continue")
-        self.epoch = epoch
-        self.checkpoint = checkpoint
 
 
 @dataclass
@@ -108,18 +101,6 @@ class TrainResult:
 
 
 # ------------------------------------------------------------------------------------------- networks and batches
-
-
-def build_networks(cfg: RunConfig) -> tuple[nn.Module, nn.Module | None, list[str]]:
-    """Instantiate the networks of a run (on the CPU).
-
-    Returns:
-        ``(model, discriminator or None, notes)``; notes name fallbacks (e.g. no pretrained weights).
-    """
-    if cfg.method == "avaga":
-        model, notes = build_model(cfg.model, cfg.data.image_size, cfg.train.setting)
-        return model, Discriminator(cfg.data.image_size), list(notes)
-    return BergmannAE(cfg.data.image_size), None, []
 
 
 def epoch_batches(n_normal: int, n_weak: int, batch_size: int, generator: torch.Generator) -> list[Tensor]:
@@ -176,6 +157,7 @@ class _Run:
     nets: Nets | None = None
     last_saved: Path | None = None
     saved_epoch: int = 0
+    saved_at: float = field(default_factory=time.monotonic)  # when the last checkpoint was written (or the start)
     pending: dict[str, Any] | None = None  # state of the last completed epoch while not yet on disk (Ctrl-C)
 
     @property
@@ -198,6 +180,11 @@ def _networks(
                      "(python -m avaga_lib.cli train relaunches itself under torchrun)")
     elif ctx.enabled and ctx.world_size != tc.nproc:
         notes.append(f"torchrun world size {ctx.world_size} differs from train.nproc={tc.nproc}: world size used")
+    model, synced = ddp.use_sync_batchnorm(model, ctx)  # CUDA DDP: global-batch BatchNorm statistics (issue 15)
+    if disc is not None:
+        disc, _ = ddp.use_sync_batchnorm(disc, ctx)
+    if ctx.enabled and not synced:
+        notes.append(f"{ctx.backend}: BatchNorm statistics per rank (SyncBatchNorm needs CUDA)")
     mem_fmt = torch.channels_last if tc.channels_last and device.type == "cuda" else torch.preserve_format
     model.to(device, memory_format=mem_fmt)
     if disc is not None:
@@ -229,15 +216,24 @@ def _training_images(cfg: RunConfig, splits: Splits, device: torch.device) -> tu
 
 
 def _set_up(cfg: RunConfig, splits: Splits, ctx: ddp.DistContext) -> _Run:
-    """Device, seeds, networks, data on the device, generators and optimisers, in the order the seeds expect."""
+    """Device, seeds, networks, data on the device, generators and optimisers, in the order the seeds expect.
+
+    Every rank builds the same networks (seeded by ``train.seed``); then ranks > 0 reseed their own streams
+    (:func:`avaga_lib.distributed.rank_seed`; rank 0 keeps the single-process ones). The sampler generator is the
+    same on every rank (the ranks shard one global batch).
+    """
     tc = cfg.train
     device = ctx.device or resolve_device(tc.device)
     amp = amp_dtype(tc.amp, device)
+    configure_precision(device)
     seed_everything(tc.seed, tc.deterministic)
     model, disc, notes = _networks(cfg, ctx, device)
+    own_seed = ddp.rank_seed(tc.seed, ctx.rank)
+    if ctx.rank > 0:
+        seed_rngs(own_seed)  # noise and any other draw of this rank
     images_u8, labels, n_normal, n_weak = _training_images(cfg, splits, device)
     generators = {"sampler": torch.Generator().manual_seed(tc.seed),
-                  "augment": torch.Generator(device=device).manual_seed(tc.seed + 1)}
+                  "augment": torch.Generator(device=device).manual_seed(own_seed + 1)}
     # separate Adam for generator and discriminator (PN 5), StepLR (A.1)
     opt_g = torch.optim.Adam(model.parameters(), lr=tc.lr, betas=tc.betas)
     opt_d = None if disc is None else torch.optim.Adam(disc.parameters(), lr=tc.lr, betas=tc.betas)
@@ -265,11 +261,15 @@ def _resume(run: _Run) -> None:
             run.disc.load_state_dict(ck["disc"])
             run.opt_d.load_state_dict(ck["opt_d"])
             run.scheds[1].load_state_dict(ck["sched_d"])
-        set_rng_state(ck["rng"], run.generators)
         run.history = list(ck["history"])
         run.start_epoch = run.saved_epoch = int(ck["epoch"])
         run.last_saved = path
-        run.notes = [*dict.fromkeys([*ck.get("notes", []), *run.notes]), f"resumed from epoch {run.start_epoch}"]
+        reseed = ddp.rank_seed(run.cfg.train.seed, run.ctx.rank) + 1000 * run.start_epoch  # only where not restorable
+        rng_notes = restore_rank_rng(ck["rng"], run.generators, run.device, run.ctx.rank, reseed)
+        for note in rng_notes:
+            warnings.warn(note, UserWarning, stacklevel=3)
+        run.notes = [*dict.fromkeys([*ck.get("notes", []), *run.notes]), f"resumed from epoch {run.start_epoch}",
+                     *rng_notes]
     if not ddp.same_on_all_ranks(run.start_epoch, run.ctx):
         raise ValueError(f"ranks resume from different epochs: {path} must be on a file system every rank reads "
                          "(or start fresh with train.resume=False)")
@@ -287,7 +287,9 @@ def _train_epoch(run: _Run, epoch: int, progress: bool) -> dict[str, Any]:
     t_epoch = time.perf_counter()
     batches = epoch_batches(run.n_normal, run.n_weak, cfg.train.batch_size, run.generators["sampler"])
     masks_u8 = torch.zeros((len(run.labels), 1, 1, 1), dtype=torch.uint8, device=run.device)  # never trained on
-    sums: dict[str, float] = {}
+    names: list[str] = []
+    sums: Tensor | None = None  # the terms summed over the epoch's steps, on the device (no host sync per step)
+    acc_dtype = torch.float32 if run.device.type == "mps" else torch.float64
     bar = tqdm(batches, desc=f"{cfg.setting_name} epoch {epoch}/{cfg.train.epochs}", disable=not progress, leave=False)
     for idx in bar:
         idx, share = ddp.shard_batch(idx, ctx)  # this rank's images of the global batch (issue 8)
@@ -298,19 +300,23 @@ def _train_epoch(run: _Run, epoch: int, progress: bool) -> dict[str, Any]:
             x = x.contiguous(memory_format=torch.channels_last)
         assert run.nets is not None
         terms = train_step(cfg, run.nets, x, run.labels[idx], run.amp, loss_scale=share * ctx.world_size)
-        for name, value in ddp.average_terms(terms, ctx).items():  # floats once per step, after the step
-            if not math.isfinite(value):
-                raise NonFiniteLossError(epoch, name, value, run.last_saved)
-            sums[name] = sums.get(name, 0.0) + value
-        bar.set_postfix({k: f"{v / (bar.n + 1):.4g}" for k, v in sums.items()}, refresh=False)
+        names = list(terms)
+        step = torch.stack([torch.as_tensor(v, device=run.device).detach().to(acc_dtype).reshape(())
+                            for v in terms.values()])
+        sums = step if sums is None else sums + step
+    assert sums is not None  # epoch_batches returns at least one batch
+    means = ddp.average_terms(dict(zip(names, sums / len(batches))), ctx)  # the epoch's one host transfer
+    bar.set_postfix({k: f"{v:.4g}" for k, v in means.items()})
     bar.close()
-    row = {"epoch": epoch, "lr": run.opt_g.param_groups[0]["lr"]}
-    row.update({k: v / len(batches) for k, v in sums.items()})
+    for name, value in means.items():  # a NaN anywhere in the epoch makes its mean NaN
+        if not math.isfinite(value):
+            raise NonFiniteLossError(epoch, name, value, run.last_saved)
+    row = {"epoch": epoch, "lr": run.opt_g.param_groups[0]["lr"], **means}
     row["time_s"] = time.perf_counter() - t_epoch
     return row
 
 
-def _snapshot(run: _Run, epoch: int) -> dict[str, Any]:
+def _snapshot(run: _Run, epoch: int, rng: list[dict[str, Any]]) -> dict[str, Any]:
     sched_d = run.scheds[1] if len(run.scheds) > 1 else None
     return {
         "epoch": epoch,
@@ -323,23 +329,29 @@ def _snapshot(run: _Run, epoch: int) -> dict[str, Any]:
         "sched_g": state_or_none(run.scheds[0]),
         "sched_d": state_or_none(sched_d),
         "scaler": None,  # bf16 autocast needs no GradScaler
-        "rng": rng_state(run.generators),
+        "rng": rng,  # one entry per rank
         "history": run.history,
         "notes": run.notes,
     }
 
 
 def _end_of_epoch(run: _Run, epoch: int) -> None:
-    """Log the losses and checkpoint (rank 0 alone writes, issue 8; every rank holds the same weights)."""
+    """Log the losses and checkpoint (rank 0 alone writes, issue 8; every rank holds the same weights).
+
+    One collective per epoch gathers every rank's RNG states and rank 0's checkpoint decision.
+    """
     tc, main = run.cfg.train, run.ctx.is_main
     if main and (epoch % tc.log_every == 0 or epoch == tc.epochs):
         write_csv(Path(run.cfg.run_dir) / LOSSES_NAME, pd.DataFrame(run.history))
-    if epoch % tc.checkpoint_every == 0 or epoch == tc.epochs:
+    due = checkpoint_due(epoch, tc, run.device, time.monotonic() - run.saved_at)
+    gathered = ddp.gather_objects((rng_state(run.generators, run.device), due), run.ctx)
+    rng, due = [g[0] for g in gathered], gathered[0][1]  # rank 0 decides (wall clocks differ)
+    if due:
         if main:
-            save_torch(run.ckpt_path, _snapshot(run, epoch))
-        run.last_saved, run.saved_epoch, run.pending = run.ckpt_path, epoch, None
+            save_torch(run.ckpt_path, _snapshot(run, epoch, rng))
+        run.last_saved, run.saved_epoch, run.pending, run.saved_at = run.ckpt_path, epoch, None, time.monotonic()
     elif main:
-        run.pending = copy.deepcopy(_snapshot(run, epoch))  # so Ctrl-C can still save this epoch exactly
+        run.pending = copy.deepcopy(_snapshot(run, epoch, rng))  # so Ctrl-C can still save this epoch exactly
 
 
 def _interrupted(run: _Run) -> TrainingInterrupted:
@@ -401,41 +413,6 @@ def train_run(cfg: RunConfig, splits: Splits | None = None, progress: bool = Tru
     )  # fmt: skip
 
 
-def load_trained(run_dir: Path | str, device: str | torch.device = "cpu") -> tuple[RunConfig, nn.Module]:
-    """Load a finished run's config and trained network (eval mode) from ``config.json`` + ``checkpoint.pt``.
-
-    Raises:
-        FileNotFoundError: naming the missing file.
-    """
-    run_dir = Path(run_dir)
-    cfg_path, ckpt_path = run_dir / "config.json", run_dir / CHECKPOINT_NAME
-    for p in (cfg_path, ckpt_path):
-        if not p.exists():
-            raise FileNotFoundError(f"{p} missing: is {run_dir} a finished run folder (train + evaluate)?")
-    # save_run adds record-only keys (device, pretrained_source) beside the config fields: drop them here
-    raw = json.loads(cfg_path.read_text())
-    cfg = RunConfig.from_dict({k: v for k, v in raw.items() if k in RunConfig.__dataclass_fields__})
-    # the weights come from the checkpoint: never fetch pretrained ones here
-    model, _, _ = build_networks(replace(cfg, model=replace(cfg.model, pretrained="none")))
-    model.load_state_dict(load_checkpoint(ckpt_path)["model"])
-    model.to(torch.device(device)).eval()
-    return cfg, model
-
-
-__all__ = [
-    "CHECKPOINT_NAME",
-    "LOSSES_NAME",
-    "DiscriminatorLoss",
-    "Nets",
-    "NonFiniteLossError",
-    "TrainResult",
-    "TrainingInterrupted",
-    "baseline_kind",
-    "build_networks",
-    "epoch_batches",
-    "load_trained",
-    "make_nets",
-    "resume_hash",
-    "train_run",
-    "train_step",
-]
+__all__ = ["CHECKPOINT_NAME", "LOSSES_NAME", "DiscriminatorLoss", "Nets", "NonFiniteLossError", "TrainResult",
+           "TrainingInterrupted", "baseline_kind", "build_networks", "epoch_batches", "load_trained", "make_nets",
+           "resume_hash", "train_run", "train_step"]

@@ -9,19 +9,20 @@ from typing import Any
 
 import torch
 
+from avaga_lib.runtime import configure_precision
+
 
 def configure_backends(device: torch.device | str, threads: int | None = None) -> dict[str, Any]:
     """Set the global speed switches of a run and return what was set (for the bench record).
 
-    CUDA: cudnn.benchmark (fixed input sizes, so autotuning pays after the first step) and TF32 matmuls for the
-    float32 parts outside autocast. CPU: optional thread count.
+    CUDA: cudnn.benchmark (fixed input sizes, so autotuning pays after the first step) and the trainer's float32
+    precision (:func:`avaga_lib.runtime.configure_precision`: TF32). CPU: optional thread count.
     """
     done: dict[str, Any] = {}
     if torch.device(device).type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed shapes: pick the fastest conv algorithm once
-        torch.backends.cuda.matmul.allow_tf32 = True  # fp32 leftovers outside bf16 autocast
-        torch.backends.cudnn.allow_tf32 = True
-        done |= {"cudnn_benchmark": True, "tf32": True}
+        done["cudnn_benchmark"] = True
+    done |= configure_precision(device)  # TF32: the trainer's and the evaluation's setting (one place, runtime.py)
     if threads is not None:
         torch.set_num_threads(threads)
     done["threads"] = torch.get_num_threads()

@@ -23,7 +23,7 @@ from avaga_lib import metrics as M
 from avaga_lib.config import make_config
 from avaga_lib.data import ImageRecord, generate_dataset, make_splits
 from avaga_lib.io import read_json
-from avaga_lib.run import save_run
+from avaga_lib.run import load_maps, save_run
 from avaga_lib.runtime import seed_everything
 from avaga_lib.train import build_networks, train_run
 
@@ -181,7 +181,7 @@ def test_metrics_json_equals_metrics_functions_on_saved_files(tiny_root: Path, t
     splits = make_splits(cfg.data, cfg.train.setting)
     run_dir = save_run(cfg, None, E.evaluate_run(cfg, _untrained(cfg), splits), figures=False)
     metrics = read_json(run_dir / "metrics.json")
-    maps = E.load_maps(run_dir)
+    maps = load_maps(run_dir)
     assert maps["maps"].dtype == np.float32 and maps["gt"].dtype == bool and len(maps["maps"]) == metrics["n_test"]
     assert ("raw_maps" in maps) == (cfg.method != "avaga")
     thresholds = [float(t) for t in metrics["iou_at"]]

@@ -28,7 +28,7 @@ from avaga_lib.data import (
 )
 from avaga_lib.io import write_json
 from avaga_lib.predict import predict_folder
-from avaga_lib.run import run_one, save_run
+from avaga_lib.run import load_maps, run_one, save_run
 from avaga_lib.runtime import seed_everything
 from avaga_lib.train import build_networks
 
@@ -126,7 +126,7 @@ def test_evaluation_records_geometry_and_saves_the_valid_mask(strips: Path, tmp_
     run_dir = save_run(cfg, None, E.evaluate_run(cfg, model, make_splits(cfg.data, "unsupervised")), figures=False)
     assert json.loads((run_dir / "config.json").read_text())["data"]["geometry"] == geometry
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    maps = E.load_maps(run_dir)
+    maps = load_maps(run_dir)
     assert ("valid" in maps) == (geometry == "letterbox")  # squash: the saved files are as before
     valid = maps.get("valid")
     pred = M.binarize(maps["maps"], 0.5) & (True if valid is None else valid)

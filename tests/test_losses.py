@@ -130,8 +130,9 @@ def test_finite_at_init(variant: str, latent: str, setting: str) -> None:
 
 def test_terms_match_definitions() -> None:
     x = torch.rand(2, 3, 8, 8)
-    r = torch.rand(2, 3, 8, 8)
-    torch.testing.assert_close(reconstruction_bce(x, r).mean(), F.binary_cross_entropy(r, x))
+    logits = torch.randn(2, 3, 8, 8) * 3
+    # eq. 1 reads the decoder's logits: the BCE of sigmoid(logits), without its saturation (issue 15 row 8)
+    torch.testing.assert_close(reconstruction_bce(x, logits).mean(), F.binary_cross_entropy(torch.sigmoid(logits), x))
     assert float(kl_divergence(torch.zeros(2, 4), torch.zeros(2, 4)).abs().max()) == 0.0
     assert float(kl_divergence(torch.ones(1, 4), torch.zeros(1, 4))) == pytest.approx(0.5)
 

@@ -10,8 +10,7 @@ import pytest
 from avaga_lib.calibration import load_calibration
 from avaga_lib.config import RunConfig, make_config
 from avaga_lib.data import generate_dataset
-from avaga_lib.evaluate import MAPS_NAME, load_maps
-from avaga_lib.run import config_dict, run_notes, run_one
+from avaga_lib.run import MAPS_NAME, config_dict, load_maps, run_notes, run_one
 
 CONTRACT_KEYS = {
     "iou", "iou_pooled", "mean_accuracy", "image_auroc", "image_auroc_classifier", "pixel_auroc", "aupro",
