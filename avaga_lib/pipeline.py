@@ -328,10 +328,11 @@ def jobs_from_makeflags(makeflags: str | None = None) -> int:
 
 def _report_fingerprints(results_dir: Path | str, notebooks: Sequence[str],
                          extra_parameters: dict[str, Any] | None = None) -> dict[str, str]:
-    """Inputs fingerprint of each analysis notebook over ``results_dir`` (:mod:`avaga_lib.report_status`)."""
+    """Inputs fingerprint of each analysis notebook over ``results_dir`` (:mod:`avaga_lib.report_status`); the
+    reference results are an input of 07 (the comparison) only."""
     params = _report_parameters(results_dir, extra_parameters)
-    return {n: inputs_fingerprint(absolute(results_dir), project_root() / "notebooks" / n, params, reference_dir())
-            for n in notebooks}
+    return {n: inputs_fingerprint(absolute(results_dir), project_root() / "notebooks" / n, params,
+                                  reference_dir() if n.startswith("07") else None) for n in notebooks}
 
 
 def _report_parameters(results_dir: Path | str, extra_parameters: dict[str, Any] | None) -> dict[str, Any]:

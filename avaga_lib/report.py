@@ -287,6 +287,8 @@ def export_html(executed_notebook: Path | str, html_path: Path | str) -> Path:
     Raises:
         ReportError: when the notebook does not exist.
     """
+    # heavy (nbconvert pulls in jinja2, mistune, bleach: several seconds of CPU on a loaded 2-core machine) and
+    # needed by this one function only: imported here so every other CLI command starts without it
     import nbformat
     from nbconvert import HTMLExporter
 

@@ -242,6 +242,9 @@ def test_report_freshness_accounts_for_every_notebook_outcome(tmp_path: Path,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     metrics = tmp_path / "embedded" / "weave" / "AVAGA-R_u-seed0" / "metrics.json"
     write_json(metrics, {"iou": 0.1})
+    reference = tmp_path / "reference" / "embedded" / "weave" / "AVAGA-R_u-seed0" / "metrics.json"
+    write_json(reference, {"iou": 0.1})
+    monkeypatch.setattr(pipeline, "reference_dir", lambda: tmp_path / "reference")
     nbs = FakeNotebooks(monkeypatch)
     assert pipeline.report_notebooks_to_run(tmp_path) == list(pipeline.REPORT_NOTEBOOKS)  # nothing recorded yet
     nbs.failing = {"06_threshold_study.ipynb"}
@@ -260,7 +263,10 @@ def test_report_freshness_accounts_for_every_notebook_outcome(tmp_path: Path,
     nbs.failing = set()
     pipeline.run_report_notebooks(tmp_path, notebooks=["06_threshold_study.ipynb"], log=lambda s: None)
     assert pipeline.report_up_to_date(tmp_path)
-    # a run whose metrics changed makes every notebook stale; so does a missing report.html (07)
+    # a refreshed reference changes the comparison (07) only; a run whose metrics changed makes every notebook
+    # stale; a missing report.html makes 07 stale
+    write_json(reference, {"iou": 0.3})
+    assert pipeline.report_notebooks_to_run(tmp_path) == ["07_report.ipynb"]
     write_json(metrics, {"iou": 0.2})
     assert pipeline.report_notebooks_to_run(tmp_path) == list(pipeline.REPORT_NOTEBOOKS)
     pipeline.run_report_notebooks(tmp_path, log=lambda s: None)
