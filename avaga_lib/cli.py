@@ -114,7 +114,22 @@ def _add_pipeline(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="notebook parameter for every run, YAML value (e.g. --set epochs=1)")
     p.add_argument("--dry-run", action="store_true", help="print the plan only")
-    p.add_argument("--report", action="store_true", help="then run notebooks 06 + 07 and write report.html")
+    p.add_argument("--report", action="store_true",
+                   help="then notebooks 05-07 (those not up to date), report.html, the comparison with the reference")
+
+
+EMBEDDED_NOTE = ("pipeline: the embedded default is a check that the pipeline runs end to end on synthetic images, not "
+                 "evidence about the paper's claims (that needs DATASET=mvtec ROOT=... PROFILE=paper)")
+
+
+def _report_step(args: argparse.Namespace) -> list[pipeline.Outcome]:
+    """Notebooks 05-07 that are not up to date (a failed one never is); returns their failed outcomes."""
+    todo = pipeline.report_notebooks_to_run(args.results_dir)
+    if not todo:
+        print("report: up to date (every analysis notebook last succeeded on these runs and this reference)")
+        return []
+    outcomes = pipeline.run_report_notebooks(args.results_dir, kernel=args.kernel, notebooks=todo)
+    return [o for o in outcomes.values() if o.status != "ok"]
 
 
 def _run_pipeline(args: argparse.Namespace) -> int:
@@ -131,19 +146,19 @@ def _run_pipeline(args: argparse.Namespace) -> int:
             state = "finished" if pipeline.is_finished(s) else "to run"
             print(f"{s.label:60s} {s.notebook.name:36s} {state}")
         return 0
+    if any(s.config.data.dataset == "embedded" for s in specs):
+        print(EMBEDDED_NOTE)
     jobs = args.jobs or pipeline.default_jobs(specs)
     print(f"pipeline: {len(specs)} runs planned, {jobs} at a time")
     summary = pipeline.execute(specs, force=args.force, jobs=jobs, kernel=args.kernel)
-    code = summary.exit_code
-    if args.report and not summary.by_status("ok") and not summary.failed and pipeline.report_up_to_date(
-        args.results_dir
-    ):
-        print("report: up to date (no run changed since report.html was written)")
-    elif args.report:
-        outcomes = pipeline.run_report_notebooks(args.results_dir, kernel=args.kernel)
-        code = code or int(any(o.status != "ok" for o in outcomes.values()))
+    failed_notebooks = _report_step(args) if args.report else []
     print(summary.text())
-    return code
+    for o in failed_notebooks:
+        print(f"  FAILED {o.spec.name}: {o.error}\n         log: {o.spec.log}")
+    line = report.reference_summary(args.results_dir) if args.report else None
+    if line:
+        print(line)
+    return summary.exit_code or int(bool(failed_notebooks))
 
 
 def _add_report(p: argparse.ArgumentParser) -> None:
@@ -162,7 +177,29 @@ def _run_report(args: argparse.Namespace) -> int:
         print(f"report: {written.report_md} and {len(written.tables)} tables")
         return 0
     outcomes = pipeline.run_report_notebooks(args.results_dir, kernel=args.kernel)
+    line = report.reference_summary(args.results_dir)
+    if line:
+        print(line)
     return int(any(o.status != "ok" for o in outcomes.values()))
+
+
+def _add_reference(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--results-dir", default="results", help="finished results tree to take the reference from")
+    p.add_argument("--reference-dir", default=str(Path("results") / "reference"),
+                   help="the reference (default: results/reference, committed)")
+
+
+def _run_reference(args: argparse.Namespace) -> int:
+    protocol = Path("docs") / "PROTOCOL.md"
+    try:
+        written = report.refresh_reference(args.results_dir, args.reference_dir,
+                                           protocol if (paths.project_root() / protocol).exists() else None)
+    except report.ReportError as exc:
+        print(f"reference: {exc}", file=sys.stderr)
+        return 2
+    print(f"reference: {args.reference_dir} refreshed from {args.results_dir} ({', '.join(report.REFERENCE_FILES)} "
+          f"per run; {len(written.tables)} tables; {written.report_md}); review `git diff --stat` and commit it")
+    return 0
 
 
 # ------------------------------------------------------------------------------------------ train / predict (issue 4)
@@ -313,7 +350,9 @@ COMMANDS: dict[str, Command] = {
     "stc": Command(_add_stc, _run_stc, "extract the ShanghaiTech Campus release into an MVTec-layout cache"),
     "pipeline": Command(_add_pipeline, _run_pipeline, "plan + execute the reproduction runs (make reproduce)"),
     "report": Command(_add_report, _run_report,
-                      "notebooks 06 + 07 over a results tree: tables, REPORT.md, report.html"),
+                      "notebooks 05-07 over a results tree: tables, REPORT.md, report.html"),
+    "reference": Command(_add_reference, _run_reference,
+                         "copy the curated subset of a finished results tree into results/reference (make reference)"),
     "train": Command(_add_train, _run_train, "train + evaluate + save one run from dotted overrides"),
     "launch": Command(_add_launch, _run_launch, "run a CLI command under torchrun (data-parallel, several nodes)"),
     "predict": Command(_add_predict, _run_predict, "anomaly maps, overlays and decisions for a folder of images"),

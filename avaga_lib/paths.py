@@ -44,3 +44,8 @@ def results_dir() -> Path:
     """Top of the results tree: ``results/<dataset>/<category>/<setting>/``."""
     return project_root() / "results"
 
+
+def reference_dir() -> Path:
+    """The committed reference results (``results/reference``): read only as a reference, never as runs."""
+    return results_dir() / "reference"
+

@@ -35,7 +35,7 @@ import yaml
 from avaga_lib.config import RunConfig
 from avaga_lib.data import generate_dataset, resolve_root
 from avaga_lib.io import write_json, write_text
-from avaga_lib.paths import project_root
+from avaga_lib.paths import project_root, reference_dir
 from avaga_lib.plan import (
     PipelineError,
     RunSpec,
@@ -48,6 +48,7 @@ from avaga_lib.plan import (
     saved_config,
 )
 from avaga_lib.report import export_html
+from avaga_lib.report_status import inputs_fingerprint, record_outcome, stale_notebooks
 from avaga_lib.run import run_one
 from avaga_lib.study import NOTEBOOKS
 
@@ -57,6 +58,7 @@ __all__ = [
     "NOTEBOOK_UNSUPERVISED",
     "NOTEBOOK_WEAK",
     "Outcome",
+    "REPORT_NOTEBOOKS",
     "PipelineError",
     "RunSpec",
     "Summary",
@@ -70,6 +72,7 @@ __all__ = [
     "load_params",
     "plan_runs",
     "prepare_data",
+    "report_notebooks_to_run",
     "report_up_to_date",
     "run_inline",
     "run_papermill",
@@ -80,6 +83,7 @@ __all__ = [
 NOTEBOOK_UNSUPERVISED = NOTEBOOKS["unsupervised"]
 NOTEBOOK_WEAK = NOTEBOOKS["weak"]
 DEFAULT_KERNEL = "python3"  # the venv's own kernel (jupyter_client maps "python" to the running interpreter)
+REPORT_NOTEBOOKS: tuple[str, ...] = ("05_ablations.ipynb", "06_threshold_study.ipynb", "07_report.ipynb")
 
 
 @dataclass
@@ -322,25 +326,41 @@ def jobs_from_makeflags(makeflags: str | None = None) -> int:
 # Analysis notebooks (06, 07) and the HTML report
 
 
+def _report_fingerprints(results_dir: Path | str, notebooks: Sequence[str],
+                         extra_parameters: dict[str, Any] | None = None) -> dict[str, str]:
+    """Inputs fingerprint of each analysis notebook over ``results_dir`` (:mod:`avaga_lib.report_status`); the
+    reference results are an input of 07 (the comparison) only."""
+    params = _report_parameters(results_dir, extra_parameters)
+    return {n: inputs_fingerprint(absolute(results_dir), project_root() / "notebooks" / n, params,
+                                  reference_dir() if n.startswith("07") else None) for n in notebooks}
+
+
+def _report_parameters(results_dir: Path | str, extra_parameters: dict[str, Any] | None) -> dict[str, Any]:
+    return {"results_dir": str(results_dir), "train_if_missing": False, **(extra_parameters or {})}
+
+
 def run_report_notebooks(
     results_dir: Path | str = "results",
     kernel: str = DEFAULT_KERNEL,
-    notebooks: Sequence[str] = ("05_ablations.ipynb", "06_threshold_study.ipynb", "07_report.ipynb"),
+    notebooks: Sequence[str] = REPORT_NOTEBOOKS,
     log: Callable[[str], None] = print,
     extra_parameters: dict[str, Any] | None = None,
 ) -> dict[str, Outcome]:
     """Execute the analysis notebooks (05-07) over ``results_dir`` and write ``<results_dir>/report.html`` from 07.
+
+    Each outcome is recorded with its inputs fingerprint in ``<results_dir>/runs/report/status.json``, so a failed
+    notebook is rerun by the next ``make reproduce`` (:func:`report_notebooks_to_run`).
 
     Returns:
         Outcome per notebook name (a failure is recorded, the next notebook still runs).
     """
     base = absolute(results_dir)
     outcomes: dict[str, Outcome] = {}
+    fingerprints = _report_fingerprints(results_dir, notebooks, extra_parameters)
     for name in notebooks:
-        src = project_root() / "notebooks" / name
         out_nb = base / "runs" / "report" / name
-        params = {"results_dir": str(results_dir), "train_if_missing": False, **(extra_parameters or {})}
-        spec = RunSpec(name=name, group="report", notebook=src, parameters=params, config=RunConfig(),
+        spec = RunSpec(name=name, group="report", notebook=project_root() / "notebooks" / name,
+                       parameters=_report_parameters(results_dir, extra_parameters), config=RunConfig(),
                        output_notebook=out_nb, log=out_nb.with_suffix(".log"))
         t0 = time.perf_counter()
         log(f"executing {name} over {results_dir} ...")
@@ -348,14 +368,28 @@ def run_report_notebooks(
         with open(spec.log, "w") as fh:
             proc = subprocess.run(_papermill_command(spec, kernel), stdout=fh, stderr=subprocess.STDOUT,
                                   cwd=project_root(), env=dict(os.environ), check=False)
-        status = "ok" if proc.returncode == 0 else "failed"
-        outcomes[name] = Outcome(spec, status, time.perf_counter() - t0,
-                                 "" if status == "ok" else _error_from_log(spec.log))
-        log(f"{name}: {status}" + (f" — {outcomes[name].error} (log {spec.log})" if status != "ok" else ""))
-        if name.startswith("07") and status == "ok":
-            html = export_html(out_nb, base / "report.html")
-            log(f"report: {html}")
+        error = "" if proc.returncode == 0 else _error_from_log(spec.log)
+        if name.startswith("07") and not error:
+            try:
+                log(f"report: {export_html(out_nb, base / 'report.html')}")
+            except (ValueError, OSError) as exc:  # ReportError included; recorded as the notebook's failure
+                error = f"report.html not written: {type(exc).__name__}: {exc}"
+        status = "failed" if error else "ok"
+        outcomes[name] = Outcome(spec, status, time.perf_counter() - t0, error)
+        record_outcome(base, name, status, fingerprints[name], error, outcomes[name].seconds)
+        log(f"{name}: {status}" + (f" — {error} (log {spec.log})" if error else ""))
     return outcomes
+
+
+def report_notebooks_to_run(results_dir: Path | str = "results", notebooks: Sequence[str] = REPORT_NOTEBOOKS,
+                            extra_parameters: dict[str, Any] | None = None) -> list[str]:
+    """The analysis notebooks whose last outcome is missing, failed, or was recorded for other inputs (runs,
+    reference, notebook, parameters, library code), plus 07 when ``report.html`` is missing."""
+    todo = stale_notebooks(absolute(results_dir), _report_fingerprints(results_dir, notebooks, extra_parameters))
+    report_nb = next((n for n in notebooks if n.startswith("07")), None)
+    if report_nb and report_nb not in todo and not (absolute(results_dir) / "report.html").exists():
+        todo = [n for n in notebooks if n in todo or n == report_nb]
+    return todo
 
 
 def ensure_demo_runs(
@@ -392,14 +426,7 @@ def ensure_demo_runs(
     return specs
 
 
-def report_up_to_date(results_dir: Path | str = "results") -> bool:
-    """True when ``report.html`` is newer than every run's metrics.json and than notebooks 05-07 (so a second
-    ``make reproduce`` that skipped every run need not re-execute the analysis notebooks)."""
-    base = absolute(results_dir)
-    html = base / "report.html"
-    if not html.exists():
-        return False
-    inputs = [p for p in base.glob("*/*/*/metrics.json") if p.parts[-4] not in ("runs", "scratch")]
-    inputs += list((project_root() / "notebooks").glob("0[5-7]_*.ipynb"))
-    newest = max((p.stat().st_mtime for p in inputs), default=0.0)
-    return html.stat().st_mtime > newest
+def report_up_to_date(results_dir: Path | str = "results", notebooks: Sequence[str] = REPORT_NOTEBOOKS) -> bool:
+    """True when ``report.html`` exists and every analysis notebook last succeeded on the current inputs (so a second
+    ``make reproduce`` that skipped every run need not re-execute them); a failed notebook is never up to date."""
+    return not report_notebooks_to_run(results_dir, notebooks)

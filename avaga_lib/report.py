@@ -2,36 +2,43 @@
 
 The public entry points of the report, in one place for notebooks 05-07 and the CLI: :func:`collect_runs`
 (:mod:`avaga_lib.results`), :func:`build_tables` / :func:`comparison_table` / :func:`threshold_table`
-(:mod:`avaga_lib.tables`), :func:`evaluate_claims` (:mod:`avaga_lib.claims`), and here :func:`write_report`,
-:func:`render_report_md`, :func:`export_html`, :func:`table_html`, :func:`qualitative_figures`. Which runs exist,
+(:mod:`avaga_lib.tables`), :func:`evaluate_claims` (:mod:`avaga_lib.claims`), :func:`compare_with_reference`
+(:mod:`avaga_lib.reference`), and here :func:`write_report`, :func:`render_report_md`, :func:`reference_comparison`,
+:func:`reference_summary`, :func:`refresh_reference`, :func:`export_html`, :func:`table_html`,
+:func:`qualitative_figures`. Which runs exist,
 their table columns and the paper's columns come from the study registry (:mod:`avaga_lib.study`).
 """
 
 from __future__ import annotations
 
 import math
+import shutil
+import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import nbformat
 import pandas as pd
-from nbconvert import HTMLExporter
 
+from avaga_lib import paths
 from avaga_lib.claims import Claim, evaluate_claims
-from avaga_lib.io import write_csv, write_text
+from avaga_lib.io import replace_dir, write_csv, write_text
+from avaga_lib.reference import CSV_NAME, Comparison, compare_with_reference, read_comparison
 from avaga_lib.results import ReportError, aggregate, collect_runs
 from avaga_lib.study import BASELINES
 from avaga_lib.tables import Table, build_tables, comparison_table, threshold_table
 
 __all__ = [
     "Claim",
+    "Comparison",
+    "REFERENCE_FILES",
     "ReportError",
     "ReportPaths",
     "Table",
     "aggregate",
     "build_tables",
     "collect_runs",
+    "compare_with_reference",
     "comparison_table",
     "deviations",
     "evaluate_claims",
@@ -39,6 +46,9 @@ __all__ = [
     "headline_key",
     "observations",
     "qualitative_figures",
+    "reference_comparison",
+    "reference_summary",
+    "refresh_reference",
     "render_report_md",
     "table_html",
     "threshold_table",
@@ -53,6 +63,12 @@ class ReportPaths:
     tables: dict[str, Path]
     report_md: Path
     runs_csv: Path
+    comparison: Comparison | None = None  # reproduced vs reference (None: not compared)
+    comparison_csv: Path | None = None
+
+
+# What `make reference` copies of each run (no checkpoints, maps, predictions or figures: they are regenerated).
+REFERENCE_FILES: tuple[str, ...] = ("config.json", "metrics.json", "losses.csv", "calibration.json", "splits.json")
 
 
 def headline_key(tables: dict[str, Table]) -> str | None:
@@ -68,13 +84,18 @@ def write_report(
     results_dir: Path | str = "results",
     out_dir: Path | str | None = None,
     protocol_path: Path | str | None = None,
+    reference_dir: Path | str | None = None,
+    compare: bool = True,
 ) -> ReportPaths:
-    """Write ``<out_dir>/tables/*.csv|md``, ``<out_dir>/runs.csv`` and ``<out_dir>/REPORT.md``.
+    """Write ``<out_dir>/tables/*.csv|md``, ``<out_dir>/runs.csv``, ``<out_dir>/REPORT.md`` and, when comparing,
+    ``<out_dir>/tables/reference_comparison.csv`` (with a "Reproduced vs reference" section in REPORT.md).
 
     Args:
         results_dir: the results tree to read.
         out_dir: where to write (defaults to ``results_dir``).
         protocol_path: ``docs/PROTOCOL.md`` (linked from the report when present).
+        reference_dir: the reference results (default ``results/reference`` of the project).
+        compare: compare every table cell with the reference (never when ``results_dir`` is the reference).
 
     Raises:
         ReportError: when no finished run exists under ``results_dir``.
@@ -95,14 +116,84 @@ def write_report(
                    "".join(f"- {n}\n" for n in table.notes))
     runs_csv = write_csv(out / "tables" / "runs.csv", runs.assign(notes=runs["notes"].map("; ".join)))
     claims = evaluate_claims(runs)
-    md = render_report_md(runs, tables, claims, protocol_path)
+    reference = Path(reference_dir) if reference_dir is not None else paths.reference_dir()
+    comparison = comparison_csv = None
+    if compare and reference.resolve() != results_dir.resolve():
+        comparison = reference_comparison(runs, reference)
+        comparison_csv = write_csv(out / "tables" / CSV_NAME, comparison.frame)
+    md = render_report_md(runs, tables, claims, protocol_path, comparison)
     report_md = write_text(out / "REPORT.md", md)
-    return ReportPaths(tables=written, report_md=report_md, runs_csv=runs_csv)
+    return ReportPaths(tables=written, report_md=report_md, runs_csv=runs_csv, comparison=comparison,
+                       comparison_csv=comparison_csv)
+
+
+def _shown(path: Path) -> str:
+    """``path`` relative to the project root when inside it (as REPORT.md names it), else as given."""
+    try:
+        return str(path.resolve().relative_to(paths.project_root().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def reference_comparison(runs: pd.DataFrame, reference_dir: Path | str | None = None) -> Comparison:
+    """:func:`compare_with_reference` of ``runs`` against the runs of ``reference_dir`` (default
+    ``results/reference``); a missing, empty or unreadable reference makes every cell "not in reference" with
+    that reason."""
+    ref = Path(reference_dir) if reference_dir is not None else paths.reference_dir()
+    shown = _shown(ref)
+    if not ref.is_dir():
+        return compare_with_reference(runs, pd.DataFrame(), reference=shown, unavailable=f"no reference at {shown}")
+    try:
+        ref_runs = collect_runs(ref)
+    except ReportError as exc:
+        return compare_with_reference(runs, pd.DataFrame(), reference=shown,
+                                      unavailable=f"reference unreadable: {exc}")
+    why = "" if not ref_runs.empty else f"no run in the reference {shown}"
+    return compare_with_reference(runs, ref_runs, reference=shown, unavailable=why)
+
+
+def reference_summary(results_dir: Path | str = "results") -> str | None:
+    """The one terminal line of the comparison the report last wrote under ``results_dir`` (None: none written)."""
+    comparison = read_comparison(Path(results_dir) / "tables" / CSV_NAME)
+    return None if comparison is None else comparison.summary_line(f"{results_dir}/REPORT.md")
+
+
+def refresh_reference(results_dir: Path | str = "results", reference_dir: Path | str | None = None,
+                      protocol_path: Path | str | None = None) -> ReportPaths:
+    """Copy the curated subset of a finished results tree into the reference, then rewrite the reference's tables
+    and REPORT.md from every run it holds (``make reference``).
+
+    Per dataset of ``results_dir`` the reference's folder of that dataset is replaced whole (runs of other datasets
+    stay); of each run only :data:`REFERENCE_FILES` are copied.
+
+    Raises:
+        ReportError: no finished run under ``results_dir``, or ``results_dir`` is the reference itself.
+    """
+    src = Path(results_dir)
+    dst = Path(reference_dir) if reference_dir is not None else paths.reference_dir()
+    if src.resolve() == dst.resolve():
+        raise ReportError(f"{src} is the reference itself; give the results tree of a finished `make reproduce`")
+    runs = collect_runs(src)
+    if runs.empty:
+        raise ReportError(f"no finished run under {src}: run `make reproduce` first, then `make reference`")
+    dst.mkdir(parents=True, exist_ok=True)
+    for dataset, grp in runs.groupby("dataset"):
+        tmp = Path(tempfile.mkdtemp(prefix=f".{dataset}.new-", dir=dst))
+        for _, r in grp.iterrows():
+            run_dir = Path(r["run_dir"])
+            target = tmp / str(r["category"]) / run_dir.name
+            target.mkdir(parents=True)
+            for name in REFERENCE_FILES:
+                if (run_dir / name).exists():
+                    shutil.copy2(run_dir / name, target / name)
+        replace_dir(tmp, dst / str(dataset))
+    shutil.rmtree(dst / "tables", ignore_errors=True)  # tables of every dataset are rewritten just below
+    return write_report(dst, protocol_path=protocol_path, compare=False)
 
 
 def render_report_md(runs: pd.DataFrame, tables: dict[str, Table], claims: Iterable[Claim],
-                     protocol_path: Path | str | None = None) -> str:
-    """The text of REPORT.md: protocol, deviations, verdicts per claim, then every table."""
+                     protocol_path: Path | str | None = None, comparison: Comparison | None = None) -> str:
+    """The text of REPORT.md: protocol, deviations, verdicts per claim, reproduced vs reference, every table."""
     lines = ["# AVAGA reproduction: measured results and verdicts", ""]
     lines += ["## Protocol", ""]
     for dataset, grp in runs.groupby("dataset"):
@@ -129,6 +220,8 @@ def render_report_md(runs: pd.DataFrame, tables: dict[str, Table], claims: Itera
         lines += ["", "## Observations", ""] + [f"- {o}" for o in obs]
     lines += ["", "## Verdicts per claim", ""]
     lines += [c.sentence() for c in claims]
+    if comparison is not None:
+        lines += ["", comparison.markdown()]
     lines += ["", "## Tables", ""]
     head = headline_key(tables)
     order = ([head] if head else []) + [k for k in tables if k != head]
@@ -194,6 +287,11 @@ def export_html(executed_notebook: Path | str, html_path: Path | str) -> Path:
     Raises:
         ReportError: when the notebook does not exist.
     """
+    # heavy (nbconvert pulls in jinja2, mistune, bleach: several seconds of CPU on a loaded 2-core machine) and
+    # needed by this one function only: imported here so every other CLI command starts without it
+    import nbformat
+    from nbconvert import HTMLExporter
+
     src = Path(executed_notebook)
     if not src.exists():
         raise ReportError(f"executed notebook {src} missing; run notebooks/07_report.ipynb first (make report)")

@@ -16,8 +16,9 @@ import pandas as pd
 from avaga_lib.config import RunConfig
 from avaga_lib.io import read_json
 
-# Folders directly under results_dir that are not datasets (pipeline records, report output, scratch runs).
-NON_DATASET_DIRS = frozenset({"runs", "tables", "scratch", "bench", "figures"})
+# Folders directly under results_dir that are not datasets (pipeline records, report output, scratch runs, and the
+# committed reference results, read only by avaga_lib.reference).
+NON_DATASET_DIRS = frozenset({"runs", "tables", "scratch", "bench", "figures", "reference"})
 # The evaluator's only score calibration: the normal validation split (PN 8); the transductive one is a metric
 # of its own (mean_accuracy_transductive). Shown in REPORT.md's protocol line.
 CALIBRATION = "validation"

@@ -207,6 +207,24 @@ def threshold_table(runs: pd.DataFrame, dataset: str, method: str = "AVAGA-R_u")
     return Table(f"{dataset}_table7_thresholds", f"Table 7 ({dataset}): IoU vs threshold", frame, md, notes)
 
 
+THRESHOLD_METHOD = "AVAGA-R_u"  # the run Table 7 studies
+
+
+def table_metrics(method: str) -> tuple[str, ...]:
+    """The metrics :func:`build_tables` puts in a table cell of ``method``: IoU in Tables 2/4 (main runs) and 6/8
+    (ablations), mean accuracy in Tables 3/5 (main runs), the extra metrics for every run, and the IoU at each
+    threshold of Table 7 for :data:`THRESHOLD_METHOD`."""
+    out: list[str] = []
+    if method in study.MAIN_METHODS or method in study.ABLATION_METHODS:
+        out.append("iou")
+    if method in study.MAIN_METHODS:
+        out.append("mean_accuracy")
+    out += EXTRA_METRICS
+    if method == THRESHOLD_METHOD:
+        out += [f"iou@{t:.1f}" for t in THRESHOLDS]
+    return tuple(out)
+
+
 def build_tables(runs: pd.DataFrame) -> dict[str, Table]:
     """Every paper-shaped table the runs allow, per dataset (keys are file stems)."""
     tables: dict[str, Table] = {}
@@ -227,8 +245,8 @@ def build_tables(runs: pd.DataFrame) -> dict[str, Table]:
                 runs, dataset, "iou", study.ABLATION_METHODS, "ablation", key,
                 f"Tables 6/8 ({dataset}): ablation IoU (cols 1-6 of Sec. 5)",
             )
-        if any(c.startswith("iou@") for c in sub.columns) and (sub["method"] == "AVAGA-R_u").any():
-            tables[f"{dataset}_table7_thresholds"] = threshold_table(runs, dataset)
+        if any(c.startswith("iou@") for c in sub.columns) and (sub["method"] == THRESHOLD_METHOD).any():
+            tables[f"{dataset}_table7_thresholds"] = threshold_table(runs, dataset, THRESHOLD_METHOD)
         for metric in EXTRA_METRICS:
             if metric in sub.columns and sub[metric].notna().any():
                 key = f"{dataset}_extra_{metric}"

@@ -1,7 +1,7 @@
 # %% [markdown]
 # # 07 · Report — Tables 2, 3 (4, 5 for STC), 6/8, 7 and the verdicts
 #
-# Gathers every `metrics.json` under `results_dir` into tables shaped like the paper's: our mean ± std over seeds beside the paper's value and the difference, a mean row, the seeds and the profile. Writes `tables/*.csv|md` and `REPORT.md` (a verdict per paper claim, the protocol and every deviation) into `out_dir`; `make report` turns this executed notebook into `report.html`.
+# Gathers every `metrics.json` under `results_dir` into tables shaped like the paper's: our mean ± std over seeds beside the paper's value and the difference, a mean row, the seeds and the profile. Writes `tables/*.csv|md` and `REPORT.md` (a verdict per paper claim, the protocol and every deviation) into `out_dir`, and compares every table cell with the committed reference results (`results/reference`): reproduced, differs, or not in the reference (section "Reproduced vs reference", `tables/reference_comparison.csv`); `make report` turns this executed notebook into `report.html`.
 
 # %% tags=["parameters"]
 results_dir: str = "results/scratch/pipeline_demo"  # results tree (make reproduce: "results")
@@ -10,6 +10,7 @@ demo_category: str = "weave"  # embedded category of the demo runs
 epochs: int = 1  # demo runs only
 image_size: int = 64  # demo runs only
 out_dir: str = ""  # "" = results_dir
+reference_dir: str = ""  # "" = results/reference (the committed reference results)
 
 # %%
 from pathlib import Path
@@ -32,9 +33,12 @@ if runs.empty and train_if_missing:
     runs = report.collect_runs(base)
 protocol = project_root() / "docs" / "PROTOCOL.md"
 protocol_rel = protocol.relative_to(project_root()) if protocol.exists() else None
-written = report.write_report(base, out, protocol_path=protocol_rel)
+written = report.write_report(base, out, protocol_path=protocol_rel,
+                              reference_dir=(project_root() / reference_dir) if reference_dir else None)
 tables = report.build_tables(runs)
 print(f"{len(runs)} runs; wrote {written.report_md} and {len(written.tables)} tables under {out / 'tables'}")
+if written.comparison is not None:
+    print(written.comparison.summary_line(str(written.report_md)))
 
 # %% [markdown]
 # ## Headline table

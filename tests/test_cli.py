@@ -11,7 +11,8 @@ from avaga_lib import cli
 
 PACKAGE = Path(cli.__file__).resolve().parent
 # lazy third-party imports allowed inside functions of these files, each with its reason in a comment there
-ALLOWED_LAZY = {("plots.py", "seaborn"), ("io.py", "torch"), ("cli.py", "benchmarks")}
+ALLOWED_LAZY = {("plots.py", "seaborn"), ("io.py", "torch"), ("cli.py", "benchmarks"),
+                ("report.py", "nbformat"), ("report.py", "nbconvert")}  # export_html only (heavy import)
 # files of this engineer's part of the refactor (the lead extends the check to the whole package at the merge)
 CHECKED = sorted(p.name for p in PACKAGE.iterdir() if p.suffix == ".py" or (p.is_dir() and p.name == "data"))
 

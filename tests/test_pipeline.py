@@ -6,6 +6,7 @@ per session by :func:`smoke_tree` and shared with ``test_browser.py``.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -222,19 +223,56 @@ def test_execute_parallel_and_data_errors(tmp_path: Path, monkeypatch: pytest.Mo
     assert len(summary.by_status("ok")) == 2 and len(runner.calls) == 4
 
 
-def test_report_up_to_date(tmp_path: Path) -> None:
-    import os
+class FakeNotebooks:
+    """Stands in for papermill in run_report_notebooks: notebooks named in ``failing`` exit non-zero."""
 
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.failing: set[str] = set()
+        self.executed: list[str] = []
+        monkeypatch.setattr(pipeline, "_papermill_command", self._command)
+        monkeypatch.setattr(pipeline, "export_html", lambda nb, html: Path(html).write_text("<html/>") and html)
+
+    def _command(self, spec: pipeline.RunSpec, kernel: str) -> list[str]:
+        self.executed.append(spec.name)
+        code = "import sys; print('RuntimeError: broken'); sys.exit(1)" if spec.name in self.failing else "pass"
+        return [sys.executable, "-c", code]
+
+
+def test_report_freshness_accounts_for_every_notebook_outcome(tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     metrics = tmp_path / "embedded" / "weave" / "AVAGA-R_u-seed0" / "metrics.json"
     write_json(metrics, {"iou": 0.1})
-    assert not pipeline.report_up_to_date(tmp_path)  # no report yet
-    html = tmp_path / "report.html"
-    html.write_text("<html/>")
-    future = time.time() + 3600
-    os.utime(html, (future, future))
+    reference = tmp_path / "reference" / "embedded" / "weave" / "AVAGA-R_u-seed0" / "metrics.json"
+    write_json(reference, {"iou": 0.1})
+    monkeypatch.setattr(pipeline, "reference_dir", lambda: tmp_path / "reference")
+    nbs = FakeNotebooks(monkeypatch)
+    assert pipeline.report_notebooks_to_run(tmp_path) == list(pipeline.REPORT_NOTEBOOKS)  # nothing recorded yet
+    nbs.failing = {"06_threshold_study.ipynb"}
+    outcomes = pipeline.run_report_notebooks(tmp_path, log=lambda s: None)
+    assert outcomes["06_threshold_study.ipynb"].error == "RuntimeError: broken"
+    assert (tmp_path / "report.html").exists()  # 07 succeeded
+    status = json.loads((tmp_path / "runs" / "report" / "status.json").read_text())
+    assert {k: v["status"] for k, v in status.items()} == {"05_ablations.ipynb": "ok",
+                                                           "06_threshold_study.ipynb": "failed",
+                                                           "07_report.ipynb": "ok"}
+    # a failed notebook is never up to date: it (only it) reruns, call after call, until it succeeds
+    for _ in range(2):
+        assert not pipeline.report_up_to_date(tmp_path)
+        assert pipeline.report_notebooks_to_run(tmp_path) == ["06_threshold_study.ipynb"]
+        pipeline.run_report_notebooks(tmp_path, notebooks=["06_threshold_study.ipynb"], log=lambda s: None)
+    nbs.failing = set()
+    pipeline.run_report_notebooks(tmp_path, notebooks=["06_threshold_study.ipynb"], log=lambda s: None)
     assert pipeline.report_up_to_date(tmp_path)
-    os.utime(metrics, (future + 10, future + 10))  # a run finished after the report
-    assert not pipeline.report_up_to_date(tmp_path)
+    # a refreshed reference changes the comparison (07) only; a run whose metrics changed makes every notebook
+    # stale; a missing report.html makes 07 stale
+    write_json(reference, {"iou": 0.3})
+    assert pipeline.report_notebooks_to_run(tmp_path) == ["07_report.ipynb"]
+    write_json(metrics, {"iou": 0.2})
+    assert pipeline.report_notebooks_to_run(tmp_path) == list(pipeline.REPORT_NOTEBOOKS)
+    pipeline.run_report_notebooks(tmp_path, log=lambda s: None)
+    assert pipeline.report_up_to_date(tmp_path)
+    (tmp_path / "report.html").unlink()
+    assert pipeline.report_notebooks_to_run(tmp_path) == ["07_report.ipynb"]
 
 
 def test_error_from_log(tmp_path: Path) -> None:

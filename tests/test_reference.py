@@ -1,0 +1,163 @@
+"""Reproduced vs reference (issue 12): every table cell against a reference of the same config and seeds, the
+REPORT.md section and CSV, and `make reference` (the curated copy). Each test builds its own tiny reference."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from avaga_lib import report
+from avaga_lib.config import make_config
+from avaga_lib.io import write_json
+from avaga_lib.reference import ANCHOR, CSV_NAME, DIFFERS, MISSING, REPRODUCED, TOLERANCE, read_comparison
+from avaga_lib.results import collect_runs
+from avaga_lib.tables import table_metrics
+
+RU = {"train.setting": "unsupervised"}
+L2 = {"method": "ae_l2"}
+METRICS = {"iou": 0.25, "iou_pooled": 0.3, "mean_accuracy": 0.7, "image_auroc": 0.6, "pixel_auroc": 0.8,
+           "aupro": 0.5, "fp_area_normal": 0.01, "pixel_metrics_available": True, "device": "cpu",
+           "iou_at": {"0.2": 0.1, "0.3": 0.2, "0.4": 0.3, "0.5": 0.25, "0.6": 0.2},
+           "notes": ["pretrained_source=none (no pretrained encoder)"]}
+
+
+def run(base: Path, overrides: dict, metrics: dict | None = None, category: str = "weave",
+        root: str = "") -> Path:
+    """A run folder (config.json + metrics.json) as save_run writes it."""
+    cfg = make_config("smoke", {"data.dataset": "embedded", "data.category": category, "data.root": root,
+                                "results_dir": str(base), "train.epochs": 1, **overrides})
+    write_json(cfg.run_dir / "config.json", cfg.to_dict())
+    write_json(cfg.run_dir / "metrics.json", {**METRICS, **(metrics or {})})
+    return cfg.run_dir
+
+
+def tree(base: Path, **kw) -> Path:
+    """AVAGA-R_u seeds 0 and 1, AE-L2 seed 0, category weave."""
+    run(base, {**RU, "train.seed": 0}, kw.get("ru0"), root=kw.get("root", ""))
+    run(base, {**RU, "train.seed": 1}, {"iou": 0.35}, root=kw.get("root", ""))
+    run(base, L2, kw.get("l2"), root=kw.get("root", ""))
+    return base
+
+
+def compare(ours: Path, ref: Path) -> pd.DataFrame:
+    comparison = report.reference_comparison(collect_runs(ours), ref)
+    return comparison.frame.set_index(["method", "metric"])
+
+
+def test_same_runs_are_reproduced_cell_by_cell(tmp_path: Path) -> None:
+    # paths differ (results_dir, data.root): they say where a run is, not what it computes
+    ours, ref = tree(tmp_path / "ours", root="/data/a"), tree(tmp_path / "ref", root="/data/b")
+    frame = compare(ours, ref)
+    assert set(frame["status"]) == {REPRODUCED}
+    expected = {("AVAGA-R_u", m) for m in table_metrics("AVAGA-R_u")} | {("AE-L2", m) for m in table_metrics("AE-L2")}
+    assert set(frame.index) == expected
+    assert frame.loc[("AVAGA-R_u", "iou"), "ours"] == pytest.approx(0.30)  # the table's cell: mean over seeds 0, 1
+    assert frame.loc[("AVAGA-R_u", "iou"), "seeds"] == "0,1"
+    assert ("AVAGA-R_u", "iou@0.2") in frame.index and ("AE-L2", "iou@0.2") not in frame.index  # Table 7: R_u only
+
+
+def test_a_changed_value_differs_with_both_values(tmp_path: Path) -> None:
+    ours = tree(tmp_path / "ours", l2={"iou": 0.25 + 0.012, "aupro": 0.5 + TOLERANCE / 10})
+    frame = compare(ours, tree(tmp_path / "ref"))
+    cell = frame.loc[("AE-L2", "iou")]
+    assert cell["status"] == DIFFERS
+    assert (cell["ours"], cell["reference"]) == pytest.approx((0.262, 0.25))
+    assert cell["diff"] == pytest.approx(0.012)
+    assert frame.loc[("AE-L2", "aupro"), "status"] == REPRODUCED  # within the tolerance
+    assert (frame["status"] == DIFFERS).sum() == 1
+
+
+def test_unavailable_on_one_side_differs(tmp_path: Path) -> None:
+    frame = compare(tree(tmp_path / "ours", l2={"pixel_auroc": None}), tree(tmp_path / "ref"))
+    cell = frame.loc[("AE-L2", "pixel_auroc")]
+    assert cell["status"] == DIFFERS and cell["reason"] == "unavailable here" and math.isnan(cell["ours"])
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [({"train.threads": 2}, "train.threads 1 here, 2 in the reference"),
+     ({"train.epochs": 3}, "train.epochs 1 here, 3 in the reference"),
+     ({"data.image_size": 128}, "data.image_size 64 here, 128 in the reference"),
+     ({"profile": "paper"}, "profile 'smoke' here, 'paper' in the reference")],
+)
+def test_a_reference_of_another_config_is_not_comparable(tmp_path: Path, change: dict, reason: str) -> None:
+    ours = tree(tmp_path / "ours")
+    ref = tmp_path / "ref"
+    run(ref, {**RU, "train.seed": 0, **change})
+    run(ref, {**RU, "train.seed": 1, **change}, {"iou": 0.35})
+    run(ref, L2)
+    frame = compare(ours, ref)
+    ru = frame.loc["AVAGA-R_u"]
+    assert set(ru["status"]) == {MISSING} and all(reason in r for r in ru["reason"]), ru["reason"].iloc[0]
+    assert set(frame.loc["AE-L2"]["status"]) == {REPRODUCED}
+
+
+def test_missing_seed_method_device_and_encoder(tmp_path: Path) -> None:
+    ours = tree(tmp_path / "ours")
+    ref = tmp_path / "ref"
+    run(ref, {**RU, "train.seed": 0})  # no seed 1
+    frame = compare(ours, ref)
+    assert "no AVAGA-R_u run at seed 1" in frame.loc[("AVAGA-R_u", "iou"), "reason"]
+    assert "no AE-L2 run for embedded/weave" in frame.loc[("AE-L2", "iou"), "reason"]
+    ref2 = tree(tmp_path / "ref2", l2={"device": "cuda"}, ru0={"notes": ["pretrained_source=imagenet"]})
+    frame = compare(ours, ref2)
+    assert "record.device 'cpu' here, 'cuda' in the reference" in frame.loc[("AE-L2", "iou"), "reason"]
+    assert "record.pretrained_source" in frame.loc[("AVAGA-R_u", "iou"), "reason"]
+
+
+def test_no_reference_at_all(tmp_path: Path) -> None:
+    frame = compare(tree(tmp_path / "ours"), tmp_path / "absent")
+    assert set(frame["status"]) == {MISSING} and frame["reason"].iloc[0].startswith("no reference at")
+
+
+def test_report_section_csv_and_terminal_line(tmp_path: Path) -> None:
+    results = tree(tmp_path / "results", l2={"iou": 0.262})
+    # the reference inside the results tree (as results/reference) is never read as runs
+    ref = tree(results / "reference")
+    assert len(collect_runs(results)) == 3
+    written = report.write_report(results, reference_dir=ref)
+    text = written.report_md.read_text()
+    assert "## Reproduced vs reference" in text and text.index("## Reproduced vs reference") < text.index("## Tables")
+    assert "| embedded | weave | AE-L2 | iou | 0 | 0.262 | 0.25 | 0.012 |" in text
+    n = len(written.comparison.frame)
+    assert f"**{n - 1} of {n} cells reproduced, 1 differ (max |diff| 0.012), 0 not in reference.**" in text
+    assert (results / "tables" / CSV_NAME) == written.comparison_csv
+    line = report.reference_summary(results)
+    assert line == (f"reference: {n - 1}/{n} cells reproduced, 1 differ (max |diff| 0.012), 0 not in reference; "
+                    f"see {results}/REPORT.md#{ANCHOR}")
+    back = read_comparison(written.comparison_csv)
+    assert back.count(REPRODUCED) == n - 1 and back.count(DIFFERS) == 1
+    assert report.reference_summary(tmp_path / "nothing") is None
+    # the reference's own report does not compare it with itself
+    assert report.write_report(ref, reference_dir=ref).comparison is None
+
+
+def test_refresh_reference_copies_the_curated_subset(tmp_path: Path) -> None:
+    results = tree(tmp_path / "results")
+    ru = results / "embedded" / "weave" / "AVAGA-R_u-seed0"
+    for name in ("checkpoint.pt", "predictions.csv", "fig_qualitative.png", "losses.csv", "splits.json"):
+        (ru / name).write_text("x")
+    (ru / "maps").mkdir()
+    ref = tmp_path / "reference"
+    other = run(ref, L2, category="granite")
+    shutil.move(str(other.parents[1]), str(ref / "other"))  # runs of another dataset stay
+    stale = run(ref, {**RU, "train.seed": 7})  # an older run of the same dataset: replaced
+    assert stale.exists()
+    written = report.refresh_reference(results, ref)
+    assert sorted(p.name for p in (ref / "embedded" / "weave" / "AVAGA-R_u-seed0").iterdir()) == [
+        "config.json", "losses.csv", "metrics.json", "splits.json"]
+    assert not stale.exists() and (ref / "other" / "granite" / "AE-L2-seed0" / "metrics.json").exists()
+    assert written.report_md == ref / "REPORT.md" and "Reproduced vs reference" not in written.report_md.read_text()
+    assert (ref / "tables" / "embedded_table2_iou.csv").exists() and not (ref / "tables" / CSV_NAME).exists()
+    assert json.loads((ref / "embedded" / "weave" / "AE-L2-seed0" / "metrics.json").read_text())["iou"] == 0.25
+    # the refreshed reference reproduces the tree it came from
+    assert set(compare(results, ref)["status"]) == {REPRODUCED}
+    with pytest.raises(report.ReportError, match="no finished run"):
+        report.refresh_reference(tmp_path / "empty", ref)
+    with pytest.raises(report.ReportError, match="is the reference itself"):
+        report.refresh_reference(ref, ref)
