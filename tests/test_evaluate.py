@@ -23,6 +23,7 @@ from avaga_lib import metrics as M
 from avaga_lib.config import make_config
 from avaga_lib.data import ImageRecord, generate_dataset, make_splits
 from avaga_lib.io import read_json
+from avaga_lib.pixel_metrics import PixelMetricAccumulator
 from avaga_lib.run import save_run
 from avaga_lib.runtime import seed_everything
 from avaga_lib.train import build_networks, train_run
@@ -153,9 +154,9 @@ def _recomputed(cfg: Any, p: pd.DataFrame, maps: dict[str, np.ndarray], threshol
     pred = M.binarize(maps["maps"], thr) & gate[:, None, None]
     gt = maps["gt"]
     if "pixel_edges" in maps:
-        acc = M.PixelMetricAccumulator(edges=maps["pixel_edges"], max_fpr=cfg.eval.aupro_max_fpr)
+        acc = PixelMetricAccumulator(edges=maps["pixel_edges"], max_fpr=cfg.eval.aupro_max_fpr)
     else:
-        acc = M.PixelMetricAccumulator(cfg.eval.pixel_bins, cfg.eval.aupro_max_fpr, (0.0, 1.0))
+        acc = PixelMetricAccumulator(cfg.eval.pixel_bins, cfg.eval.aupro_max_fpr, (0.0, 1.0))
     acc.update(maps.get("raw_maps", maps["maps"]), gt)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
