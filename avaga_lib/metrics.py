@@ -277,7 +277,8 @@ def oracle_best_iou(maps: Any, gt_masks: Any, labels: Any, gate: Any | None = No
 
     What a map *could* give with a threshold fit on the test masks, as the paper's baselines had; reported beside
     the label-free IoU, flagged (``iou_best_threshold_oracle``), and never used for any decision. The grid is the
-    quantiles ``levels`` of the anomalous images' (valid) map values; each threshold is scored as
+    quantiles ``levels`` of the anomalous images' (valid) map values, refined between the best one's neighbours;
+    each threshold is scored as
     :func:`iou_threshold_curve` (same gate, same valid pixels, anomalous images only).
 
     Args:
@@ -297,10 +298,14 @@ def oracle_best_iou(maps: Any, gt_masks: Any, labels: Any, gate: Any | None = No
         return float("nan"), float("nan")
     values = values[:: max(1, values.size // _ORACLE_SAMPLES)].astype(np.float64)
     grid = np.unique(np.quantile(values, np.clip(np.asarray(list(levels), dtype=np.float64), 0.0, 1.0)))
-    curve = iou_threshold_curve(m, gt_masks, grid, labels, gate, valid)
-    scored = {t: v for t, v in curve.items() if not math.isnan(v)}
-    if not scored:
-        return float("nan"), float("nan")
+    scored: dict[float, float] = {}
+    for _ in range(2):  # the grid, then 32 thresholds between the best one's neighbours
+        curve = iou_threshold_curve(m, gt_masks, grid, labels, gate, valid)
+        scored |= {t: v for t, v in curve.items() if not math.isnan(v)}
+        if not scored:
+            return float("nan"), float("nan")
+        k = int(np.searchsorted(grid, max(scored, key=lambda t: scored[t])))
+        grid = np.linspace(grid[max(k - 1, 0)], grid[min(k + 1, grid.size - 1)], 34)[1:-1]
     best = max(scored, key=lambda t: scored[t])
     return float(scored[best]), float(best)
 

@@ -12,7 +12,7 @@ from scipy import ndimage
 from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 
 from avaga_lib import metrics as M
-from avaga_lib.pixel_metrics import PixelMetricAccumulator, _trapezoid_upto, quantile_edges
+from avaga_lib.pixel_metrics import PixelMetricAccumulator, _trapezoid_upto, quantile_edges, validation_edges
 
 
 def _exact_aupro(maps: np.ndarray, gts: np.ndarray, max_fpr: float = 0.3) -> float:
@@ -236,3 +236,40 @@ def test_accumulator_memory_is_bounded_for_a_full_category() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert 0.4 < acc.compute()["pixel_auroc"] < 0.6  # random maps
+
+
+def test_squeezed_map_scored_with_validation_edges_equals_sklearn() -> None:
+    # issue 13: a saturated attention map living in [0, 0.01]; its validation maps come from the same distribution
+    rng = np.random.default_rng(13)
+    gt = np.zeros((6, 32, 32), bool)
+    gt[:, 8:16, 10:20] = True
+
+    def squeezed(shape: tuple[int, ...], mask: np.ndarray) -> np.ndarray:
+        return 0.01 * np.where(mask, rng.beta(3.0, 4.0, shape), rng.beta(2.0, 5.0, shape))
+
+    maps = squeezed(gt.shape, gt)
+    val = squeezed((4, 32, 32), np.zeros((4, 32, 32), bool))  # normal validation maps: no label involved
+    ref = roc_auc_score(gt.reshape(-1), maps.reshape(-1))
+    edges = validation_edges(val, 1000, upper=1.0)
+    assert np.all(np.diff(edges) > 0) and edges[-1] == 1.0
+    ours = PixelMetricAccumulator(edges=edges)
+    ours.update(maps, gt)
+    assert ours.compute()["pixel_auroc"] == pytest.approx(ref, abs=1e-3)
+    fixed = PixelMetricAccumulator(1000, 0.3, (0.0, 1.0))  # the former fixed uniform (0, 1) bins: mostly ties
+    fixed.update(maps, gt)
+    assert abs(fixed.compute()["pixel_auroc"] - ref) > 5e-3
+
+
+def test_oracle_best_iou_uses_the_masks_and_beats_every_grid_threshold() -> None:
+    rng = np.random.default_rng(5)
+    gt = np.zeros((5, 24, 24), bool)
+    gt[1:, 5:12, 6:14] = True
+    labels = np.array([0, 1, 1, 1, 1])
+    maps = 0.2 * rng.random(gt.shape) + 0.5 * gt  # perfectly separable between 0.2 and 0.5
+    best, t = M.oracle_best_iou(maps, gt, labels)
+    assert best == 1.0 and 0.2 <= t < 0.5
+    curve = M.iou_threshold_curve(maps, gt, [0.1, 0.3, 0.6], labels)
+    assert all(best >= v for v in curve.values())
+    gate = np.array([True, True, False, True, True])  # an image called normal is predicted empty
+    assert M.oracle_best_iou(maps, gt, labels, gate)[0] == pytest.approx(0.75)
+    assert all(np.isnan(v) for v in M.oracle_best_iou(maps, gt, np.zeros(5)))  # no anomalous image
