@@ -208,7 +208,7 @@ _SUBCONFIGS: dict[tuple[type, str], type] = {
 # Profiles: overrides on top of the defaults. smoke = CPU-sized pipeline check (a category in 1-2 min on 2 cores;
 # its 64 px give a 2x2 latent grid: it cannot judge localization); cpu = the smallest study that can show a signal
 # on this 2-core machine (issue 13; docs/PROTOCOL.md "Profiles"); paper = the protocol of the paper's Appendix A.1.
-CPU_EPOCHS = 20  # AE-L2's loss flattens by then on the embedded data at 128 px (docs/PROTOCOL.md "Profiles")
+CPU_EPOCHS = 15  # AE-L2's loss flattens by then on the embedded data at 128 px (docs/PROTOCOL.md "Profiles")
 MIN_LATENT_GRID = 4  # the encoders downsample 32x: 128 px -> 4x4 latent cells; fewer cannot localize (issue 13)
 LOCALIZING_PROFILES: tuple[str, ...] = ("cpu", "paper")  # profiles that judge localization: latent grid >= 4x4
 PROFILES: dict[str, dict[str, Any]] = {
