@@ -229,6 +229,25 @@ def calibrate(cfg: RunConfig, model: nn.Module, val_records: list[Any], device: 
     return cal, val.score_raw, vm
 
 
+def _infer_test(cfg: RunConfig, model: nn.Module, ds: AnomalyDataset, cal: Calibration, vm: ValidationMaps,
+                device: torch.device, progress: bool) -> tuple[Inferred, LocalizationScorer, np.ndarray]:
+    """The test pass: maps, scores, the reconstruction-error maps, and every map streamed into the scorer (whose
+    edges, thresholds and priors come from the validation maps ``vm``)."""
+    upper = _ATTENTION_UPPER if cfg.method == "avaga" else _MAP_UPPER
+    refs = vm.references(cfg.eval.pixel_bins, cfg.eval.val_quantile, upper)
+    scorer = LocalizationScorer(refs, vm.priors(*ds.images.shape[-2:]), cfg.eval.aupro_max_fpr)
+    recon_maps: list[np.ndarray] = []
+
+    def stream(sl: slice, b: _Batch) -> None:  # ungated, unclipped; letterbox padding left out
+        recon_maps.append(recon_error_map(ds.images[sl], b.recon))
+        if ds.has_masks:
+            scorer.update(b.raw_map.cpu().numpy(), recon_maps[-1], ds.masks[sl, 0].bool().numpy(),
+                          ds.valid[sl, 0].numpy())
+
+    test = infer_dataset(cfg, model, ds, cal, device, on_batch=stream, progress=progress)
+    return test, scorer, np.concatenate(recon_maps)
+
+
 def evaluate_run(
     cfg: RunConfig,
     model: nn.Module,
@@ -263,18 +282,7 @@ def evaluate_run(
             raise ValueError(f"no test image for {cfg.data.category}; check the dataset's test/ folder")
         ds = AnomalyDataset(list(splits.test), cfg.data.image_size, train=False, has_masks=has_masks,
                             geometry=cfg.data.geometry)
-        upper = _ATTENTION_UPPER if cfg.method == "avaga" else _MAP_UPPER
-        refs = vm.references(cfg.eval.pixel_bins, cfg.eval.val_quantile, upper)
-        scorer = LocalizationScorer(refs, vm.priors(*ds.images.shape[-2:]), cfg.eval.aupro_max_fpr)
-        recon_maps: list[np.ndarray] = []
-
-        def stream(sl: slice, b: _Batch) -> None:  # ungated, unclipped; letterbox padding left out
-            recon_maps.append(recon_error_map(ds.images[sl], b.recon))
-            if has_masks:
-                scorer.update(b.raw_map.cpu().numpy(), recon_maps[-1], ds.masks[sl, 0].bool().numpy(),
-                              ds.valid[sl, 0].numpy())
-
-        test = infer_dataset(cfg, model, ds, cal, device, on_batch=stream, progress=progress)
+        test, scorer, recon = _infer_test(cfg, model, ds, cal, vm, device, progress)
     finally:
         model.train(was_training)
     thr = cfg.eval.threshold
@@ -288,7 +296,7 @@ def evaluate_run(
     acc = scorer.acc["map"] if has_masks else None
     m = metrics_from_maps(frame, test.maps, gt, thr, thresholds, has_masks, acc, valid)
     raw = test.raw_maps if test.raw_maps is not None else test.maps  # what the edges and thresholds are in
-    scored = {"map": raw, "recon": np.concatenate(recon_maps)}
+    scored = {"map": raw, "recon": recon}
     if has_masks:
         m.update(scorer.compute(scored, gt, frame["label"].to_numpy(), gate, valid))
     m.update(_run_info(cfg, frame, len(val_scores), acc, t0))
