@@ -115,6 +115,8 @@ class EvalConfig:
     aupro_max_fpr: float = 0.3  # PN 11, as MVTec's evaluation
     pixel_bins: int = 1000  # score bins of the streamed pixel ROC / PRO curves (memory bound, see metrics.py)
     thresholds_study: tuple[float, ...] = (0.2, 0.3, 0.4, 0.5, 0.6)  # Table 7
+    val_quantile: float = 0.99  # label-free pixel threshold beside 0.5: this quantile of the normal validation
+    # pixels of each map (iou_val_quantile*; docs/PROTOCOL.md "Label-free pixel threshold", issue 13)
 
 
 DEFAULT_RUN = "AVAGA-R_u"  # the study run the defaults below make (a test checks they agree with the registry)
@@ -126,7 +128,7 @@ class RunConfig:
 
     name: str = DEFAULT_RUN  # study run (avaga_lib/study.py) or an explicit name outside the study; folder prefix
     method: str = "avaga"  # avaga | ae_l2 | ae_ssim (baselines, Bergmann et al. 2018)
-    profile: str = "smoke"  # smoke | paper (the overrides that were applied)
+    profile: str = "smoke"  # smoke | cpu | paper (the overrides that were applied)
     results_dir: str = "results/scratch"  # base of the results tree (pipeline passes "results")
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -205,8 +207,12 @@ _SUBCONFIGS: dict[tuple[type, str], type] = {
     (RunConfig, "eval"): EvalConfig,
 }
 
-# Profiles: overrides on top of the defaults. smoke = CPU-sized (a category in 1-2 min on 2 cores);
-# paper = the protocol of the paper's Appendix A.1.
+# Profiles: overrides on top of the defaults. smoke = CPU-sized pipeline check (a category in 1-2 min on 2 cores;
+# its 64 px give a 2x2 latent grid: it cannot judge localization); cpu = the smallest study that can show a signal
+# on this 2-core machine (issue 13; docs/PROTOCOL.md "Profiles"); paper = the protocol of the paper's Appendix A.1.
+CPU_EPOCHS = 15  # AE-L2's loss flattens by then on the embedded data at 128 px (docs/PROTOCOL.md "Profiles")
+MIN_LATENT_GRID = 4  # the encoders downsample 32x: 128 px -> 4x4 latent cells; fewer cannot localize (issue 13)
+LOCALIZING_PROFILES: tuple[str, ...] = ("cpu", "paper")  # profiles that judge localization: latent grid >= 4x4
 PROFILES: dict[str, dict[str, Any]] = {
     "smoke": {
         "data.image_size": 64,  # CPU-sized; latent 2x2 at 64 px
@@ -214,6 +220,13 @@ PROFILES: dict[str, dict[str, Any]] = {
         "train.batch_size": 16,
         "train.lr": 2e-4,  # a few epochs only: a larger step than the paper's 1e-4
         "train.threads": 1,  # the pipeline runs one smoke run per core; the same numbers on any core count
+    },
+    "cpu": {
+        "data.image_size": 128,  # 4x4 latent grid, the least that can localize (MIN_LATENT_GRID)
+        "train.epochs": CPU_EPOCHS,
+        "train.batch_size": 16,
+        "train.lr": 1e-4,  # A.1
+        "train.threads": 1,  # one run per core; the same numbers on any core count
     },
     "paper": {
         "data.image_size": 256,  # A.1
@@ -257,7 +270,7 @@ def make_config(profile: str = "smoke", overrides: dict[str, Any] | None = None,
     """Build a run config from a profile, a study run and overrides, named after its study run.
 
     Args:
-        profile: ``smoke`` or ``paper``.
+        profile: ``smoke``, ``cpu`` or ``paper``.
         run: a study registry name (``AVAGA-R_u-flat``): its overrides are applied first and it names the config.
         overrides: dotted keys, e.g. ``{"train.setting": "weak", "data.category": "bottle"}``; ``name`` names a run
             outside the study. Without ``run`` or ``name`` the config is named after the registry entry it matches.
@@ -317,6 +330,13 @@ def _check_options(cfg: RunConfig) -> None:
             raise ValueError(f"{key} '{value}' unknown; choose one of {allowed}")
     if cfg.data.image_size % 32 != 0:
         raise ValueError(f"data.image_size={cfg.data.image_size} must be a multiple of 32 (64, 128, 256)")
+    if cfg.profile in LOCALIZING_PROFILES and cfg.data.image_size // 32 < MIN_LATENT_GRID:
+        grid = cfg.data.image_size // 32
+        raise ValueError(f"data.image_size={cfg.data.image_size} gives a {grid}x{grid} latent grid: the {cfg.profile} "
+                         f"profile judges localization and needs at least {MIN_LATENT_GRID}x{MIN_LATENT_GRID} "
+                         f"(image_size >= {32 * MIN_LATENT_GRID}); use the smoke profile for a pipeline check")
+    if not 0.0 < cfg.eval.val_quantile < 1.0:
+        raise ValueError(f"eval.val_quantile={cfg.eval.val_quantile} must be in (0, 1), e.g. 0.99")
     if cfg.train.threads < 0:
         raise ValueError(f"train.threads={cfg.train.threads} must be >= 0 (0 = torch's default)")
     if not cfg.loss.adversarial_recon and cfg.train.setting != "weak":

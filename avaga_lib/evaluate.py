@@ -19,19 +19,19 @@ Protocol (PROTOCOL_NOTES 8-11, 16):
 * **Detection decision.** AVAGA_u and baselines: calibrated score > 0.5. AVAGA_w: the classifier (PN 4); the
   calibrated-score decision is reported as ``mean_accuracy_score``.
 
-Every number of ``metrics.json`` comes from :mod:`avaga_lib.metrics` applied to the per-image maps and
-``predictions.csv`` (pixel AUROC / AUPRO from the streamed :class:`avaga_lib.metrics.PixelMetricAccumulator`,
-fixed bins). The per-image maps (float32, so that the metrics recomputed from them are exactly equal) are kept in
-:attr:`EvalResult.maps`; :func:`avaga_lib.run.save_run` writes them as ``maps/test_maps.npz`` (git-ignored; read
-back by :func:`avaga_lib.run.load_maps`): a full MVTec category at 256 px is a few tens of MB, far below 2 GiB.
-Baselines additionally keep a strided subsample (every 4th pixel) of the *validation* maps to place the bins.
+* **Localization on equal terms** (:mod:`avaga_lib.localization`, issue 13): the run's map, its reconstruction
+  error |x - x_hat| and two position priors are scored alike; bin edges and a label-free pixel threshold (a quantile
+  of normal pixels) of each come from the normal validation maps (every 4th pixel of each axis).
+
+Every number of ``metrics.json`` comes from :mod:`avaga_lib.metrics` / :mod:`avaga_lib.pixel_metrics` applied to the
+per-image maps and ``predictions.csv``. The maps (float32, so the metrics recomputed from them are exactly equal),
+edges and thresholds are kept in :attr:`EvalResult.maps`; :func:`avaga_lib.run.save_run` writes them as
+``maps/test_maps.npz`` (git-ignored; :func:`avaga_lib.run.load_maps`): an MVTec category at 256 px is tens of MB.
 """
 
 from __future__ import annotations
 
-import math
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -48,6 +48,8 @@ from avaga_lib.baselines import anomaly_map, image_score
 from avaga_lib.calibration import Calibration, fit_calibration, transductive_scores
 from avaga_lib.config import RunConfig
 from avaga_lib.data import AnomalyDataset
+from avaga_lib.localization import SCORED, LocalizationScorer, ValidationMaps, metrics_from_maps, recon_error_map
+from avaga_lib.pixel_metrics import PixelMetricAccumulator
 from avaga_lib.runtime import amp_dtype, autocast, configure_precision, configure_threads, iterate_batches
 from avaga_lib.train import baseline_kind
 
@@ -56,8 +58,9 @@ TRANSDUCTIVE_FLAG = (
     "test-dependent, PROTOCOL_NOTES 8); the default mean_accuracy uses the normal validation split only"
 )
 _EVAL_BATCH = 16  # images per inference batch (memory bound at 256 px on CPU)
-_VAL_PIXEL_STRIDE = 4  # baselines: every 4th validation pixel places the bin edges (memory bound)
+_VAL_PIXEL_STRIDE = 4  # every 4th validation pixel (each axis) places the bin edges and thresholds (memory bound)
 _MAP_UPPER = 2.0  # baselines: residual maps never exceed 2 (L2 <= 1, 1 - SSIM <= 2); top of the pixel bins
+_ATTENTION_UPPER = 1.0  # AVAGA: 1 - A and A^{c_a} lie in [0, 1]
 
 
 # ------------------------------------------------------------------------------------------------------ results
@@ -78,9 +81,11 @@ class EvalResult:
         wall_time_s: seconds spent evaluating.
         maps: per-image test maps, rows in the order of ``predictions``: ``maps`` float32 (N,H,W) (the map that is
             thresholded, ungated: an image the weak classifier calls normal has ``pred_label`` 0 and an empty
-            predicted mask), ``gt`` bool (N,H,W); baselines also ``raw_maps`` float32 (N,H,W) (uncalibrated, what
-            the pixel AUROC / AUPRO bins) and ``pixel_edges`` (the accumulator's bin edges, from validation maps);
-            letterbox runs also ``valid`` bool (N,H,W) (False on padding, which no pixel metric counts).
+            predicted mask), ``gt`` bool (N,H,W), ``recon_maps`` float32 (N,H,W) (|x - x_hat|), ``pixel_edges``
+            and ``edges_<recon|prior_center|prior_mean>`` (bin edges, from validation maps), ``prior_center`` and
+            ``prior_mean`` (H,W), ``val_quantile_thresholds`` (label-free thresholds, ``localization.SCORED``
+            order); baselines also ``raw_maps`` (uncalibrated: what is binned and thresholded); letterbox runs also
+            ``valid`` bool (N,H,W) (False on padding, which no pixel metric counts).
     """
 
     metrics: dict[str, Any]
@@ -201,12 +206,13 @@ def _concat(parts: list[np.ndarray]) -> np.ndarray | None:
 
 
 def calibrate(cfg: RunConfig, model: nn.Module, val_records: list[Any], device: torch.device) -> tuple[
-    Calibration, np.ndarray, np.ndarray | None
+    Calibration, np.ndarray, ValidationMaps
 ]:
-    """Fit the calibration on the normal validation records only.
+    """Fit the calibration on the normal validation records only, and collect what their maps give (label-free):
+    strided values of the run's map and of its reconstruction error, and the mean map (:class:`ValidationMaps`).
 
     Returns:
-        (calibration, raw validation scores, strided validation map values for baselines or None).
+        (calibration, raw validation scores, validation maps).
     """
     if not val_records:
         raise ValueError(f"no normal validation image for {cfg.data.category}: the calibration (PN 8) needs "
@@ -214,30 +220,33 @@ def calibrate(cfg: RunConfig, model: nn.Module, val_records: list[Any], device: 
     if any(getattr(r, "label", 0) != 0 for r in val_records):
         raise ValueError("the validation split must hold normal images only (PN 8)")
     ds = AnomalyDataset(val_records, cfg.data.image_size, train=False, has_masks=False, geometry=cfg.data.geometry)
-    samples: list[np.ndarray] = []
-    map_max = [-math.inf]
+    vm = ValidationMaps(_VAL_PIXEL_STRIDE)
 
-    def track(sl: slice, b: _Batch) -> None:
-        raw, v, k = b.raw_map.cpu(), ds.valid[sl, 0], _VAL_PIXEL_STRIDE  # letterbox padding: in neither
-        map_max[0] = max(map_max[0], float(raw[v].max()))
-        samples.append(raw[:, ::k, ::k][v[:, ::k, ::k]].numpy())
+    def track(sl: slice, b: _Batch) -> None:  # letterbox padding: in none of them
+        vm.update(b.raw_map.cpu().numpy(), recon_error_map(ds.images[sl], b.recon), ds.valid[sl, 0].numpy())
 
-    baseline = cfg.method != "avaga"
-    val = infer_dataset(cfg, model, ds, None, device, keep_maps=False, on_batch=track if baseline else None)
-    cal = fit_calibration(val.score_raw, map_max[0] if baseline else None)
-    return cal, val.score_raw, (np.concatenate(samples) if samples else None)
+    val = infer_dataset(cfg, model, ds, None, device, keep_maps=False, on_batch=track)
+    cal = fit_calibration(val.score_raw, vm.map_max if cfg.method != "avaga" else None)
+    return cal, val.score_raw, vm
 
 
-def _pixel_accumulator(cfg: RunConfig, cal: Calibration, val_samples: np.ndarray | None) -> M.PixelMetricAccumulator:
-    """AVAGA maps live in [0, 1]: uniform bins. Baseline raw residual maps: quantiles of normal validation pixels
-    up to their max, then uniform bins to the top of the possible range (no test data used; raw units, so the
-    calibration's clipping does not create ties above the validation max)."""
-    if cfg.method == "avaga" or val_samples is None:
-        return M.PixelMetricAccumulator(cfg.eval.pixel_bins, cfg.eval.aupro_max_fpr, (0.0, 1.0))
-    half = max(2, cfg.eval.pixel_bins // 2)
-    low = M.quantile_edges(val_samples, half)
-    top = np.linspace(low[-1], max(_MAP_UPPER, low[-1] * 2), half + 1)[1:]
-    return M.PixelMetricAccumulator(edges=np.concatenate([low, top]), max_fpr=cfg.eval.aupro_max_fpr)
+def _infer_test(cfg: RunConfig, model: nn.Module, ds: AnomalyDataset, cal: Calibration, vm: ValidationMaps,
+                device: torch.device, progress: bool) -> tuple[Inferred, LocalizationScorer, np.ndarray]:
+    """The test pass: maps, scores, the reconstruction-error maps, and every map streamed into the scorer (whose
+    edges, thresholds and priors come from the validation maps ``vm``)."""
+    upper = _ATTENTION_UPPER if cfg.method == "avaga" else _MAP_UPPER
+    refs = vm.references(cfg.eval.pixel_bins, cfg.eval.val_quantile, upper)
+    scorer = LocalizationScorer(refs, vm.priors(*ds.images.shape[-2:]), cfg.eval.aupro_max_fpr)
+    recon_maps: list[np.ndarray] = []
+
+    def stream(sl: slice, b: _Batch) -> None:  # ungated, unclipped; letterbox padding left out
+        recon_maps.append(recon_error_map(ds.images[sl], b.recon))
+        if ds.has_masks:
+            scorer.update(b.raw_map.cpu().numpy(), recon_maps[-1], ds.masks[sl, 0].bool().numpy(),
+                          ds.valid[sl, 0].numpy())
+
+    test = infer_dataset(cfg, model, ds, cal, device, on_batch=stream, progress=progress)
+    return test, scorer, np.concatenate(recon_maps)
 
 
 def evaluate_run(
@@ -270,18 +279,12 @@ def evaluate_run(
     model.eval()
     has_masks = bool(splits.has_masks)
     try:
-        cal, val_scores, val_samples = calibrate(cfg, model, list(splits.val), device)
+        cal, val_scores, vm = calibrate(cfg, model, list(splits.val), device)
         if not splits.test:
             raise ValueError(f"no test image for {cfg.data.category}; check the dataset's test/ folder")
         ds = AnomalyDataset(list(splits.test), cfg.data.image_size, train=False, has_masks=has_masks,
                             geometry=cfg.data.geometry)
-        acc = _pixel_accumulator(cfg, cal, val_samples) if has_masks else None
-
-        def stream(sl: slice, b: _Batch) -> None:  # ungated, unclipped; letterbox padding left out
-            acc.update(b.raw_map.cpu(), ds.masks[sl, 0].bool(), ds.valid[sl, 0])  # type: ignore[union-attr]
-
-        test = infer_dataset(cfg, model, ds, cal, device, on_batch=stream if acc is not None else None,
-                             progress=progress)
+        test, scorer, recon = _infer_test(cfg, model, ds, cal, vm, device, progress)
     finally:
         model.train(was_training)
     thr = cfg.eval.threshold
@@ -292,22 +295,16 @@ def evaluate_run(
     pred = M.binarize(test.maps, thr) & gate[:, None, None] & (True if valid is None else valid)
     frame = _predictions(ds, test, cal, pred, gt, thr, has_masks, valid)
     thresholds = sorted({float(t) for t in cfg.eval.thresholds_study} | {thr})
+    acc = scorer.acc["map"] if has_masks else None
     m = metrics_from_maps(frame, test.maps, gt, thr, thresholds, has_masks, acc, valid)
+    raw = test.raw_maps if test.raw_maps is not None else test.maps  # what the edges and thresholds are in
+    scored = {"map": raw, "recon": recon}
+    if has_masks:
+        m.update(scorer.compute(scored, gt, frame["label"].to_numpy(), gate, valid))
     m.update(_run_info(cfg, frame, len(val_scores), acc, t0))
+    maps = _maps_to_save(test, gt, valid, scored["recon"], scorer)
     examples = _examples(ds, test.maps, pred, examples_per_defect)
-    maps = _maps_record(cfg, test, gt, valid, acc)
     return EvalResult(m, frame, cal, examples, val_scores, time.perf_counter() - t0, maps)
-
-
-def _maps_record(cfg: RunConfig, test: Inferred, gt: np.ndarray, valid: np.ndarray | None,
-                 acc: M.PixelMetricAccumulator | None) -> dict[str, np.ndarray]:
-    """What :attr:`EvalResult.maps` keeps: the maps the metrics were computed from, and how they were binned."""
-    maps = {"maps": test.maps, "gt": gt} | ({} if valid is None else {"valid": valid})
-    if test.raw_maps is not None:
-        maps["raw_maps"] = test.raw_maps
-    if acc is not None and cfg.method != "avaga":
-        maps["pixel_edges"] = acc.edges
-    return maps
 
 
 def _predictions(ds: AnomalyDataset, test: Inferred, cal: Calibration, pred: np.ndarray, gt: np.ndarray,
@@ -338,57 +335,7 @@ def _predictions(ds: AnomalyDataset, test: Inferred, cal: Calibration, pred: np.
     return frame
 
 
-def metrics_from_maps(
-    predictions: pd.DataFrame,
-    maps: np.ndarray,
-    gt: np.ndarray,
-    threshold: float,
-    thresholds: list[float],
-    has_masks: bool,
-    pixel_acc: M.PixelMetricAccumulator | None,
-    valid: np.ndarray | None = None,
-) -> dict[str, Any]:
-    """The metrics of ``metrics.json``, each from a :mod:`avaga_lib.metrics` function (PN 9-11).
-
-    Args:
-        predictions: the per-image table of :func:`evaluate_run` (``label``, ``score``, ``score_raw``,
-            ``score_transductive``, ``pred_label``, ``prob_anomalous`` in the weak setting).
-        maps: (N,H,W) ungated maps in the table's row order; gt: (N,H,W) bool ground truth.
-        threshold: decision threshold (0.5, PN 16); thresholds: Table 7's sweep (includes ``threshold``).
-        has_masks: the dataset has pixel masks (else IoU, pixel AUROC and AUPRO are NaN).
-        pixel_acc: the streamed pixel AUROC / AUPRO accumulator, already fed (None without masks).
-        valid: (N,H,W) bool, False on letterbox padding (never predicted, never counted); None = every pixel.
-    """
-    y = predictions["label"].to_numpy()
-    prob = predictions["prob_anomalous"].to_numpy() if "prob_anomalous" in predictions else None
-    gate = prob > threshold if prob is not None else np.ones(len(y), dtype=bool)  # weak: called normal -> empty
-    pred = M.binarize(maps, threshold) & gate[:, None, None] & (True if valid is None else valid)
-    nan = math.nan
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # undefined metrics are NaN -> null; the reason is in metrics.json
-        curve = M.iou_threshold_curve(maps, gt, thresholds, y, gate, valid) if has_masks else {}
-        m: dict[str, Any] = {
-            "iou": M.mean_iou(pred, gt, y) if has_masks else nan,
-            "iou_pooled": M.pooled_iou(pred, gt, y) if has_masks else nan,
-            "mean_accuracy": M.mean_class_accuracy(y, predictions["pred_label"]),
-            "image_auroc": M.image_auroc(y, predictions["score_raw"]),
-            "image_auroc_classifier": M.image_auroc(y, prob) if prob is not None else nan,
-            "pixel_auroc": nan,
-            "aupro": nan,
-            "fp_area_normal": M.fp_area(pred[y == 0], None if valid is None else valid[y == 0]),
-            "mean_accuracy_transductive": M.mean_class_accuracy(
-                y, M.binarize(predictions["score_transductive"], threshold).astype(np.int64)),
-            "iou_at": {f"{t:g}": curve.get(float(t), nan) for t in thresholds},
-        }
-        if prob is not None:
-            m["mean_accuracy_score"] = M.mean_class_accuracy(y, M.binarize(predictions["score"], threshold)
-                                                             .astype(np.int64))
-        if pixel_acc is not None:
-            m.update(pixel_acc.compute())
-    return m
-
-
-def _run_info(cfg: RunConfig, predictions: pd.DataFrame, n_val: int, acc: M.PixelMetricAccumulator | None,
+def _run_info(cfg: RunConfig, predictions: pd.DataFrame, n_val: int, acc: PixelMetricAccumulator | None,
               t0: float) -> dict[str, Any]:
     """Counts, protocol choices and wall time written beside the metrics."""
     y = predictions["label"].to_numpy()
@@ -399,7 +346,8 @@ def _run_info(cfg: RunConfig, predictions: pd.DataFrame, n_val: int, acc: M.Pixe
         "n_val": int(n_val),
         "pixel_metrics_available": acc is not None,
         "pixel_metrics_note": (
-            f"pixel AUROC / AUPRO streamed over {acc.bins} fixed score bins (metrics.PixelMetricAccumulator)"
+            f"pixel AUROC / AUPRO streamed over {acc.bins} score bins placed by the normal validation maps "
+            "(pixel_metrics.validation_edges), for the run's map, its reconstruction error and the position priors"
             if acc is not None
             else "dataset has image-level labels only: IoU, pixel AUROC and AUPRO unavailable (null)"
         ),
@@ -410,6 +358,18 @@ def _run_info(cfg: RunConfig, predictions: pd.DataFrame, n_val: int, acc: M.Pixe
         "eval_wall_time_s": time.perf_counter() - t0,
         "cpu_threads": torch.get_num_threads(),  # in effect (train.threads, or torch's default when 0)
     }
+
+
+def _maps_to_save(test: Inferred, gt: np.ndarray, valid: np.ndarray | None, recon: np.ndarray,
+                  scorer: LocalizationScorer) -> dict[str, np.ndarray]:
+    """What ``maps/test_maps.npz`` holds: every map scored, its bin edges and label-free threshold (SCORED order)."""
+    maps = {"maps": test.maps, "gt": gt, "recon_maps": recon} | ({} if valid is None else {"valid": valid})
+    if test.raw_maps is not None:
+        maps["raw_maps"] = test.raw_maps
+    maps["pixel_edges"] = scorer.refs["map"].edges
+    maps |= {f"edges_{n}": scorer.refs[n].edges for n in SCORED[1:]} | dict(scorer.priors)
+    maps["val_quantile_thresholds"] = np.array([scorer.refs[n].threshold for n in SCORED])
+    return maps
 
 
 def _examples(ds: AnomalyDataset, maps: np.ndarray, pred: np.ndarray, per_defect: int) -> dict[str, Any]:

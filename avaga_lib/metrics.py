@@ -8,8 +8,8 @@ Pure numpy / scikit-learn / scipy; no plotting, no file IO. Every function accep
   indeed never fires at 0.5, as that note states.
 * Undefined metrics are ``float("nan")`` (never 0) plus a ``UserWarning`` saying why; :func:`nan_to_none` turns
   them into JSON ``null`` for ``metrics.json``.
-* Pixel AUROC and AUPRO are **streamed with 1000 fixed thresholds** (:class:`PixelMetricAccumulator`): memory does
-  not grow with the number of images except for one histogram per ground-truth region.
+* Pixel AUROC and AUPRO are **streamed over 1000 score bins** (:class:`avaga_lib.pixel_metrics.PixelMetricAccumulator`,
+  its own module): memory does not grow with the number of images except for one histogram per ground-truth region.
 * Letterbox padding (:mod:`avaga_lib.data.geometry`) is no content: pixel functions take an optional ``valid`` mask
   (None = all pixels); IoU needs none (callers restrict predictions to valid pixels, masks are 0 on padding).
 """
@@ -18,19 +18,15 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
-from scipy import ndimage
 from sklearn.metrics import roc_auc_score
 
 __all__ = ["binarize", "iou_per_image", "mean_iou", "pooled_iou", "mean_class_accuracy", "image_auroc",
-           "fp_area_per_image", "fp_area", "iou_threshold_curve", "accuracy_threshold_curve", "quantile_edges",
-           "PixelMetricAccumulator", "nan_to_none"]
-
-_trapezoid = getattr(np, "trapezoid", None) or np.trapz  # numpy >= 2 renamed trapz (pyproject allows 1.24)
-_REGION_STRUCTURE = np.ones((3, 3), dtype=int)  # 8-connectivity, as MVTec AD's own PRO evaluation code
+           "fp_area_per_image", "fp_area", "iou_threshold_curve", "accuracy_threshold_curve", "oracle_best_iou",
+           "nan_to_none"]
 
 
 def _np(x: Any) -> np.ndarray:
@@ -269,172 +265,49 @@ def accuracy_threshold_curve(scores01: Any, labels: Any, thresholds: Iterable[fl
     return {float(t): mean_class_accuracy(labels, (s > t).astype(np.int64)) for t in thresholds}
 
 
-def quantile_edges(normal_maps: Any, bins: int = 1000) -> np.ndarray:
-    """Bin edges at the quantiles of *normal validation* maps, for :class:`PixelMetricAccumulator` (``edges=``).
+# Quantile levels of the oracle's threshold grid: the upper half of the map values finely, then the far tail.
+ORACLE_LEVELS: tuple[float, ...] = tuple(np.unique(np.concatenate(
+    [np.linspace(0.0, 0.99, 100), 1.0 - np.logspace(-2.0, -4.0, 21)])).tolist())
+_ORACLE_SAMPLES = 1_000_000  # pixels the grid's quantiles are taken from (strided when there are more)
 
-    Useful when maps are not spread over [0, 1] (e.g. L2 residuals around 1e-3): uniform bins would put nearly
-    every pixel in the first bins. Quantile edges give every bin about the same share of normal pixels, i.e. an
-    even resolution along the FPR axis of the ROC and PRO curves. Scores above the last edge share the top bin.
-    Use validation (normal-only) maps, never test labels (PROTOCOL_NOTES 8).
+
+def oracle_best_iou(maps: Any, gt_masks: Any, labels: Any, gate: Any | None = None, valid: Any | None = None,
+                    levels: Iterable[float] = ORACLE_LEVELS) -> tuple[float, float]:
+    """**Uses test labels**: the best mean IoU over a grid of thresholds, and that threshold (issue 13).
+
+    What a map *could* give with a threshold fit on the test masks, as the paper's baselines had; reported beside
+    the label-free IoU, flagged (``iou_best_threshold_oracle``), and never used for any decision. The grid is the
+    quantiles ``levels`` of the anomalous images' (valid) map values, refined between the best one's neighbours;
+    each threshold is scored as
+    :func:`iou_threshold_curve` (same gate, same valid pixels, anomalous images only).
 
     Args:
-        normal_maps: any-shaped anomaly maps of normal validation images; bins: number of bins wanted (fewer come
-            back when quantiles repeat).
+        maps: (N,H,W) anomaly maps; gt_masks: same shape; labels: (N,) 0 normal / 1 anomalous.
+        gate: optional (N,) bool (weak setting: an image called normal is predicted empty).
+        valid: optional (N,H,W) bool (letterbox padding is never predicted).
+        levels: quantile levels in [0, 1] of the grid.
 
     Returns:
-        Strictly increasing float64 edges (at least 2).
+        (best mean IoU, its threshold); (NaN, NaN) when no anomalous image has a defined IoU.
     """
-    v = _np(normal_maps).reshape(-1).astype(np.float64)
-    if v.size == 0:
-        raise ValueError("quantile_edges: no validation pixel given")
-    e = np.unique(np.quantile(v, np.linspace(0.0, 1.0, bins + 1)))
-    if e.size < 2:
-        e = np.array([e[0], e[0] + 1e-12])  # constant maps: one bin
-    return e
-
-
-class PixelMetricAccumulator:
-    """Pixel AUROC and AUPRO, streamed over batches with 1000 fixed thresholds (memory bounded).
-
-    Method: every pixel score is assigned to one of ``bins`` fixed bins (uniform over ``score_range``, or the
-    explicit ``edges``); scores outside are clipped to the first / last bin. The state is
-
-    * one histogram of normal pixels (gt 0, from every image, normal or anomalous), one of anomalous pixels and
-      one per connected ground-truth region (8-connectivity, ``scipy.ndimage.label``).
-
-    Threshold ``k`` (k = 0..bins) flags the pixels whose bin is >= k, i.e. whose score is >= ``edges[k]``. Then
-    FPR_k = normal pixels flagged / normal pixels, TPR_k = anomalous pixels flagged / anomalous pixels, and
-    PRO_k = mean over regions of (region pixels flagged / region pixels). Pixel AUROC is the trapezoid area of
-    (FPR, TPR); AUPRO is the trapezoid area of (FPR, PRO) for FPR in [0, max_fpr], with linear interpolation at
-    max_fpr, divided by max_fpr, as MVTec AD's evaluation (PROTOCOL_NOTES 11). The only approximation is the
-    ordering of scores inside one bin (treated as ties); with 1000 bins the AUROC error is ~1e-3 or less.
-
-    Memory: (2 + regions) x bins int64 (8 KB per region at 1000 bins), independent of the images' number or size.
-
-    Args:
-        bins: number of score bins (``EvalConfig.pixel_bins``); ignored when ``edges`` is given.
-        max_fpr: integration limit of AUPRO (``EvalConfig.aupro_max_fpr``, 0.3).
-        score_range: (lo, hi) of the uniform bins; must be fixed before seeing test data (e.g. (0, 1) for
-            attention maps, or calibrated on normal validation maps), never derived from test labels.
-        edges: optional strictly increasing bin edges (e.g. :func:`quantile_edges` of validation maps).
-    """
-
-    def __init__(self, bins: int = 1000, max_fpr: float = 0.3, score_range: tuple[float, float] = (0.0, 1.0),
-                 edges: Sequence[float] | np.ndarray | None = None) -> None:
-        if not 0.0 < max_fpr <= 1.0:
-            raise ValueError(f"max_fpr must be in (0, 1], got {max_fpr}")
-        if edges is not None:
-            e = np.asarray(edges, dtype=np.float64).reshape(-1)
-            if e.size < 2 or not np.all(np.diff(e) > 0):
-                raise ValueError("edges must hold at least 2 strictly increasing values")
-            self.edges, self.bins, self._uniform = e, e.size - 1, False
-        else:
-            lo, hi = float(score_range[0]), float(score_range[1])
-            if not (math.isfinite(lo) and math.isfinite(hi) and hi > lo):
-                raise ValueError(f"score_range must be finite with hi > lo, got {score_range}")
-            if bins < 2:
-                raise ValueError(f"bins must be >= 2, got {bins}")
-            self.edges, self.bins, self._uniform = np.linspace(lo, hi, int(bins) + 1), int(bins), True
-        self.max_fpr = float(max_fpr)
-        self.hist_normal = np.zeros(self.bins, dtype=np.int64)
-        self.hist_anomalous = np.zeros(self.bins, dtype=np.int64)
-        self._region_hists: list[np.ndarray] = []  # one (n_regions_of_image, bins) block per image with regions
-        self.n_images = 0
-
-    def _bin(self, s: np.ndarray) -> np.ndarray:
-        if self._uniform:
-            lo, hi = self.edges[0], self.edges[-1]
-            idx = np.floor((s.astype(np.float64) - lo) * (self.bins / (hi - lo)))
-            return np.clip(np.nan_to_num(idx, nan=0.0), 0, self.bins - 1).astype(np.int64)
-        idx = np.searchsorted(self.edges, s, side="right") - 1
-        return np.clip(idx, 0, self.bins - 1).astype(np.int64)
-
-    def update(self, anomaly_maps: Any, gt_masks: Any, valid: Any | None = None) -> None:
-        """Add a batch.
-
-        Args:
-            anomaly_maps: (B,H,W) or (B,1,H,W) float maps, higher = more anomalous (numpy or torch, any device).
-            gt_masks: same shape, bool or {0,1}; zeros for normal images.
-            valid: optional, same shape, bool: only these pixels count (gt_masks must be False elsewhere).
-        """
-        m = _as_maps(anomaly_maps, "anomaly_maps")
-        g = _as_masks(gt_masks, "gt_masks")
-        if m.shape != g.shape:
-            raise ValueError(f"anomaly_maps {m.shape} and gt_masks {g.shape} differ in shape")
-        if np.isnan(m).any():
-            raise ValueError(f"anomaly_maps hold {int(np.isnan(m).sum())} NaN values")
-        b = self._bin(m)
-        keep = ~g if valid is None else ~g & _as_masks(valid, "valid")  # padding: neither normal nor anomalous
-        self.hist_normal += np.bincount(b[keep], minlength=self.bins)
-        self.hist_anomalous += np.bincount(b[g], minlength=self.bins)
-        for i in range(m.shape[0]):
-            if not g[i].any():
-                continue
-            lab, n = ndimage.label(g[i], structure=_REGION_STRUCTURE)
-            inside = lab > 0
-            key = (lab[inside].astype(np.int64) - 1) * self.bins + b[i][inside]
-            self._region_hists.append(np.bincount(key, minlength=n * self.bins).reshape(n, self.bins))
-        self.n_images += m.shape[0]
-
-    @property
-    def n_regions(self) -> int:
-        """Number of ground-truth connected regions seen so far."""
-        return sum(h.shape[0] for h in self._region_hists)
-
-    def state_nbytes(self) -> int:
-        """Bytes held by the accumulator's state (histograms)."""
-        return int(self.hist_normal.nbytes + self.hist_anomalous.nbytes + sum(h.nbytes for h in self._region_hists))
-
-    def curves(self) -> dict[str, np.ndarray]:
-        """ROC and PRO curves at the bins + 1 thresholds, ordered by increasing FPR (for plots).
-
-        Returns:
-            ``thresholds`` (edges, decreasing), ``fpr``, ``tpr``, ``pro`` arrays of length bins + 1 (NaN-filled
-            where the denominator is empty).
-        """
-        n_norm, n_anom = self.hist_normal.sum(), self.hist_anomalous.sum()
-        fpr = _tail(self.hist_normal) / n_norm if n_norm > 0 else np.full(self.bins + 1, np.nan)
-        tpr = _tail(self.hist_anomalous) / n_anom if n_anom > 0 else np.full(self.bins + 1, np.nan)
-        if self._region_hists:
-            r = np.concatenate(self._region_hists, axis=0)
-            pro = (_tail(r) / r.sum(axis=1, keepdims=True)).mean(axis=0)
-        else:
-            pro = np.full(self.bins + 1, np.nan)
-        order = slice(None, None, -1)  # k = bins .. 0: FPR increasing
-        return {"thresholds": self.edges[order], "fpr": fpr[order], "tpr": tpr[order], "pro": pro[order]}
-
-    def compute(self) -> dict[str, float]:
-        """Pixel AUROC and AUPRO (normalised by ``max_fpr``); NaN with a warning when undefined.
-
-        Returns:
-            ``{"pixel_auroc": float, "aupro": float}``.
-        """
-        if self.hist_anomalous.sum() == 0 or self.hist_normal.sum() == 0:
-            which = "anomalous" if self.hist_anomalous.sum() == 0 else "normal"
-            warnings.warn(f"pixel AUROC / AUPRO undefined: no {which} pixel among {self.n_images} images", stacklevel=2)
-            return {"pixel_auroc": float("nan"), "aupro": float("nan")}
-        c = self.curves()
-        auroc = float(_trapezoid(c["tpr"], c["fpr"]))
-        aupro = _trapezoid_upto(c["fpr"], c["pro"], self.max_fpr) / self.max_fpr
-        return {"pixel_auroc": auroc, "aupro": float(aupro)}
-
-
-def _tail(h: np.ndarray) -> np.ndarray:
-    """Pixels flagged at threshold k = pixels in bins k..end, for k = 0..bins (k = bins: nothing flagged)."""
-    return np.concatenate([np.cumsum(h[..., ::-1], axis=-1)[..., ::-1], np.zeros(h.shape[:-1] + (1,), h.dtype)], -1)
-
-
-def _trapezoid_upto(x: np.ndarray, y: np.ndarray, x_max: float) -> float:
-    """Trapezoid area of y(x) for x in [x[0], x_max], interpolating linearly at x_max (x non-decreasing)."""
-    keep = x <= x_max
-    xs, ys = x[keep], y[keep]
-    area = float(_trapezoid(ys, xs)) if xs.size > 1 else 0.0
-    j = int(keep.sum())  # first point beyond x_max
-    if j < x.size and j > 0 and xs[-1] < x_max:
-        x0, y0, x1, y1 = x[j - 1], y[j - 1], x[j], y[j]
-        y_at = y0 + (y1 - y0) * (x_max - x0) / (x1 - x0)
-        area += 0.5 * (x_max - x0) * (y0 + y_at)
-    return area
+    m = _as_maps(maps, "maps")
+    lab = _np(labels).reshape(-1)
+    sel = m[lab == 1] if valid is None else m[lab == 1][_as_masks(valid, "valid")[lab == 1]]
+    values = sel.reshape(-1)
+    if values.size == 0:
+        return float("nan"), float("nan")
+    values = values[:: max(1, values.size // _ORACLE_SAMPLES)].astype(np.float64)
+    grid = np.unique(np.quantile(values, np.clip(np.asarray(list(levels), dtype=np.float64), 0.0, 1.0)))
+    scored: dict[float, float] = {}
+    for _ in range(2):  # the grid, then 32 thresholds between the best one's neighbours
+        curve = iou_threshold_curve(m, gt_masks, grid, labels, gate, valid)
+        scored |= {t: v for t, v in curve.items() if not math.isnan(v)}
+        if not scored:
+            return float("nan"), float("nan")
+        k = int(np.searchsorted(grid, max(scored, key=lambda t: scored[t])))
+        grid = np.linspace(grid[max(k - 1, 0)], grid[min(k + 1, grid.size - 1)], 34)[1:-1]
+    best = max(scored, key=lambda t: scored[t])
+    return float(scored[best]), float(best)
 
 
 def nan_to_none(d: Mapping[str, Any]) -> dict[str, Any]:

@@ -10,8 +10,9 @@ from torch import Tensor, nn
 
 from avaga_lib.config import RunConfig
 from avaga_lib.evaluate import infer_batch
-from avaga_lib.metrics import PixelMetricAccumulator, binarize, iou_per_image
+from avaga_lib.metrics import binarize, iou_per_image
 from avaga_lib.model import build_model
+from avaga_lib.pixel_metrics import PixelMetricAccumulator
 from benchmarks.harness import synthetic_u8
 
 

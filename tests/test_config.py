@@ -9,6 +9,7 @@ import pytest
 
 from avaga_lib import config as C
 from avaga_lib.config import RunConfig, apply_overrides, config_from_parameters, config_hash, make_config
+from avaga_lib.plan import plan_runs
 
 
 def test_paper_profile_matches_appendix_a1() -> None:
@@ -148,3 +149,23 @@ def test_config_from_parameters_is_the_notebook_mapping() -> None:
         config_from_parameters("unsupervised", {"lr": 1.0}, "smoke")
     with pytest.raises(ValueError, match="is a weak run: its notebook is 04_train_weakly_supervised.ipynb"):
         config_from_parameters("unsupervised", {"run": "AVAGA-R_w"}, "smoke")
+
+
+def test_cpu_profile_can_localize_and_small_grids_are_refused() -> None:
+    cfg = make_config("cpu")
+    assert (cfg.data.image_size, cfg.train.lr, cfg.train.threads) == (128, 1e-4, 1)
+    assert cfg.train.epochs == C.CPU_EPOCHS and cfg.data.image_size // 32 >= C.MIN_LATENT_GRID
+    for profile in C.LOCALIZING_PROFILES:  # a 2x2 latent grid cannot localize: refused where localization is judged
+        with pytest.raises(ValueError, match="2x2 latent grid.*smoke profile"):
+            make_config(profile, {"data.image_size": 64})
+    assert make_config("smoke").data.image_size == 64  # the pipeline check keeps 64 px
+    with pytest.raises(ValueError, match="val_quantile"):
+        make_config("cpu", {"eval.val_quantile": 1.0})
+
+
+def test_cpu_params_file_plans_the_signal_study() -> None:
+    specs = plan_runs(Path(__file__).parents[1] / "params" / "cpu.yaml")
+    assert {s.config.profile for s in specs} == {"cpu"}
+    assert {s.config.data.image_size for s in specs} == {128} and {s.config.train.threads for s in specs} == {1}
+    assert {s.config.train.seed for s in specs} == {0, 1, 2}
+    assert {s.name for s in specs} >= {"AVAGA-R_u", "AVAGA-R_w", "AE-L2", "AE-SSIM"}

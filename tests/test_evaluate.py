@@ -19,10 +19,13 @@ import torch
 
 from avaga_lib import calibration as C
 from avaga_lib import evaluate as E
+from avaga_lib import localization as L
 from avaga_lib import metrics as M
 from avaga_lib.config import make_config
 from avaga_lib.data import ImageRecord, generate_dataset, make_splits
 from avaga_lib.io import read_json
+from avaga_lib.pixel_metrics import PixelMetricAccumulator
+from avaga_lib.priors import center_gaussian
 from avaga_lib.run import load_maps, save_run
 from avaga_lib.runtime import seed_everything
 from avaga_lib.train import build_networks, train_run
@@ -75,6 +78,8 @@ def test_shuffled_test_labels_change_no_threshold_or_score(tiny_root: Path, tmp_
     shuffled = replace(splits, test=[ImageRecord(r.path, lab, "x", r.mask_path) for r, lab in zip(splits.test, labels)])
     b = E.evaluate_run(cfg, model, shuffled)
     assert a.calibration == b.calibration  # the threshold/normalisation never sees a test label
+    for key in ("pixel_edges", "edges_recon", "edges_prior_mean", "prior_mean", "val_quantile_thresholds"):
+        np.testing.assert_array_equal(a.maps[key], b.maps[key])  # nor do the bin edges, priors, pixel thresholds
     np.testing.assert_array_equal(a.predictions["score"], b.predictions["score"])
     np.testing.assert_array_equal(a.predictions["pred_label"], b.predictions["pred_label"])
     with pytest.raises(ValueError, match="normal images only"):
@@ -153,9 +158,9 @@ def _recomputed(cfg: Any, p: pd.DataFrame, maps: dict[str, np.ndarray], threshol
     pred = M.binarize(maps["maps"], thr) & gate[:, None, None]
     gt = maps["gt"]
     if "pixel_edges" in maps:
-        acc = M.PixelMetricAccumulator(edges=maps["pixel_edges"], max_fpr=cfg.eval.aupro_max_fpr)
+        acc = PixelMetricAccumulator(edges=maps["pixel_edges"], max_fpr=cfg.eval.aupro_max_fpr)
     else:
-        acc = M.PixelMetricAccumulator(cfg.eval.pixel_bins, cfg.eval.aupro_max_fpr, (0.0, 1.0))
+        acc = PixelMetricAccumulator(cfg.eval.pixel_bins, cfg.eval.aupro_max_fpr, (0.0, 1.0))
     acc.update(maps.get("raw_maps", maps["maps"]), gt)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -168,9 +173,36 @@ def _recomputed(cfg: Any, p: pd.DataFrame, maps: dict[str, np.ndarray], threshol
         if weak:
             out["image_auroc_classifier"] = M.image_auroc(y, p["prob_anomalous"])
             out["mean_accuracy_score"] = M.mean_class_accuracy(y, M.binarize(p["score"], thr))
+        out |= _recomputed_localization(cfg, maps, y, gate)
     np.testing.assert_array_equal(p["iou"], np.where(y == 1, M.iou_per_image(pred, gt), np.nan))
     fp = np.where(y == 0, M.fp_area_per_image(pred), np.nan).astype(np.float32)  # a float32 column
     np.testing.assert_array_equal(p["fp_area"].to_numpy(np.float32), fp)
+    return out
+
+
+def _recomputed_localization(cfg: Any, maps: dict[str, np.ndarray], y: np.ndarray, gate: np.ndarray) -> dict[str, Any]:
+    """Issue 13's keys from the saved maps: the reconstruction-error map and the priors scored like the run's map,
+    with the saved validation edges and label-free thresholds; the oracle from the test masks."""
+    gt = maps["gt"]
+    thr = dict(zip(L.SCORED, maps["val_quantile_thresholds"].tolist()))
+    scored = {"map": maps.get("raw_maps", maps["maps"]), "recon": maps["recon_maps"],
+              **{n: np.broadcast_to(maps[n], gt.shape) for n in ("prior_center", "prior_mean")}}
+    every = np.ones(len(y), dtype=bool)
+    out = {"iou_val_quantile": M.mean_iou((scored["map"] > thr["map"]) & gate[:, None, None], gt, y),
+           "fp_area_normal_val_quantile": M.fp_area(((scored["map"] > thr["map"]) & gate[:, None, None])[y == 0]),
+           "iou_best_threshold_oracle": M.oracle_best_iou(scored["map"], gt, y, gate)[0],
+           "iou_val_quantile_recon": M.mean_iou(scored["recon"] > thr["recon"], gt, y),
+           "fp_area_normal_val_quantile_recon": M.fp_area((scored["recon"] > thr["recon"])[y == 0]),
+           "iou_best_threshold_oracle_recon": M.oracle_best_iou(scored["recon"], gt, y, every)[0]}
+    for name, pre, post in (("recon", "", "_recon"), ("prior_center", "prior_center_", ""),
+                            ("prior_mean", "prior_mean_", "")):
+        acc = PixelMetricAccumulator(edges=maps[f"edges_{name}"], max_fpr=cfg.eval.aupro_max_fpr)
+        acc.update(scored[name], gt)
+        r = acc.compute()
+        out[f"{pre}pixel_auroc{post}"], out[f"{pre}aupro{post}"] = r["pixel_auroc"], r["aupro"]
+        if name != "recon":
+            out[f"{pre}iou_val_quantile"] = M.mean_iou(scored[name] > thr[name], gt, y)
+    np.testing.assert_array_equal(maps["prior_center"], center_gaussian(*gt.shape[1:]))
     return out
 
 
@@ -191,3 +223,4 @@ def test_metrics_json_equals_metrics_functions_on_saved_files(tiny_root: Path, t
         want = {k: _null(v) for k, v in value.items()} if key == "iou_at" else _null(value)
         assert metrics[key] == want, key  # exactly equal, not approximately
     assert metrics["pixel_auroc"] is not None and metrics["mean_accuracy"] is not None
+    assert metrics["pixel_auroc_recon"] is not None and metrics["prior_center_pixel_auroc"] is not None

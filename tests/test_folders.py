@@ -27,6 +27,7 @@ from avaga_lib.data import (
     valid_mask,
 )
 from avaga_lib.io import write_json
+from avaga_lib.pixel_metrics import PixelMetricAccumulator
 from avaga_lib.predict import predict_folder
 from avaga_lib.run import load_maps, run_one, save_run
 from avaga_lib.runtime import seed_everything
@@ -92,7 +93,7 @@ def _metrics(ds: AnomalyDataset, maps: np.ndarray, valid: np.ndarray | None) -> 
     gt = ds.masks[:, 0].bool().numpy()
     frame = pd.DataFrame({"label": y, "score": y * 1.0, "score_raw": y * 1.0, "score_transductive": y * 1.0,
                           "pred_label": y})
-    acc = M.PixelMetricAccumulator()
+    acc = PixelMetricAccumulator()
     acc.update(maps, gt, valid)
     return E.metrics_from_maps(frame, maps, gt, 0.5, [0.5], True, acc, valid)
 
@@ -132,7 +133,7 @@ def test_evaluation_records_geometry_and_saves_the_valid_mask(strips: Path, tmp_
     pred = M.binarize(maps["maps"], 0.5) & (True if valid is None else valid)
     y = pd.read_csv(run_dir / "predictions.csv")["label"].to_numpy()
     assert metrics["fp_area_normal"] == pytest.approx(M.fp_area(pred[y == 0], None if valid is None else valid[y == 0]))
-    acc = M.PixelMetricAccumulator(edges=maps["pixel_edges"], max_fpr=cfg.eval.aupro_max_fpr)
+    acc = PixelMetricAccumulator(edges=maps["pixel_edges"], max_fpr=cfg.eval.aupro_max_fpr)
     acc.update(maps["raw_maps"], maps["gt"], valid)
     assert metrics["pixel_auroc"] == pytest.approx(acc.compute()["pixel_auroc"], abs=1e-12)
 

@@ -12,6 +12,7 @@ from scipy import ndimage
 from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 
 from avaga_lib import metrics as M
+from avaga_lib.pixel_metrics import PixelMetricAccumulator, _trapezoid_upto, quantile_edges, validation_edges
 
 
 def _exact_aupro(maps: np.ndarray, gts: np.ndarray, max_fpr: float = 0.3) -> float:
@@ -32,7 +33,7 @@ def _exact_aupro(maps: np.ndarray, gts: np.ndarray, max_fpr: float = 0.3) -> flo
     pro = np.cumsum(pro_inc)
     keep = np.append(np.diff(s_sorted) != 0, True)  # one point per distinct threshold
     fpr, pro = np.concatenate([[0.0], fp[keep]]), np.concatenate([[0.0], pro[keep]])
-    return M._trapezoid_upto(fpr, pro, max_fpr) / max_fpr
+    return _trapezoid_upto(fpr, pro, max_fpr) / max_fpr
 
 
 # ---------------------------------------------------------------- IoU, accuracy, AUROC, FP area
@@ -114,7 +115,7 @@ def test_pixel_auroc_matches_sklearn_within_binning_error() -> None:
     rng = np.random.default_rng(2)
     gt = rng.random((6, 32, 32)) < 0.1
     maps = np.clip(rng.normal(0.4, 0.15, gt.shape) + 0.2 * gt, 0, 1)
-    acc = M.PixelMetricAccumulator()
+    acc = PixelMetricAccumulator()
     for i in range(0, 6, 2):  # in batches
         acc.update(torch.from_numpy(maps[i : i + 2]), torch.from_numpy(gt[i : i + 2]))
     got = acc.compute()["pixel_auroc"]
@@ -125,13 +126,13 @@ def test_aupro_perfect_and_constant_maps() -> None:
     gt = np.zeros((2, 16, 16), bool)
     gt[0, 2:6, 2:6] = True
     gt[1, 10:12, 3:15] = True
-    acc = M.PixelMetricAccumulator()
+    acc = PixelMetricAccumulator()
     acc.update(gt.astype(np.float32), gt)
     r = acc.compute()
     assert r["pixel_auroc"] == pytest.approx(1.0)
     assert r["aupro"] == pytest.approx(1.0)
     # constant map: the curve jumps from (0,0) to (1,1) -> area up to 0.3 = 0.3^2/2, normalised -> 0.15
-    acc = M.PixelMetricAccumulator()
+    acc = PixelMetricAccumulator()
     acc.update(np.full(gt.shape, 0.7), gt)
     r = acc.compute()
     assert r["pixel_auroc"] == pytest.approx(0.5)
@@ -146,7 +147,7 @@ def test_aupro_two_regions_differs_from_pixel_overlap() -> None:
     maps = np.zeros(gt.shape)
     maps[0, 0:2, 0:2] = 1.0
     maps[0, 5:7, 2:4] = 1.0  # 4 of B's 12 px
-    acc = M.PixelMetricAccumulator()
+    acc = PixelMetricAccumulator()
     acc.update(maps, gt)
     assert acc.n_regions == 2
     c = acc.curves()
@@ -169,7 +170,7 @@ def test_aupro_matches_exact_reference_on_random_maps() -> None:
             h, w = rng.integers(2, 9, 2)
             gt[i, y : y + h, x : x + w] = True
     maps = ndimage.gaussian_filter(rng.random(gt.shape) * 0.5 + 0.08 * gt, sigma=(0, 1, 1))
-    acc = M.PixelMetricAccumulator()
+    acc = PixelMetricAccumulator()
     acc.update(maps, gt)
     assert acc.compute()["aupro"] == pytest.approx(_exact_aupro(maps, gt), abs=5e-3)
 
@@ -180,12 +181,12 @@ def test_score_range_and_quantile_edges_for_small_residuals() -> None:
     gt = rng.random((4, 32, 32)) < 0.1
     maps = rng.gamma(2.0, 5e-4, gt.shape) * (1 + 0.8 * gt)
     ref = roc_auc_score(gt.reshape(-1), maps.reshape(-1))
-    coarse = M.PixelMetricAccumulator()
+    coarse = PixelMetricAccumulator()
     coarse.update(maps, gt)
     val = rng.gamma(2.0, 5e-4, (4, 32, 32))  # "validation" normal maps, no labels involved
-    fine = M.PixelMetricAccumulator(edges=M.quantile_edges(val, bins=1000))
+    fine = PixelMetricAccumulator(edges=quantile_edges(val, bins=1000))
     fine.update(maps, gt)
-    ranged = M.PixelMetricAccumulator(score_range=(0.0, float(val.max())))
+    ranged = PixelMetricAccumulator(score_range=(0.0, float(val.max())))
     ranged.update(maps, gt)
     assert abs(coarse.compute()["pixel_auroc"] - ref) > 5e-3  # shows why the option exists
     assert fine.compute()["pixel_auroc"] == pytest.approx(ref, abs=2e-3)
@@ -193,7 +194,7 @@ def test_score_range_and_quantile_edges_for_small_residuals() -> None:
 
 
 def test_undefined_pixel_metrics_and_bad_input() -> None:
-    acc = M.PixelMetricAccumulator()
+    acc = PixelMetricAccumulator()
     acc.update(np.random.default_rng(0).random((2, 8, 8)), np.zeros((2, 8, 8), bool))
     with pytest.warns(UserWarning, match="no anomalous pixel"):
         r = acc.compute()
@@ -203,7 +204,7 @@ def test_undefined_pixel_metrics_and_bad_input() -> None:
     with pytest.raises(ValueError, match="NaN"):
         acc.update(np.full((1, 8, 8), np.nan), np.zeros((1, 8, 8)))
     with pytest.raises(ValueError, match="score_range"):
-        M.PixelMetricAccumulator(score_range=(1.0, 1.0))
+        PixelMetricAccumulator(score_range=(1.0, 1.0))
 
 
 def test_accumulator_memory_is_bounded_for_a_full_category() -> None:
@@ -215,9 +216,9 @@ def test_accumulator_memory_is_bounded_for_a_full_category() -> None:
         gt_batch[i, 200:210, 200:230] = i % 2 == 0  # a second region on half of them
     maps = rng.random((10, 256, 256), dtype=np.float32)
 
-    def run(n_batches: int) -> tuple[int, int, M.PixelMetricAccumulator]:
+    def run(n_batches: int) -> tuple[int, int, PixelMetricAccumulator]:
         tracemalloc.start()
-        acc = M.PixelMetricAccumulator()
+        acc = PixelMetricAccumulator()
         base = tracemalloc.get_traced_memory()[0]
         for _ in range(n_batches):
             acc.update(maps, gt_batch)
@@ -235,3 +236,40 @@ def test_accumulator_memory_is_bounded_for_a_full_category() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert 0.4 < acc.compute()["pixel_auroc"] < 0.6  # random maps
+
+
+def test_squeezed_map_scored_with_validation_edges_equals_sklearn() -> None:
+    # issue 13: a saturated attention map living in [0, 0.01]; its validation maps come from the same distribution
+    rng = np.random.default_rng(13)
+    gt = np.zeros((6, 32, 32), bool)
+    gt[:, 8:16, 10:20] = True
+
+    def squeezed(shape: tuple[int, ...], mask: np.ndarray) -> np.ndarray:
+        return 0.01 * np.where(mask, rng.beta(3.0, 4.0, shape), rng.beta(2.0, 5.0, shape))
+
+    maps = squeezed(gt.shape, gt)
+    val = squeezed((4, 32, 32), np.zeros((4, 32, 32), bool))  # normal validation maps: no label involved
+    ref = roc_auc_score(gt.reshape(-1), maps.reshape(-1))
+    edges = validation_edges(val, 1000, upper=1.0)
+    assert np.all(np.diff(edges) > 0) and edges[-1] == 1.0
+    ours = PixelMetricAccumulator(edges=edges)
+    ours.update(maps, gt)
+    assert ours.compute()["pixel_auroc"] == pytest.approx(ref, abs=1e-3)
+    fixed = PixelMetricAccumulator(1000, 0.3, (0.0, 1.0))  # the former fixed uniform (0, 1) bins: mostly ties
+    fixed.update(maps, gt)
+    assert abs(fixed.compute()["pixel_auroc"] - ref) > 5e-3
+
+
+def test_oracle_best_iou_uses_the_masks_and_beats_every_grid_threshold() -> None:
+    rng = np.random.default_rng(5)
+    gt = np.zeros((5, 24, 24), bool)
+    gt[1:, 5:12, 6:14] = True
+    labels = np.array([0, 1, 1, 1, 1])
+    maps = 0.2 * rng.random(gt.shape) + 0.5 * gt  # perfectly separable between 0.2 and 0.5
+    best, t = M.oracle_best_iou(maps, gt, labels)
+    assert best == 1.0 and 0.2 <= t < 0.5
+    curve = M.iou_threshold_curve(maps, gt, [0.1, 0.3, 0.6], labels)
+    assert all(best >= v for v in curve.values())
+    gate = np.array([True, True, False, True, True])  # an image called normal is predicted empty
+    assert M.oracle_best_iou(maps, gt, labels, gate)[0] == pytest.approx(0.75)
+    assert all(np.isnan(v) for v in M.oracle_best_iou(maps, gt, np.zeros(5)))  # no anomalous image

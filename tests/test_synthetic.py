@@ -1,4 +1,5 @@
-"""Embedded dataset generator: determinism, layout, masks, defect sizes, speed, atomic / skip behaviour."""
+"""Embedded dataset generator: determinism, layout, masks, defect sizes and placement (no position bias), speed,
+atomic / skip behaviour."""
 
 from __future__ import annotations
 
@@ -10,7 +11,16 @@ import pytest
 from PIL import Image
 
 from avaga_lib.cli import main as cli_main
-from avaga_lib.data.synthetic import CATEGORIES, MARKER, defects_of, generate_dataset, make_image
+from avaga_lib.data.synthetic import (
+    CATEGORIES,
+    MARKER,
+    anomalous_test_image,
+    defects_of,
+    generate_dataset,
+    make_image,
+)
+from avaga_lib.pixel_metrics import PixelMetricAccumulator, validation_edges
+from avaga_lib.priors import center_gaussian
 
 
 def _arr(p: Path) -> np.ndarray:
@@ -82,3 +92,38 @@ def test_default_category_is_fast_and_cli_make_data(tmp_path: Path) -> None:
     assert time.perf_counter() - t0 < 8.0  # one of 3 categories ~1.5 s alone; slack for a busy 2-core machine
     assert len(list((tmp_path / "emb" / "washer" / "train" / "good").iterdir())) == 80
     assert len(list((tmp_path / "emb" / "washer" / "ground_truth").rglob("*_mask.png"))) == 24
+
+
+@pytest.fixture(scope="module")
+def defect_masks() -> dict[str, np.ndarray]:
+    """The anomalous test masks of the default embedded set (seed 0, 24 per category, 128 px), per category."""
+    return {c: np.stack([anomalous_test_image(c, 0, i, 128)[1] > 0 for i in range(24)]) for c in CATEGORIES}
+
+
+def test_defect_centroids_cover_the_image(defect_masks: dict[str, np.ndarray]) -> None:
+    for cat, masks in defect_masks.items():
+        ys, xs = np.nonzero(masks.any(0))
+        cy = np.array([np.nonzero(m)[0].mean() for m in masks])
+        cx = np.array([np.nonzero(m)[1].mean() for m in masks])
+        quadrant = (cx >= 63.5).astype(int) + 2 * (cy >= 63.5)
+        assert np.bincount(quadrant, minlength=4).min() >= 3, cat  # each quadrant gets a share of the 24
+        assert cx.min() < 32 and cx.max() > 96 and cy.min() < 32 and cy.max() > 96, cat  # near every border
+
+
+def test_a_centred_prior_cannot_find_the_defects(defect_masks: dict[str, np.ndarray]) -> None:
+    # issue 13: a centred Gaussian (sigma = side/4) scored like a method over normal + anomalous test images
+    prior = center_gaussian(128, 128)
+    edges = validation_edges(prior, 1000, 1.0)  # a prior's validation maps are the prior itself
+    for cat, masks in defect_masks.items():
+        gt = np.concatenate([np.zeros((16, 128, 128), bool), masks])
+        acc = PixelMetricAccumulator(edges=edges)
+        acc.update(np.broadcast_to(prior, gt.shape), gt)
+        assert acc.compute()["pixel_auroc"] <= 0.6, cat
+
+
+def test_written_anomalies_are_the_generator_function(tmp_path: Path) -> None:
+    root = generate_dataset(tmp_path / "g", categories=["washer"], n_train=1, n_test_good=1, n_test_bad=4, size=32)
+    for i in range(4):
+        img, mask, defect = anomalous_test_image("washer", 0, i, 32)
+        np.testing.assert_array_equal(_arr(root / "washer" / "test" / defect / "000.png"), img)
+        np.testing.assert_array_equal(_arr(root / "washer" / "ground_truth" / defect / "000_mask.png"), mask)
