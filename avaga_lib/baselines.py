@@ -14,8 +14,8 @@ Precision (issue 15 row 7): the losses and maps run in float32 outside autocast 
 and the cancellation in E[x^2] - E[x]^2 gave SSIM values outside [-1, 1] and a gradient 14 % off. The
 autoencoder's final sigmoid runs in float32 too.
 
-Value ranges of :func:`anomaly_map` (for the fixed bins of ``metrics.PixelMetricAccumulator``):
-``ANOMALY_MAP_RANGE`` below; L2 residuals are usually tiny, so prefer ``metrics.quantile_edges`` of the
+Value ranges of :func:`anomaly_map` (for the fixed bins of ``pixel_metrics.PixelMetricAccumulator``):
+``ANOMALY_MAP_RANGE`` below; L2 residuals are usually tiny, so prefer ``pixel_metrics.quantile_edges`` of the
 validation maps over uniform bins.
 """
 

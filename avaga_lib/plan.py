@@ -112,9 +112,11 @@ def load_params(params_file: Path | str) -> dict[str, Any]:
     return data
 
 
-def default_params_file(dataset: str | None) -> Path:
-    """``params/<file>.yaml`` for a dataset name (embedded -> smoke, mvtec -> paper_mvtec, else <dataset>)."""
-    name = {None: "smoke", "": "smoke", "embedded": "smoke", "mvtec": "paper_mvtec"}.get(dataset, dataset)
+def default_params_file(dataset: str | None, profile: str | None = None) -> Path:
+    """``params/<file>.yaml`` for a dataset name (embedded -> smoke, or cpu at ``PROFILE=cpu``; mvtec ->
+    paper_mvtec; else <dataset>)."""
+    embedded = "cpu" if profile == "cpu" else "smoke"  # the smoke file pins 64 px, which the cpu profile refuses
+    name = {None: embedded, "": embedded, "embedded": embedded, "mvtec": "paper_mvtec"}.get(dataset, dataset)
     return project_root() / "params" / f"{name}.yaml"
 
 
@@ -201,7 +203,7 @@ def plan_runs(
     Raises:
         PipelineError: unknown variant/category, missing notebook, or a run whose config is invalid.
     """
-    params_file = default_params_file(dataset) if params_file is None else params_file
+    params_file = default_params_file(dataset, profile) if params_file is None else params_file
     spec_file = load_params(params_file)
     dataset = dataset or spec_file["dataset"]
     root = spec_file.get("root", "") if root is None else root

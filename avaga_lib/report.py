@@ -22,6 +22,7 @@ import pandas as pd
 
 from avaga_lib import paths
 from avaga_lib.claims import Claim, evaluate_claims
+from avaga_lib.config import MIN_LATENT_GRID
 from avaga_lib.io import replace_dir, write_csv, write_text
 from avaga_lib.reference import CSV_NAME, Comparison, compare_with_reference, read_comparison
 from avaga_lib.results import ReportError, aggregate, collect_runs
@@ -275,8 +276,19 @@ def observations(runs: pd.DataFrame) -> list[str]:
             out.append(
                 f"{len(silent)} of {len(avaga)} AVAGA runs flag no pixel at all (IoU 0 and no false-positive area; "
                 f"attention normalization {norms}): the anomalous map 1 - A never exceeds the threshold. This is the "
-                "behaviour PROTOCOL_NOTES 2 predicts for a sigmoid-normalized attention; notebook 06 shows the "
-                "same runs under the minmax / max normalizations. IoU orderings between such runs are ties."
+                "behaviour PROTOCOL_NOTES 2 predicts for a sigmoid-normalized attention; notebook 06 re-normalizes the "
+                "same trained maps under minmax / max after the fact (not the same as training with them: the "
+                "trained remedies are their own registry runs). IoU orderings between such runs are ties."
+            )
+    if "image_size" in runs:
+        small = runs[pd.to_numeric(runs["image_size"], errors="coerce") // 32 < MIN_LATENT_GRID]
+        if len(small):
+            sizes = ", ".join(f"{int(v)} px" for v in sorted(set(small["image_size"])))
+            out.append(
+                f"{len(small)} of {len(runs)} runs were trained at {sizes}: the encoders downsample 32x, so the latent "
+                f"grid is under {MIN_LATENT_GRID}x{MIN_LATENT_GRID} and an attention map of so few cells cannot "
+                "localize, whatever the loss. Their localization verdicts test the pipeline, not the paper's claims "
+                "(use PROFILE=cpu, 128 px, or the paper profile)."
             )
     return out
 

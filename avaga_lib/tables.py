@@ -20,7 +20,22 @@ from avaga_lib.results import aggregate
 
 THRESHOLDS: tuple[float, ...] = (0.2, 0.3, 0.4, 0.5, 0.6)  # Table 7
 # Threshold-free metrics the paper lacks (PN 11), reported per method.
-EXTRA_METRICS: tuple[str, ...] = ("image_auroc", "pixel_auroc", "aupro", "fp_area_normal", "iou_pooled")
+EXTRA_METRICS: tuple[str, ...] = (
+    "image_auroc", "pixel_auroc", "aupro", "fp_area_normal", "iou_pooled",
+    # issue 13: the reconstruction-error map beside the attention map, the label-free quantile threshold, and the
+    # position priors a method must beat (their maps know nothing of the image)
+    "pixel_auroc_recon", "aupro_recon", "iou_val_quantile", "prior_center_pixel_auroc", "prior_mean_pixel_auroc",
+    "iou_best_threshold_oracle",
+)  # fmt: skip
+# What each extra table is, in its title (the oracle is flagged: it reads the test masks, and nothing uses it)
+_EXTRA_TITLES: dict[str, str] = {
+    "pixel_auroc_recon": "pixel AUROC of the reconstruction-error map |x - x_hat|",
+    "aupro_recon": "AUPRO of the reconstruction-error map |x - x_hat|",
+    "iou_val_quantile": "IoU at the label-free 0.99 quantile of normal validation pixels",
+    "prior_center_pixel_auroc": "pixel AUROC of a centred Gaussian (position prior: no image content)",
+    "prior_mean_pixel_auroc": "pixel AUROC of the mean normal validation map (position prior)",
+    "iou_best_threshold_oracle": "ORACLE IoU at the best threshold chosen on the test masks (flagged: test labels)",
+}
 # Metrics that need pixel masks; an image-level-only dataset (no ground_truth/) says so instead of an empty table.
 PIXEL_METRICS: tuple[str, ...] = ("iou", "iou_pooled", "pixel_auroc", "aupro")
 NO_PIXEL_MASKS = "the dataset has no pixel masks (no ground_truth/ folder): localization (IoU) is not measurable"
@@ -254,6 +269,7 @@ def build_tables(runs: pd.DataFrame) -> dict[str, Table]:
                                               *sorted(set(sub["method"]))]))
                 tables[key] = comparison_table(
                     runs, dataset, metric, methods, "extra", key,
-                    f"Threshold-free / extra ({dataset}): {metric} (PN 10-11; not in the paper)",
+                    f"Threshold-free / extra ({dataset}): {_EXTRA_TITLES.get(metric, metric)} (PN 10-11; not in the "
+                    "paper)",
                 )
     return tables

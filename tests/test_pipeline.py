@@ -104,6 +104,8 @@ def test_plan_dataset_switch_and_folder_discovery(tmp_path: Path) -> None:
     stc = pipeline.plan_runs(None, dataset="stc", root=str(tmp_path), variants="AVAGA-R_u", seeds="0")
     assert len(stc) == 13 and stc[0].config.data.category == "01"
     assert pipeline.default_params_file("mvtec").name == "paper_mvtec.yaml"
+    assert pipeline.default_params_file(None, "cpu").name == "cpu.yaml", "make reproduce PROFILE=cpu: the cpu study"
+    assert pipeline.default_params_file("embedded").name == "smoke.yaml"
 
 
 def test_plan_errors_name_the_problem(tmp_path: Path) -> None:
@@ -150,7 +152,8 @@ def test_default_jobs_parallel_only_for_cpu_smoke_runs(monkeypatch) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(pipeline.os, "cpu_count", lambda: 2)
     smoke = pipeline.plan_runs(dataset="embedded", categories=["weave"], variants=["main"])
-    paper = pipeline.plan_runs(dataset="embedded", categories=["weave"], variants=["main"], profile="paper")
+    paper = pipeline.plan_runs(dataset="embedded", categories=["weave"], variants=["main"], profile="paper",
+                               overrides={"image_size": 256})  # the smoke file pins 64 px: too small for paper
     assert pipeline.default_jobs(smoke, makeflags="") == 2
     assert pipeline.default_jobs(paper, makeflags="") == 1
     assert pipeline.default_jobs(paper, makeflags=" -j4") == 4
