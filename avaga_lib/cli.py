@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from avaga_lib import paths, pipeline, report
+from avaga_lib import paths, pipeline, report, scheduler
 from avaga_lib.config import make_config
 from avaga_lib.data import SOURCES
 from avaga_lib.data.download import download_mvtec
@@ -109,12 +109,24 @@ def _add_pipeline(p: argparse.ArgumentParser) -> None:
     p.add_argument("--results-dir", default="results", help="base of the results tree")
     p.add_argument("--force", action="store_true", help="rerun finished runs")
     p.add_argument("--jobs", type=int, default=None,
-                   help="parallel runs (default: make -j; else 1 per core for CPU smoke runs)")
+                   help="runs at a time on the local cluster (default: make -j; else 1 per core for CPU smoke runs, "
+                   "1 per GPU for GPU runs)")
+    p.add_argument("--cluster", default=None,
+                   help=f"where the runs execute: {scheduler.CLUSTER_HELP} (default: the params file's 'cluster', "
+                   "else local)")
+    p.add_argument("--retries", type=int, default=scheduler.LOST_WORKER_RETRIES,
+                   help="resubmissions of a run whose worker died (it resumes from its checkpoint)")
     p.add_argument("--kernel", default="python3", help="Jupyter kernel")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="notebook parameter for every run, YAML value (e.g. --set epochs=1)")
     p.add_argument("--dry-run", action="store_true", help="print the plan only")
     p.add_argument("--report", action="store_true", help="then run notebooks 06 + 07 and write report.html")
+
+
+def _params_cluster(params: Path | None, dataset: str | None) -> str | None:
+    """The ``cluster`` of the params file the pipeline reads (None when it sets none)."""
+    value = pipeline.load_params(params or pipeline.default_params_file(dataset)).get("cluster")
+    return None if value is None else str(value)
 
 
 def _run_pipeline(args: argparse.Namespace) -> int:
@@ -132,8 +144,14 @@ def _run_pipeline(args: argparse.Namespace) -> int:
             print(f"{s.label:60s} {s.notebook.name:36s} {state}")
         return 0
     jobs = args.jobs or pipeline.default_jobs(specs)
-    print(f"pipeline: {len(specs)} runs planned, {jobs} at a time")
-    summary = pipeline.execute(specs, force=args.force, jobs=jobs, kernel=args.kernel)
+    cluster = args.cluster if args.cluster is not None else _params_cluster(args.params, args.dataset)
+    print(f"pipeline: {len(specs)} runs planned" + ("" if cluster else f", {jobs} at a time"))
+    try:
+        summary = pipeline.execute(specs, force=args.force, jobs=jobs, kernel=args.kernel, cluster=cluster,
+                                   retries=args.retries)
+    except scheduler.ClusterError as exc:
+        print(f"pipeline: {exc}", file=sys.stderr)
+        return 2
     code = summary.exit_code
     if args.report and not summary.by_status("ok") and not summary.failed and pipeline.report_up_to_date(
         args.results_dir
