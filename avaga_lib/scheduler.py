@@ -24,6 +24,7 @@ import logging
 import os
 import sys
 import time
+import types
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -165,14 +166,32 @@ def local_layout(jobs: int, gpus: Sequence[str], cores: int) -> tuple[int, int]:
     return workers, max(1, cores // workers)
 
 
+@contextmanager
+def _workers_skip_main() -> Iterator[None]:
+    """Start worker processes without re-importing ``__main__``.
+
+    multiprocessing's spawn makes each new worker re-import the parent's ``__main__`` module; under the CLI that is
+    the whole library (torch, pandas, nbconvert: 14 s of CPU per worker measured on this machine), while a worker
+    needs only :mod:`avaga_lib.job`. A worker the nanny restarts later (after a loss) still imports it.
+    """
+    main = sys.modules.get("__main__")
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        if main is not None:
+            sys.modules["__main__"] = main
+
+
 def _local_session(stack: ExitStack, jobs: int, gpus: list[str], in_process: bool,
                    log: Callable[[str], None]) -> Session:
     workers, threads = local_layout(jobs, gpus, os.cpu_count() or 1)
     if gpus and jobs > len(gpus):
         log(f"dask: {len(gpus)} GPU(s) visible: {workers} runs at a time, one per GPU (asked for {jobs})")
-    cluster = stack.enter_context(LocalCluster(
-        n_workers=workers, threads_per_worker=1, processes=not in_process, memory_limit=0,
-        dashboard_address=":8787", silence_logs=logging.WARNING))
+    with _workers_skip_main():
+        cluster = stack.enter_context(LocalCluster(
+            n_workers=workers, threads_per_worker=1, processes=not in_process, memory_limit=0,
+            dashboard_address=":8787", silence_logs=logging.WARNING))
     log(f"dask: local cluster, {workers} worker(s) x 1 run, {threads} CPU thread(s) per run"
         + (f", GPUs {','.join(gpus[:workers])} (one per worker)" if gpus else ""))
     return Session(stack.enter_context(Client(cluster)), threads, gpus[:workers] or None)
@@ -180,7 +199,8 @@ def _local_session(stack: ExitStack, jobs: int, gpus: list[str], in_process: boo
 
 def _cuda_session(stack: ExitStack, log: Callable[[str], None]) -> Session:
     dask_cuda = require_extra("dask_cuda", "avaga_lib[cuda]", "CLUSTER=cuda")
-    cluster = stack.enter_context(dask_cuda.LocalCUDACluster(threads_per_worker=1, memory_limit=0))
+    with _workers_skip_main():
+        cluster = stack.enter_context(dask_cuda.LocalCUDACluster(threads_per_worker=1, memory_limit=0))
     n = len(cluster.workers)
     log(f"dask: LocalCUDACluster, {n} worker(s), one GPU each")
     return Session(stack.enter_context(Client(cluster)), max(1, (os.cpu_count() or 1) // max(1, n)))
