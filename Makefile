@@ -47,9 +47,11 @@ predict: $(STAMP) ## anomaly maps for your images: make predict RUN=<run folder>
 	$(PY) -m avaga_lib.cli predict --run "$(RUN)" --images "$(IMAGES)" $(if $(OUT),--out "$(OUT)",)
 
 # ------------------------------------------------------------------------------ reproduction pipeline (issue 5)
-# One papermill process per run (notebooks 03/04), JOBS of them at once: `make -j N reproduce` passes N through
-# MAKEFLAGS to the pipeline (it runs N runs in parallel, across categories; data is prepared once before), so one
-# failing run never stops the others and the summary/exit code come from a single place.
+# One papermill process per run (notebooks 03/04), each a task on a Dask cluster: CLUSTER= empty (a local cluster
+# of JOBS workers: `make -j N reproduce` passes N through MAKEFLAGS; at most one run per GPU), cuda (one worker per
+# GPU, extra avaga_lib[cuda]), tcp://host:8786 (a running `dask scheduler`) or slurm / <file>.yaml (dask-jobqueue,
+# extra avaga_lib[cluster]). Data is prepared once before; a failing run never stops the others, a run whose worker
+# died is retried from its checkpoint, and the summary/exit code come from a single place.
 DATASET    ?= embedded
 ROOT       ?=
 PROFILE    ?=
@@ -58,16 +60,18 @@ VARIANTS   ?=
 SEEDS      ?=
 FORCE      ?=
 JOBS       ?=
+CLUSTER    ?=
 PARAMS     ?=
 RESULTS    ?= results
 
 .PHONY: reproduce report reference
 
-reproduce: $(STAMP) ## run the study + report: [DATASET=mvtec ROOT=.. PROFILE=paper CATEGORIES=a,b VARIANTS=main SEEDS=0,1 FORCE=1] (-j N)
+reproduce: $(STAMP) ## run the study + report: [DATASET=mvtec ROOT=.. PROFILE=paper CATEGORIES=a,b VARIANTS=main SEEDS=0,1 FORCE=1 CLUSTER=cuda|tcp://h:8786|slurm] (-j N)
 	$(PY) -m avaga_lib.cli pipeline --dataset "$(DATASET)" --results-dir "$(RESULTS)" \
 		$(if $(PARAMS),--params "$(PARAMS)") $(if $(ROOT),--root "$(ROOT)") $(if $(PROFILE),--profile "$(PROFILE)") \
 		$(if $(CATEGORIES),--categories "$(CATEGORIES)") $(if $(VARIANTS),--variants "$(VARIANTS)") \
-		$(if $(SEEDS),--seeds "$(SEEDS)") $(if $(filter-out 0,$(FORCE)),--force) $(if $(JOBS),--jobs $(JOBS)) --report
+		$(if $(SEEDS),--seeds "$(SEEDS)") $(if $(filter-out 0,$(FORCE)),--force) $(if $(JOBS),--jobs $(JOBS)) \
+		$(if $(CLUSTER),--cluster "$(CLUSTER)") --report
 
 # order-only: `make -j reproduce report` must not build the report while runs are still going
 report: $(STAMP) | $(filter reproduce,$(MAKECMDGOALS)) ## notebooks 05-07 over RESULTS: tables, REPORT.md, report.html

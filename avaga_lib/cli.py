@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from avaga_lib import paths, pipeline, report
+from avaga_lib import paths, pipeline, report, scheduler
 from avaga_lib.config import make_config
 from avaga_lib.data import SOURCES
 from avaga_lib.data.download import download_mvtec
@@ -109,7 +109,13 @@ def _add_pipeline(p: argparse.ArgumentParser) -> None:
     p.add_argument("--results-dir", default="results", help="base of the results tree")
     p.add_argument("--force", action="store_true", help="rerun finished runs")
     p.add_argument("--jobs", type=int, default=None,
-                   help="parallel runs (default: make -j; else 1 per core for CPU smoke runs)")
+                   help="runs at a time on the local cluster (default: make -j; else 1 per core for CPU smoke runs, "
+                   "1 per GPU for GPU runs)")
+    p.add_argument("--cluster", default=None,
+                   help=f"where the runs execute: {scheduler.CLUSTER_HELP} (default: the params file's 'cluster', "
+                   "else local)")
+    p.add_argument("--retries", type=int, default=scheduler.LOST_WORKER_RETRIES,
+                   help="resubmissions of a run whose worker died (it resumes from its checkpoint)")
     p.add_argument("--kernel", default="python3", help="Jupyter kernel")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="notebook parameter for every run, YAML value (e.g. --set epochs=1)")
@@ -132,6 +138,12 @@ def _report_step(args: argparse.Namespace) -> list[pipeline.Outcome]:
     return [o for o in outcomes.values() if o.status != "ok"]
 
 
+def _params_cluster(params: Path | None, dataset: str | None) -> str | None:
+    """The ``cluster`` of the params file the pipeline reads (None when it sets none)."""
+    value = pipeline.load_params(params or pipeline.default_params_file(dataset)).get("cluster")
+    return None if value is None else str(value)
+
+
 def _run_pipeline(args: argparse.Namespace) -> int:
     overrides = _parse_sets(args.set)
     try:
@@ -149,8 +161,14 @@ def _run_pipeline(args: argparse.Namespace) -> int:
     if any(s.config.data.dataset == "embedded" for s in specs):
         print(EMBEDDED_NOTE)
     jobs = args.jobs or pipeline.default_jobs(specs)
-    print(f"pipeline: {len(specs)} runs planned, {jobs} at a time")
-    summary = pipeline.execute(specs, force=args.force, jobs=jobs, kernel=args.kernel)
+    cluster = args.cluster if args.cluster is not None else _params_cluster(args.params, args.dataset)
+    print(f"pipeline: {len(specs)} runs planned" + ("" if cluster else f", {jobs} at a time"))
+    try:
+        summary = pipeline.execute(specs, force=args.force, jobs=jobs, kernel=args.kernel, cluster=cluster,
+                                   retries=args.retries)
+    except scheduler.ClusterError as exc:
+        print(f"pipeline: {exc}", file=sys.stderr)
+        return 2
     failed_notebooks = _report_step(args) if args.report else []
     print(summary.text())
     for o in failed_notebooks:

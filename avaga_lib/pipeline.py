@@ -10,9 +10,11 @@ whose config changed is rerun from scratch (its stale folder is removed first, s
 is resumed). A failing run keeps its log and executed notebook; the others go on; :class:`Summary` says what failed
 and why, and the CLI exits non-zero.
 
-Parallelism: ``jobs`` runs execute at once, each in its own papermill subprocess with
-``OMP_NUM_THREADS = cores // jobs`` so parallel runs do not oversubscribe the CPU. Data that has to be generated or
-converted (embedded set, Magnetic Tile, STC frame cache) is prepared once, sequentially, before any run starts.
+Execution (:mod:`avaga_lib.scheduler`): one Dask task per run on the cluster of ``CLUSTER=`` (default: a local
+cluster of ``jobs`` worker processes, each run with ``cores // jobs`` CPU threads and at most one run per GPU), each
+task a papermill subprocess (:mod:`avaga_lib.job`). A run whose worker dies is retried and resumes from its
+checkpoint; a run that fails by itself is recorded, not retried. Data that has to be generated or converted
+(embedded set, Magnetic Tile, STC frame cache) is prepared once, sequentially, before any run starts.
 """
 
 from __future__ import annotations
@@ -21,20 +23,19 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
+from avaga_lib import scheduler
 from avaga_lib.config import RunConfig
 from avaga_lib.data import generate_dataset, resolve_root
 from avaga_lib.io import write_json, write_text
+from avaga_lib.job import DEFAULT_KERNEL, Job, Outcome, Runner, error_from_log, papermill_command, run_papermill
 from avaga_lib.paths import project_root, reference_dir
 from avaga_lib.plan import (
     PipelineError,
@@ -55,6 +56,7 @@ from avaga_lib.study import NOTEBOOKS
 # Planning lives in avaga_lib.plan; its names stay reachable here for the CLI (pipeline.plan_runs, ...).
 __all__ = [
     "DEFAULT_KERNEL",
+    "Job",
     "NOTEBOOK_UNSUPERVISED",
     "NOTEBOOK_WEAK",
     "Outcome",
@@ -82,18 +84,10 @@ __all__ = [
 
 NOTEBOOK_UNSUPERVISED = NOTEBOOKS["unsupervised"]
 NOTEBOOK_WEAK = NOTEBOOKS["weak"]
-DEFAULT_KERNEL = "python3"  # the venv's own kernel (jupyter_client maps "python" to the running interpreter)
 REPORT_NOTEBOOKS: tuple[str, ...] = ("05_ablations.ipynb", "06_threshold_study.ipynb", "07_report.ipynb")
-
-
-@dataclass
-class Outcome:
-    """What happened to one run."""
-
-    spec: RunSpec
-    status: str  # ok | skipped | failed
-    seconds: float = 0.0
-    error: str = ""
+# the job layer's helpers under their old names (the report step below runs papermill too)
+_error_from_log = error_from_log
+_papermill_command = papermill_command
 
 
 @dataclass
@@ -123,6 +117,10 @@ class Summary:
             f"pipeline: {len(self.by_status('ok'))} ran, {len(self.by_status('skipped'))} skipped (finished, config "
             f"unchanged), {len(self.failed)} failed, in {self.seconds:.0f} s"
         ]
+        retried = [o for o in self.outcomes if o.attempts > 1]
+        if retried:
+            lines.append(f"  {len(retried)} run(s) resumed from their checkpoint after a lost worker: "
+                         + ", ".join(f"{o.spec.label} ({o.attempts} attempts)" for o in retried))
         for o in self.failed:
             lines.append(f"  FAILED {o.spec.label}: {o.error}\n         log: {o.spec.log}  notebook: "
                          f"{o.spec.output_notebook}")
@@ -133,8 +131,8 @@ class Summary:
         return {
             "seconds": self.seconds,
             "runs": [
-                {"run": o.spec.label, "status": o.status, "seconds": round(o.seconds, 1), "error": o.error,
-                 "log": str(o.spec.log), "notebook": str(o.spec.output_notebook)}
+                {"run": o.spec.label, "status": o.status, "seconds": round(o.seconds, 1), "attempts": o.attempts,
+                 "error": o.error, "log": str(o.spec.log), "notebook": str(o.spec.output_notebook)}
                 for o in self.outcomes
             ],
         }
@@ -160,51 +158,6 @@ def prepare_data(specs: Sequence[RunSpec]) -> dict[tuple[str, str, str], str]:
         except Exception as exc:  # noqa: BLE001 - recorded per run, the others go on
             errors[key] = f"{type(exc).__name__}: {exc}"
     return errors
-
-
-def _error_from_log(log: Path) -> str:
-    """The exception line of a failed papermill run (last ``SomethingError: ...`` line of its log)."""
-    try:
-        text = log.read_text(errors="replace")
-    except OSError:
-        return "no log"
-    lines = [re.sub(r"\x1b\[[0-9;]*m", "", ln).strip() for ln in text.splitlines()]
-    pattern = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt|Exit)\b.*")
-    hits = [ln for ln in lines if pattern.match(ln) and not ln.startswith("PapermillExecutionError")]
-    if hits:
-        return hits[-1][:400]
-    rest = [ln for ln in lines if ln]
-    return rest[-1][:400] if rest else "failed without output"
-
-
-def _papermill_command(spec: RunSpec, kernel: str) -> list[str]:
-    return [
-        sys.executable, "-m", "papermill", str(spec.notebook), str(spec.output_notebook),
-        "-k", kernel, "--cwd", str(project_root()), "-y", yaml.safe_dump(spec.parameters), "--log-output",
-        "--no-progress-bar",
-    ]
-
-
-def run_papermill(spec: RunSpec, kernel: str = DEFAULT_KERNEL, threads: int | None = None) -> Outcome:
-    """Execute one run's notebook in a papermill subprocess (output notebook + log kept whatever happens)."""
-    t0 = time.perf_counter()
-    if not spec.notebook.exists():
-        return Outcome(spec, "failed", 0.0, f"notebook {spec.notebook} missing")
-    spec.output_notebook.parent.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ)
-    if threads:
-        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), AVAGA_NUM_THREADS=str(threads))
-    with open(spec.log, "w") as log:
-        log.write("$ " + " ".join(_papermill_command(spec, kernel)[:6]) + "\n")
-        log.flush()
-        proc = subprocess.run(_papermill_command(spec, kernel), stdout=log, stderr=subprocess.STDOUT, env=env,
-                              cwd=project_root(), check=False)
-    seconds = time.perf_counter() - t0
-    if proc.returncode != 0:
-        return Outcome(spec, "failed", seconds, _error_from_log(spec.log))
-    if not (spec.run_dir / "metrics.json").exists():
-        return Outcome(spec, "failed", seconds, f"notebook finished but wrote no {spec.run_dir / 'metrics.json'}")
-    return Outcome(spec, "ok", seconds)
 
 
 def run_inline(spec: RunSpec | RunConfig, figures: bool = True) -> Path:
@@ -253,43 +206,39 @@ def execute(
     jobs: int = 1,
     kernel: str = DEFAULT_KERNEL,
     log: Callable[[str], None] = print,
-    runner: Callable[[RunSpec, str, int | None], Outcome] | None = None,
+    runner: Runner | None = None,
+    cluster: str | None = None,
+    retries: int = scheduler.LOST_WORKER_RETRIES,
+    progress: bool | None = None,
 ) -> Summary:
-    """Execute the planned runs: skip finished ones, run the rest (``jobs`` at once), never stop at a failure.
+    """Execute the planned runs: skip finished ones, run the rest on a Dask cluster, never stop at a failure.
 
     Args:
         specs: from :func:`plan_runs`.
         force: rerun finished runs (their folders are removed first).
-        jobs: parallel runs (each its own papermill subprocess with ``train.threads`` threads, or ``cores // jobs``
-            where the config leaves it at 0).
+        jobs: runs at a time on the default local cluster (each with ``train.threads`` threads, or
+            ``cores // jobs`` where the config leaves it at 0); other clusters are sized by themselves.
         kernel: Jupyter kernel name.
         log: progress lines.
-        runner: replaces :func:`run_papermill` (tests).
+        runner: replaces :func:`run_papermill` (tests; the local cluster then runs in threads).
+        cluster: ``CLUSTER=`` (:func:`avaga_lib.scheduler.parse_cluster`; None = local).
+        retries: resubmissions of a run whose worker died (it resumes from its checkpoint).
+        progress: one progress bar (default: when stderr is a terminal), else one line per finished run.
 
     Returns:
         :class:`Summary`; also written to ``<results_dir>/runs/summary.json``.
+
+    Raises:
+        avaga_lib.scheduler.ClusterError: a bad ``cluster`` (checked before any folder is touched).
     """
     t0 = time.perf_counter()
+    choice = scheduler.parse_cluster(cluster)
     summary = Summary()
     todo = _runs_to_do(specs, force, summary, log)
     runnable = _with_data(todo, summary)
-    jobs = max(1, int(jobs))
-    threads = max(1, (os.cpu_count() or 1) // jobs)
-    run = runner or run_papermill
-
-    def _go(i_spec: tuple[int, RunSpec]) -> Outcome:
-        i, s = i_spec
-        log(f"[{i + 1}/{len(runnable)}] {s.label} ({s.notebook.name}) ...")
-        out = run(s, kernel, s.config.train.threads or threads)  # a run's own thread count wins (config)
-        log(f"[{i + 1}/{len(runnable)}] {s.label}: {out.status} in {out.seconds:.0f} s"
-            + (f" — {out.error}" if out.error else ""))
-        return out
-
-    if jobs == 1:
-        summary.outcomes += [_go(x) for x in enumerate(runnable)]
-    else:
-        with ThreadPoolExecutor(max_workers=jobs) as pool:
-            summary.outcomes += list(pool.map(_go, enumerate(runnable)))
+    if runnable:
+        summary.outcomes += scheduler.run_all(runnable, choice, jobs=jobs, kernel=kernel, log=log, runner=runner,
+                                              retries=retries, progress=progress)
     summary.seconds = time.perf_counter() - t0
     if specs:
         write_json(specs[0].output_notebook.parents[2] / "summary.json", summary.to_dict())
@@ -297,16 +246,20 @@ def execute(
 
 
 def default_jobs(specs: Sequence[RunSpec], makeflags: str | None = None) -> int:
-    """Parallel runs when none were asked for: ``make -j N`` wins; else CPU-only smoke runs use every core.
+    """Parallel runs when none were asked for: ``make -j N`` wins; else CPU-only smoke runs use every core and
+    GPU runs one per visible GPU.
 
     Small CPU runs scale badly across threads (measured in docs/PERFORMANCE.md: one thread per run is faster per
-    core than two), so on a CPU-only machine smoke runs go one per core; GPU or paper-profile runs stay sequential
-    unless ``-j``/``JOBS`` says otherwise, so they never share one GPU by surprise.
+    core than two), so on a CPU-only machine smoke runs go one per core; paper-profile CPU runs stay sequential
+    unless ``-j``/``JOBS`` says otherwise. The local cluster never puts two runs on one GPU
+    (:func:`avaga_lib.scheduler.local_layout`).
     """
     asked = jobs_from_makeflags(makeflags)
     if asked > 1:
         return asked
-    if specs and all(s.config.profile == "smoke" for s in specs) and not torch.cuda.is_available():
+    if torch.cuda.is_available():
+        return max(1, min(len(scheduler.visible_gpus()), len(specs)))
+    if specs and all(s.config.profile == "smoke" for s in specs):
         return max(1, min(os.cpu_count() or 1, len(specs)))
     return 1
 

@@ -25,7 +25,7 @@ from avaga_lib.config import PROFILES, RunConfig, config_from_parameters, config
 from avaga_lib.io import read_json
 from avaga_lib.paths import project_root
 
-PARAMS_KEYS: tuple[str, ...] = ("dataset", "root", "profile", "categories", "seeds", "parameters", "runs")
+PARAMS_KEYS: tuple[str, ...] = ("dataset", "root", "profile", "categories", "seeds", "parameters", "runs", "cluster")
 
 
 class PipelineError(ValueError):

@@ -165,13 +165,22 @@ def test_default_jobs_parallel_only_for_cpu_smoke_runs(monkeypatch) -> None:
 
 
 class FakeRunner:
-    """Writes config.json + metrics.json like save_run does; fails for category 'bad'."""
+    """Writes config.json + metrics.json like save_run does; fails for category 'bad'. Its calls are recorded in a
+    file (the Dask task runs a copy of it)."""
 
-    def __init__(self) -> None:
-        self.calls: list[str] = []
+    def __init__(self, record: Path) -> None:
+        self.record = record
 
-    def __call__(self, spec: pipeline.RunSpec, kernel: str, threads: int | None) -> pipeline.Outcome:
-        self.calls.append(spec.label)
+    @property
+    def calls(self) -> list[str]:
+        return self.record.read_text().split() if self.record.exists() else []
+
+    def clear(self) -> None:
+        self.record.unlink(missing_ok=True)
+
+    def __call__(self, spec: pipeline.RunSpec, job: pipeline.Job) -> pipeline.Outcome:
+        with open(self.record, "a") as fh:
+            fh.write(spec.label + "\n")
         spec.log.parent.mkdir(parents=True, exist_ok=True)
         if spec.config.data.category == "bad":
             spec.log.write_text("Traceback ...\nDataLayoutError: cannot read image bad/train/good/000.png\n")
@@ -191,14 +200,14 @@ def _plan(tmp_path: Path, **kw: Any) -> list[pipeline.RunSpec]:
 
 def test_execute_skip_force_and_failures(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(pipeline, "prepare_data", lambda specs: {})
-    runner = FakeRunner()
+    runner = FakeRunner(tmp_path / "calls.txt")
     specs = _plan(tmp_path)
     first = pipeline.execute(specs, runner=runner, log=lambda s: None)
     assert len(first.by_status("ok")) == 2 and len(first.failed) == 2 and first.exit_code == 1
     assert "FAILED folder/bad/AVAGA-R_u-seed0: DataLayoutError: cannot read image" in first.text()
     assert (tmp_path / "res" / "runs" / "summary.json").exists()
     # second pass: finished runs are skipped, failed ones retried
-    runner.calls.clear()
+    runner.clear()
     second = pipeline.execute(specs, runner=runner, log=lambda s: None)
     assert len(second.by_status("skipped")) == 2 and all("bad" in c for c in runner.calls)
     # force: everything reruns, from a clean folder
@@ -217,11 +226,11 @@ def test_execute_parallel_and_data_errors(tmp_path: Path, monkeypatch: pytest.Mo
     specs = _plan(tmp_path, categories="good,bad")
     errors = {("folder", str(tmp_path / "data"), ""): "DataLayoutError: data.root missing"}
     monkeypatch.setattr(pipeline, "prepare_data", lambda s: errors)
-    summary = pipeline.execute(specs, jobs=2, runner=FakeRunner(), log=lambda s: None)
+    summary = pipeline.execute(specs, jobs=2, runner=FakeRunner(tmp_path / "calls0.txt"), log=lambda s: None)
     assert len(summary.failed) == 4 and all(o.error.startswith("data:") for o in summary.failed)
     assert all(o.spec.log.read_text().startswith("data preparation failed") for o in summary.failed)
     monkeypatch.setattr(pipeline, "prepare_data", lambda s: {})
-    runner = FakeRunner()
+    runner = FakeRunner(tmp_path / "calls.txt")
     summary = pipeline.execute(specs, jobs=2, runner=runner, log=lambda s: None)
     assert len(summary.by_status("ok")) == 2 and len(runner.calls) == 4
 

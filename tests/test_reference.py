@@ -85,7 +85,7 @@ def test_unavailable_on_one_side_differs(tmp_path: Path) -> None:
     [({"train.threads": 2}, "train.threads 1 here, 2 in the reference"),
      ({"train.epochs": 3}, "train.epochs 1 here, 3 in the reference"),
      ({"data.image_size": 128}, "data.image_size 64 here, 128 in the reference"),
-     ({"profile": "paper"}, "profile 'smoke' here, 'paper' in the reference")],
+     ({"profile": "paper", "data.image_size": 256}, "profile 'smoke' here, 'paper' in the reference")],
 )
 def test_a_reference_of_another_config_is_not_comparable(tmp_path: Path, change: dict, reason: str) -> None:
     ours = tree(tmp_path / "ours")

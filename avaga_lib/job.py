@@ -1,0 +1,270 @@
+"""One planned run as a job on a Dask worker: its environment (threads, one GPU), its claim on the run folder, the
+papermill subprocess, and its :class:`Outcome`.
+
+:func:`run_job` is the task the scheduler (:mod:`avaga_lib.scheduler`) submits once per run. On the worker it
+
+- pins the run to one GPU (``CUDA_VISIBLE_DEVICES`` of the job): the GPU the client assigned to this worker (local
+  cluster), else the first of the worker's own list (dask-cuda workers list their GPU first), so concurrent runs
+  never share ``cuda:0`` by accident;
+- sets the CPU threads of the run (``train.threads``, else the client's ``cores // workers``, else this worker's
+  cores divided by its task slots);
+- claims the run folder (:func:`claim_run`: an exclusive ``flock`` on ``<notebook>.lock`` beside the run's log,
+  held by the papermill process too), so two jobs never write the same run folder: a retry whose previous attempt
+  still runs (an orphaned process) waits for it;
+- executes the notebook in a papermill subprocess that dies with its worker (``PR_SET_PDEATHSIG`` on Linux; the
+  Jupyter kernel below it exits when papermill does), so a retried run never races its lost predecessor.
+
+A run that fails by itself (non-zero papermill exit, or an exception in the job) returns a failed :class:`Outcome`
+with the reason and its log: the task succeeds, so Dask never retries it. Only a lost worker makes Dask resubmit
+the task; the retry appends to the log and the trainer resumes from the run folder's ``checkpoint.pt``.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import traceback
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import yaml
+from distributed import get_worker
+
+from avaga_lib.paths import project_root
+from avaga_lib.plan import RunSpec
+
+DEFAULT_KERNEL = "python3"  # the venv's own kernel (jupyter_client maps "python" to the running interpreter)
+GPU_DEVICES = ("auto", "cuda")  # train.device values a job pins to one GPU (an explicit cuda:N is left alone)
+
+# Runs before papermill in the job's subprocess: die with the worker (Linux), then become papermill (execv).
+_DIE_WITH_PARENT = (
+    "import ctypes, os, signal, sys\n"
+    "try:\n"
+    "    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG\n"
+    "except (AttributeError, OSError):\n"
+    "    pass  # not Linux: the run-folder lock still keeps a retry from racing this process\n"
+    "if os.getppid() != int(sys.argv[1]):\n"
+    "    sys.exit('the worker that started this run is gone')\n"
+    "os.execv(sys.argv[2], sys.argv[2:])\n"
+)
+
+
+@dataclass
+class Outcome:
+    """What happened to one run (``attempts`` > 1: its worker was lost and the run resumed on another)."""
+
+    spec: RunSpec
+    status: str  # ok | skipped | failed
+    seconds: float = 0.0
+    error: str = ""
+    attempts: int = 1
+
+
+@dataclass(frozen=True)
+class Job:
+    """How one attempt of a run executes.
+
+    Attributes:
+        kernel: Jupyter kernel name.
+        threads: CPU threads of the run (OMP/MKL/OpenBLAS and ``AVAGA_NUM_THREADS``); None = inherited.
+        gpu: the one GPU the run sees (``CUDA_VISIBLE_DEVICES``); None = inherited.
+        attempt: 1 for the first attempt; more after lost workers (the log is appended to, not replaced).
+        keep_fds: file descriptors the subprocess inherits (the run-folder lock).
+    """
+
+    kernel: str = DEFAULT_KERNEL
+    threads: int | None = None
+    gpu: str | None = None
+    attempt: int = 1
+    keep_fds: tuple[int, ...] = ()
+
+
+Runner = Callable[[RunSpec, Job], Outcome]
+
+
+def error_from_log(log: Path) -> str:
+    """The exception line of a failed papermill run (last ``SomethingError: ...`` line of its log)."""
+    try:
+        text = log.read_text(errors="replace")
+    except OSError:
+        return "no log"
+    lines = [re.sub(r"\x1b\[[0-9;]*m", "", ln).strip() for ln in text.splitlines()]
+    pattern = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt|Exit)\b.*")
+    hits = [ln for ln in lines if pattern.match(ln) and not ln.startswith("PapermillExecutionError")]
+    if hits:
+        return hits[-1][:400]
+    rest = [ln for ln in lines if ln]
+    return rest[-1][:400] if rest else "failed without output"
+
+
+def papermill_command(spec: RunSpec, kernel: str) -> list[str]:
+    """The papermill command line executing ``spec``'s notebook with its parameters."""
+    return [
+        sys.executable, "-m", "papermill", str(spec.notebook), str(spec.output_notebook),
+        "-k", kernel, "--cwd", str(project_root()), "-y", yaml.safe_dump(spec.parameters), "--log-output",
+        "--no-progress-bar",
+    ]
+
+
+def job_environment(threads: int | None, gpu: str | None, base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment of a run's subprocess: ``base`` (default: this process's) with its threads and GPU."""
+    env = dict(os.environ if base is None else base)
+    if threads:
+        n = str(threads)
+        env.update(OMP_NUM_THREADS=n, MKL_NUM_THREADS=n, OPENBLAS_NUM_THREADS=n, AVAGA_NUM_THREADS=n)
+    if gpu is not None:
+        env["CUDA_VISIBLE_DEVICES"] = gpu
+    return env
+
+
+def run_papermill(spec: RunSpec, job: Job = Job()) -> Outcome:
+    """Execute one run's notebook in a papermill subprocess (output notebook + log kept whatever happens)."""
+    t0 = time.perf_counter()
+    if not spec.notebook.exists():
+        return Outcome(spec, "failed", 0.0, f"notebook {spec.notebook} missing")
+    spec.output_notebook.parent.mkdir(parents=True, exist_ok=True)
+    cmd = papermill_command(spec, job.kernel)
+    with open(spec.log, "a" if job.attempt > 1 else "w") as log:
+        if job.attempt > 1:
+            log.write(f"\n--- attempt {job.attempt}: the previous attempt's worker was lost; the trainer resumes from "
+                      f"{spec.run_dir / 'checkpoint.pt'} when it exists ---\n")
+        log.write("$ " + " ".join(cmd[:6]) + (f"  (CUDA_VISIBLE_DEVICES={job.gpu})" if job.gpu is not None else "")
+                  + "\n")
+        log.flush()
+        proc = subprocess.run([sys.executable, "-c", _DIE_WITH_PARENT, str(os.getpid()), *cmd], stdout=log,
+                              stderr=subprocess.STDOUT, env=job_environment(job.threads, job.gpu),
+                              cwd=project_root(), pass_fds=job.keep_fds, check=False)
+    seconds = time.perf_counter() - t0
+    if proc.returncode != 0:
+        return Outcome(spec, "failed", seconds, error_from_log(spec.log))
+    if not (spec.run_dir / "metrics.json").exists():
+        return Outcome(spec, "failed", seconds, f"notebook finished but wrote no {spec.run_dir / 'metrics.json'}")
+    return Outcome(spec, "ok", seconds)
+
+
+def job_gpu(spec: RunSpec, gpus: Sequence[str] | None, worker_name: object, env: Mapping[str, str]) -> str | None:
+    """The one GPU a run sees, or None (CPU run, explicit ``cuda:N``, or no GPU to choose from).
+
+    Args:
+        spec: the run (its ``train.device`` decides whether it uses a GPU at all).
+        gpus: GPUs the client spread over its local workers (worker ``i`` takes ``gpus[i % len(gpus)]``).
+        worker_name: the Dask worker's name (a local cluster numbers them 0, 1, ...).
+        env: the worker's environment (dask-cuda workers list their own GPU first in ``CUDA_VISIBLE_DEVICES``).
+    """
+    if spec.config.train.device not in GPU_DEVICES:
+        return None
+    if gpus and isinstance(worker_name, int):
+        return gpus[worker_name % len(gpus)]
+    listed = [g.strip() for g in env.get("CUDA_VISIBLE_DEVICES", "").split(",") if g.strip()]
+    return listed[0] if listed else None
+
+
+def job_threads(nthreads: int, env: Mapping[str, str]) -> int:
+    """CPU threads of a run when neither the config nor the client says: this worker's cores over its concurrent
+    runs (``nthreads`` task slots, times the dask-cuda workers sharing the machine: one per listed GPU)."""
+    try:
+        cores = len(os.sched_getaffinity(0))  # a SLURM job's allocation, not the whole node
+    except AttributeError:
+        cores = os.cpu_count() or 1
+    sharing = max(1, len([g for g in env.get("CUDA_VISIBLE_DEVICES", "").split(",") if g.strip()]))
+    return max(1, cores // (max(1, nthreads) * sharing))
+
+
+def lock_path(spec: RunSpec) -> Path:
+    """The run's claim file, beside its log (``<results_dir>/runs/<dataset>/<category>/<setting>.lock``)."""
+    return spec.output_notebook.with_suffix(".lock")
+
+
+def _write_claim(fd: int, record: dict[str, object]) -> None:
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, json.dumps(record).encode(), 0)
+
+
+def _read_claim(fd: int) -> dict[str, object]:
+    try:
+        data = json.loads(os.pread(fd, 4096, 0) or b"{}")
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+@contextmanager
+def claim_run(spec: RunSpec, log: Callable[[str], None] | None = None,
+              poll_s: float = 0.5) -> Iterator[tuple[int, int]]:
+    """Hold the run folder exclusively (``flock``; waits while another process holds it).
+
+    The claim file records host, pid and attempt; an attempt that never marked itself done (its worker was lost)
+    makes the next one ``attempt + 1``.
+
+    Yields:
+        ``(attempt, fd)``: pass ``fd`` to the run's subprocess so the claim lasts as long as any writer.
+    """
+    path = lock_path(spec)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        waited = False
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if not waited and log:
+                    log(f"{spec.label}: waiting for {path} (held by {_read_claim(fd)})")
+                waited = True
+                time.sleep(poll_s)
+        previous = _read_claim(fd)
+        attempt = int(previous.get("attempt", 0)) + 1 if previous and not previous.get("done") else 1
+        record: dict[str, object] = {"attempt": attempt, "host": socket.gethostname(), "pid": os.getpid()}
+        _write_claim(fd, record | {"done": False})
+        yield attempt, fd
+        _write_claim(fd, record | {"done": True})
+    finally:
+        os.close(fd)  # releases the lock unless a child still holds it
+
+
+def _worker_slots() -> tuple[object, int]:
+    """(name, task slots) of the Dask worker running this task; (0, 1) outside a worker."""
+    try:
+        worker = get_worker()
+    except ValueError:
+        return 0, 1
+    return worker.name, worker.state.nthreads
+
+
+def run_job(spec: RunSpec, kernel: str = DEFAULT_KERNEL, threads: int | None = None,
+            gpus: Sequence[str] | None = None, runner: Runner | None = None) -> Outcome:
+    """The Dask task of one run: pick its GPU and threads, claim its folder, execute it, never raise.
+
+    Args:
+        spec: the run.
+        kernel: Jupyter kernel name.
+        threads: CPU threads per run decided by the client (None = :func:`job_threads` on the worker); the run's
+            own ``train.threads`` wins.
+        gpus: GPUs the client spread over its local workers (None = the worker's own ``CUDA_VISIBLE_DEVICES``).
+        runner: replaces :func:`run_papermill` (tests).
+
+    Returns:
+        The run's :class:`Outcome` with ``attempts`` (a failure is an outcome, not an exception: no retry).
+    """
+    name, slots = _worker_slots()
+    job = Job(kernel=kernel, gpu=job_gpu(spec, gpus, name, os.environ),
+              threads=spec.config.train.threads or threads or job_threads(slots, os.environ))
+    t0 = time.perf_counter()
+    with claim_run(spec) as (attempt, fd):
+        try:
+            out = (runner or run_papermill)(spec, replace(job, attempt=attempt, keep_fds=(fd,)))
+        except Exception:  # noqa: BLE001 - recorded with its traceback; the other runs go on
+            spec.log.parent.mkdir(parents=True, exist_ok=True)
+            with open(spec.log, "a") as fh:
+                fh.write(traceback.format_exc())
+            out = Outcome(spec, "failed", time.perf_counter() - t0, error_from_log(spec.log))
+    return replace(out, attempts=attempt)

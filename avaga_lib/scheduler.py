@@ -1,0 +1,370 @@
+"""Where the study's runs execute: a Dask client made from ``CLUSTER=``, one task per run, one progress bar.
+
+``CLUSTER`` (Makefile variable, ``pipeline --cluster``, or ``cluster:`` in a params file):
+
+- empty / ``local`` (default): a :class:`distributed.LocalCluster` of ``jobs`` worker processes with one task slot
+  each; a run gets ``cores // jobs`` CPU threads (as ``make -j`` always did). When GPUs are visible and the runs use
+  one (``device: auto`` / ``cuda``), there is at most one worker per GPU and each run sees only its worker's GPU;
+- ``cuda``: ``dask_cuda.LocalCUDACluster``, one worker per visible GPU (extra ``avaga_lib[cuda]``);
+- ``tcp://host:8786`` (any Dask address): an existing scheduler (``dask scheduler`` + ``dask worker`` machines
+  that share the results folder);
+- ``slurm`` (reads ``cluster/slurm.yaml``) or a cluster YAML file: a ``dask_jobqueue`` cluster (SLURM, PBS, LSF,
+  SGE) with the job resources of the file (extra ``avaga_lib[cluster]``; schema in ``cluster/slurm.yaml``).
+
+Fault tolerance: a run whose worker dies is resubmitted by the Dask scheduler to another worker, at most
+``retries`` times (``distributed.scheduler.allowed-failures`` of the schedulers made here; an existing scheduler
+keeps its own setting), and the trainer resumes from the run folder's checkpoint. A run that fails by itself comes
+back as a failed :class:`~avaga_lib.job.Outcome` and is never retried (:func:`avaga_lib.job.run_job`).
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import sys
+import time
+import types
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import dask
+import torch
+import yaml
+from distributed import Client, Future, KilledWorker, LocalCluster
+from tqdm import tqdm
+
+from avaga_lib.config import config_hash
+from avaga_lib.job import DEFAULT_KERNEL, GPU_DEVICES, Outcome, Runner, run_job
+from avaga_lib.paths import project_root
+from avaga_lib.plan import RunSpec
+
+LOST_WORKER_RETRIES = 2  # a run is resubmitted at most this often after its worker died (3 attempts in all)
+JOBQUEUE_KINDS = {"slurm": "SLURMCluster", "pbs": "PBSCluster", "lsf": "LSFCluster", "sge": "SGECluster"}
+CLUSTER_FILE_KEYS = ("kind", "workers", "job")
+RUN_RESOURCE = {"run": 1}  # a jobqueue worker has many cores but runs one run at a time
+POLL_S = 0.25
+CLUSTER_HELP = "local (default) | cuda | tcp://host:8786 | slurm | <cluster file>.yaml"
+
+
+class ClusterError(ValueError):
+    """A ``CLUSTER=`` value or cluster file that cannot be used (the message names it and the fix)."""
+
+
+@dataclass(frozen=True)
+class ClusterChoice:
+    """A parsed ``CLUSTER=`` value.
+
+    Attributes:
+        kind: ``local`` | ``cuda`` | ``address`` | ``jobqueue``.
+        address: the scheduler address (``address``).
+        file: the cluster file (``jobqueue``).
+        queue: ``slurm`` / ``pbs`` / ``lsf`` / ``sge`` (``jobqueue``).
+        workers: jobs to submit (``jobqueue``).
+        job: keyword arguments of the dask_jobqueue cluster class (``jobqueue``).
+    """
+
+    kind: str = "local"
+    address: str = ""
+    file: Path | None = None
+    queue: str = ""
+    workers: int = 0
+    job: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Session:
+    """A started client and how its runs are sized (threads / gpus None: decided on each worker)."""
+
+    client: Client
+    threads: int | None = None
+    gpus: list[str] | None = None
+    resources: dict[str, int] | None = None
+
+
+def default_cluster_file(queue: str = "slurm") -> Path:
+    """``cluster/<queue>.yaml`` of the project (``CLUSTER=slurm`` reads ``cluster/slurm.yaml``)."""
+    return project_root() / "cluster" / f"{queue}.yaml"
+
+
+def require_extra(module: str, extra: str, what: str) -> ModuleType:
+    """Import an optional cluster dependency, or fail with one line naming the extra to install."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise ClusterError(f"{what} needs {module.replace('_', '-')}, which is not installed ({exc}): "
+                           f"pip install {extra}") from exc
+
+
+def parse_cluster(value: str | None) -> ClusterChoice:
+    """Check a ``CLUSTER=`` value (and its extra, and its cluster file) before anything runs.
+
+    Raises:
+        ClusterError: unknown value, missing extra, or a bad cluster file (named, with the fix).
+    """
+    v = (value or "").strip()
+    if v in ("", "local"):
+        return ClusterChoice("local")
+    if v == "cuda":
+        require_extra("dask_cuda", "avaga_lib[cuda]", "CLUSTER=cuda")
+        return ClusterChoice("cuda")
+    if "://" in v:
+        return ClusterChoice("address", address=v)
+    if v in JOBQUEUE_KINDS or v.endswith((".yaml", ".yml")):
+        return read_cluster_file(default_cluster_file(v) if v in JOBQUEUE_KINDS else Path(v))
+    raise ClusterError(f"CLUSTER={v} not understood; use {CLUSTER_HELP}")
+
+
+def read_cluster_file(path: Path) -> ClusterChoice:
+    """A jobqueue cluster from a YAML file (``kind``, ``workers``, ``job``; see ``cluster/slurm.yaml``).
+
+    Raises:
+        ClusterError: missing file, bad YAML, unknown key or kind, bad ``workers``/``job``, or missing extra.
+    """
+    if not path.is_file():
+        raise ClusterError(f"cluster file {path} not found; copy cluster/slurm.yaml and edit it")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ClusterError(f"{path}: not valid YAML ({exc})") from exc
+    if not isinstance(data, dict):
+        raise ClusterError(f"{path}: expected a mapping with {list(CLUSTER_FILE_KEYS)} (see cluster/slurm.yaml)")
+    unknown = sorted(set(data) - set(CLUSTER_FILE_KEYS))
+    if unknown:
+        raise ClusterError(f"{path}: unknown key(s) {unknown}; known: {list(CLUSTER_FILE_KEYS)} (the job's own "
+                           "settings go under 'job')")
+    kind = str(data.get("kind", "slurm"))
+    if kind not in JOBQUEUE_KINDS:
+        raise ClusterError(f"{path}: kind '{kind}' unknown; choose one of {sorted(JOBQUEUE_KINDS)}")
+    workers, job = data.get("workers", 1), data.get("job") or {}
+    if not isinstance(workers, int) or workers < 1:
+        raise ClusterError(f"{path}: workers must be a whole number >= 1 (jobs submitted), got {workers!r}")
+    if not isinstance(job, dict):
+        raise ClusterError(f"{path}: job must be a mapping of dask_jobqueue.{JOBQUEUE_KINDS[kind]} arguments")
+    require_extra("dask_jobqueue", "avaga_lib[cluster]", f"CLUSTER={path} ({kind})")
+    return ClusterChoice("jobqueue", file=path, queue=kind, workers=workers, job=job)
+
+
+def visible_gpus() -> list[str]:
+    """The GPUs this process may use: ``CUDA_VISIBLE_DEVICES`` when set, else ``0 .. device_count - 1``."""
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if listed is not None:
+        return [g.strip() for g in listed.split(",") if g.strip() and g.strip() != "-1"]
+    return [str(i) for i in range(torch.cuda.device_count())]
+
+
+def local_layout(jobs: int, gpus: Sequence[str], cores: int) -> tuple[int, int]:
+    """Workers and CPU threads per run of the default local cluster: ``jobs`` workers, at most one per GPU when
+    the runs use GPUs, and ``cores // workers`` threads each."""
+    workers = max(1, int(jobs))
+    if gpus:
+        workers = min(workers, len(gpus))
+    return workers, max(1, cores // workers)
+
+
+@contextmanager
+def _workers_skip_main() -> Iterator[None]:
+    """Start worker processes without re-importing ``__main__``.
+
+    multiprocessing's spawn makes each new worker re-import the parent's ``__main__`` module; under the CLI that is
+    the whole library (torch, pandas, nbconvert: 14 s of CPU per worker measured on this machine), while a worker
+    needs only :mod:`avaga_lib.job`. A worker the nanny restarts later (after a loss) still imports it.
+    """
+    main = sys.modules.get("__main__")
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        if main is not None:
+            sys.modules["__main__"] = main
+
+
+def _local_session(stack: ExitStack, jobs: int, gpus: list[str], in_process: bool,
+                   log: Callable[[str], None]) -> Session:
+    workers, threads = local_layout(jobs, gpus, os.cpu_count() or 1)
+    if gpus and jobs > len(gpus):
+        log(f"dask: {len(gpus)} GPU(s) visible: {workers} runs at a time, one per GPU (asked for {jobs})")
+    with _workers_skip_main():
+        cluster = stack.enter_context(LocalCluster(
+            n_workers=workers, threads_per_worker=1, processes=not in_process, memory_limit=0,
+            dashboard_address=":8787", silence_logs=logging.WARNING))
+    log(f"dask: local cluster, {workers} worker(s) x 1 run, {threads} CPU thread(s) per run"
+        + (f", GPUs {','.join(gpus[:workers])} (one per worker)" if gpus else ""))
+    return Session(stack.enter_context(Client(cluster)), threads, gpus[:workers] or None)
+
+
+def _cuda_session(stack: ExitStack, log: Callable[[str], None]) -> Session:
+    dask_cuda = require_extra("dask_cuda", "avaga_lib[cuda]", "CLUSTER=cuda")
+    with _workers_skip_main():
+        cluster = stack.enter_context(dask_cuda.LocalCUDACluster(threads_per_worker=1, memory_limit=0))
+    n = len(cluster.workers)
+    log(f"dask: LocalCUDACluster, {n} worker(s), one GPU each")
+    return Session(stack.enter_context(Client(cluster)), max(1, (os.cpu_count() or 1) // max(1, n)))
+
+
+def _jobqueue_session(stack: ExitStack, choice: ClusterChoice, log: Callable[[str], None]) -> Session:
+    module = require_extra("dask_jobqueue", "avaga_lib[cluster]", f"CLUSTER={choice.file}")
+    job = dict(choice.job)
+    job["worker_extra_args"] = [*job.get("worker_extra_args", []), "--resources", "run=1"]
+    cluster = stack.enter_context(getattr(module, JOBQUEUE_KINDS[choice.queue])(**job))
+    cluster.scale(jobs=choice.workers)
+    threads = max(1, int(job.get("cores", 1)) // max(1, int(job.get("processes", 1))))
+    log(f"dask: {choice.queue} cluster from {choice.file}, {choice.workers} job(s) submitted, {threads} CPU "
+        "thread(s) per run; runs start as the jobs do")
+    return Session(stack.enter_context(Client(cluster)), threads, resources=RUN_RESOURCE)
+
+
+@contextmanager
+def open_session(choice: ClusterChoice, jobs: int = 1, use_gpus: bool = False, retries: int = LOST_WORKER_RETRIES,
+                 log: Callable[[str], None] = print, in_process: bool = False) -> Iterator[Session]:
+    """Start (or connect to) the cluster of ``choice``; everything started here stops on exit.
+
+    Args:
+        choice: from :func:`parse_cluster`.
+        jobs: workers of the default local cluster.
+        use_gpus: the runs use a GPU (the local cluster then pins one GPU per worker).
+        retries: resubmissions of a run whose worker died (schedulers started here).
+        log: progress lines (the dashboard address first).
+        in_process: local cluster of threads instead of processes (tests with a stand-in runner).
+    """
+    with ExitStack() as stack, dask.config.set({"distributed.scheduler.allowed-failures": int(retries)}):
+        if choice.kind == "local":
+            session = _local_session(stack, jobs, visible_gpus() if use_gpus else [], in_process, log)
+        elif choice.kind == "cuda":
+            session = _cuda_session(stack, log)
+        elif choice.kind == "jobqueue":
+            session = _jobqueue_session(stack, choice, log)
+        else:
+            try:
+                client = stack.enter_context(Client(choice.address, timeout="30s"))
+            except OSError as exc:
+                raise ClusterError(f"CLUSTER={choice.address}: no Dask scheduler answers there ({exc}); start "
+                                   "one with `dask scheduler` or fix the address") from exc
+            log(f"dask: scheduler {choice.address}, {len(client.nthreads())} worker(s) connected now")
+            session = Session(client)
+        log(f"dask: dashboard {session.client.dashboard_link}")
+        yield session
+
+
+def eta_seconds(walls: Sequence[float], remaining: int, slots: int) -> float | None:
+    """Seconds left: mean wall time of the finished runs x remaining runs / runs at a time (None before any)."""
+    if not walls or remaining <= 0:
+        return None if remaining > 0 else 0.0
+    return sum(walls) / len(walls) * remaining / max(1, slots)
+
+
+class RunProgress:
+    """One bar over the runs (done / failed / running, ETA) on a terminal; one line per finished run otherwise."""
+
+    def __init__(self, total: int, log: Callable[[str], None], bar: bool) -> None:
+        self.total, self.log, self.walls = total, log, []
+        self.done = self.failed = self.running = 0
+        self.slots = 1
+        self.bar = tqdm(total=total, unit="run", file=sys.stderr, dynamic_ncols=True,
+                        bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]") if bar else None
+
+    def finished(self, out: Outcome) -> None:
+        """Count one finished run (its wall time feeds the ETA; a failure is printed at once)."""
+        self.walls.append(out.seconds)
+        self.done += out.status == "ok"
+        self.failed += out.status != "ok"
+        retried = f" after {out.attempts} attempts" if out.attempts > 1 else ""
+        line = (f"[{self.done + self.failed}/{self.total}] {out.spec.label}: {out.status} in {out.seconds:.0f} s"
+                + retried + (f" — {out.error} (log {out.spec.log})" if out.error else ""))
+        if self.bar is None:
+            self.log(line)
+        else:
+            if out.status != "ok":
+                self.bar.write(line, file=sys.stderr)
+            self.bar.update(1)
+        self.refresh()
+
+    def refresh(self, running: int | None = None, slots: int | None = None) -> None:
+        """Update the running count, the runs-at-a-time and the bar's text."""
+        self.running = self.running if running is None else running
+        self.slots = self.slots if slots is None else max(1, slots)
+        if self.bar is not None:
+            eta = eta_seconds(self.walls, self.total - self.done - self.failed, self.slots)
+            left = "?" if eta is None else tqdm.format_interval(eta)
+            self.bar.set_postfix_str(f"done {self.done}, failed {self.failed}, running {self.running}, ETA {left}")
+
+    def close(self) -> None:
+        """Close the bar."""
+        if self.bar is not None:
+            self.bar.close()
+
+
+def task_key(spec: RunSpec) -> str:
+    """The Dask key of a run: its folder and config (two clients of one scheduler never run it twice at once)."""
+    return f"avaga-run-{spec.label}-{config_hash(spec.config)[:12]}"
+
+
+def _result(future: Future, spec: RunSpec, retries: int) -> Outcome:
+    """The outcome of a finished task; a worker lost too often, or a lost scheduler, is a failed run."""
+    try:
+        return future.result()
+    except KilledWorker as exc:
+        return Outcome(spec, "failed", 0.0, f"its worker died {retries + 1} times; gave up ({exc})", retries + 1)
+    except Exception as exc:  # noqa: BLE001 - recorded; the other runs go on
+        return Outcome(spec, "failed", 0.0, f"{type(exc).__name__}: {exc}")
+
+
+def _watch(session: Session, futures: dict[Future, RunSpec], progress: RunProgress, retries: int) -> list[Outcome]:
+    """Wait for every task, feeding the progress bar; outcomes in the order of ``futures``."""
+    outcomes: dict[str, Outcome] = {}
+    pending = set(futures)
+    keys = {f.key for f in futures}
+    while pending:
+        for f in [f for f in pending if f.status != "pending"]:
+            pending.discard(f)
+            outcomes[f.key] = _result(f, futures[f], retries)
+            progress.finished(outcomes[f.key])
+        if pending:
+            try:
+                busy = session.client.processing()
+                nthreads = session.client.nthreads()
+            except Exception:  # noqa: BLE001 - the bar only; a lost scheduler shows up in the futures
+                busy, nthreads = {}, {}
+            slots = len(nthreads) if session.resources else sum(nthreads.values())
+            progress.refresh(sum(1 for ks in busy.values() for k in ks if k in keys), slots)
+            time.sleep(POLL_S)
+    return [outcomes[f.key] for f in futures]
+
+
+def run_all(specs: Sequence[RunSpec], choice: ClusterChoice, jobs: int = 1, kernel: str = DEFAULT_KERNEL,
+            log: Callable[[str], None] = print, runner: Runner | None = None, retries: int = LOST_WORKER_RETRIES,
+            progress: bool | None = None) -> list[Outcome]:
+    """Run every spec as one Dask task on the cluster of ``choice``; never stops at a failure.
+
+    Args:
+        specs: the runs to execute (planned, not finished, data prepared).
+        choice: from :func:`parse_cluster`.
+        jobs: workers of the default local cluster.
+        kernel: Jupyter kernel name.
+        log: progress lines.
+        runner: replaces :func:`avaga_lib.job.run_papermill` (tests; the local cluster then runs in threads).
+        retries: resubmissions of a run whose worker died.
+        progress: one progress bar (default: when stderr is a terminal), else one line per finished run.
+
+    Returns:
+        One :class:`Outcome` per spec, in order.
+    """
+    use_gpus = any(s.config.train.device in GPU_DEVICES for s in specs) and torch.cuda.is_available()
+    show_bar = sys.stderr.isatty() if progress is None else progress
+    with open_session(choice, jobs, use_gpus, retries, log, in_process=runner is not None) as session:
+        futures = {session.client.submit(run_job, s, kernel, session.threads, session.gpus, runner, key=task_key(s),
+                                         resources=session.resources): s for s in specs}
+        bar = RunProgress(len(specs), log, show_bar)
+        try:
+            return _watch(session, futures, bar, retries)
+        finally:
+            bar.close()
+
+
+__all__ = ["CLUSTER_HELP", "LOST_WORKER_RETRIES", "ClusterChoice", "ClusterError", "RunProgress", "Session",
+           "default_cluster_file", "eta_seconds", "local_layout", "open_session", "parse_cluster",
+           "read_cluster_file", "require_extra", "run_all", "task_key", "visible_gpus"]

@@ -1,0 +1,257 @@
+"""scheduler.py / job.py: the study's runs as Dask tasks (issue 14).
+
+Real runs (papermill over notebooks 03/04, 64 px, a few training images) on a 2-worker ``LocalCluster``: the same
+metrics as the runs made one after the other; a worker killed mid-run (the run resumes from its checkpoint on
+another worker, nothing else reruns); an existing scheduler at ``tcp://127.0.0.1:<port>``. With a stand-in runner
+(in-process cluster): a run that raises, one GPU per concurrent run, missing extras, cluster files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from avaga_lib import cli, job, pipeline, scheduler
+from avaga_lib.data import generate_dataset
+from avaga_lib.io import read_json, write_json
+from avaga_lib.paths import project_root
+from avaga_lib.results import collect_runs
+from avaga_lib.tables import build_tables
+
+PARAMS = project_root() / "params" / "smoke.yaml"
+TIMING_KEYS = ("time", "seconds", "wall", "per_s")  # metrics.json fields that measure speed, not the model
+
+
+@pytest.fixture(scope="module")
+def study_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two embedded categories, 8 training images each, 64 px."""
+    return generate_dataset(tmp_path_factory.mktemp("dask_study") / "data", categories=["weave", "washer"],
+                            n_train=8, n_test_good=4, n_test_bad=4, size=64)
+
+
+def _plan(data: Path, results: Path, categories: str = "weave,washer", variants: str = "AVAGA-R_u,AVAGA-R_w",
+          epochs: int = 1, device: str = "cpu") -> list[pipeline.RunSpec]:
+    return pipeline.plan_runs(PARAMS, dataset="folder", root=str(data), categories=categories, variants=variants,
+                              results_dir=results, overrides={"epochs": epochs, "image_size": 64, "device": device})
+
+
+def _model_metrics(run_dir: Path) -> dict[str, Any]:
+    metrics = read_json(run_dir / "metrics.json")
+    return {k: v for k, v in metrics.items() if not any(t in k for t in TIMING_KEYS)}
+
+
+def _quiet(line: str) -> None:
+    pass
+
+
+# ------------------------------------------------------------------------------------------------ real runs
+
+
+@pytest.mark.slow
+def test_local_cluster_gives_the_sequential_metrics(study_data: Path, tmp_path: Path) -> None:
+    specs = _plan(study_data, tmp_path / "dask")
+    assert len(specs) == 4  # 2 categories x 2 runs
+    summary = pipeline.execute(specs, jobs=2, log=_quiet, progress=False)
+    assert summary.exit_code == 0 and len(summary.by_status("ok")) == 4, summary.text()
+    for s in _plan(study_data, tmp_path / "sequential"):  # the same runs, one after the other, in this process
+        pipeline.run_inline(s, figures=False)
+    for s in specs:
+        sequential = tmp_path / "sequential" / s.run_dir.relative_to(tmp_path / "dask")
+        assert _model_metrics(s.run_dir) == _model_metrics(sequential), s.label
+
+
+def _kill_worker_after_checkpoint(spec: pipeline.RunSpec, killed: list[int], timeout_s: float = 300) -> None:
+    """SIGKILL the Dask worker running ``spec`` once its first checkpoint is on disk."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and not (spec.run_dir / "checkpoint.pt").exists():
+        time.sleep(0.02)
+    claim = json.loads(job.lock_path(spec).read_text())
+    os.kill(int(claim["pid"]), signal.SIGKILL)
+    killed.append(int(claim["pid"]))
+
+
+@pytest.mark.slow
+def test_killed_worker_run_resumes_from_its_checkpoint(study_data: Path, tmp_path: Path) -> None:
+    specs = _plan(study_data, tmp_path / "results", variants="AVAGA-R_u", epochs=3)
+    victim, other = specs
+    killed: list[int] = []
+    killer = threading.Thread(target=_kill_worker_after_checkpoint, args=(victim, killed), daemon=True)
+    killer.start()
+    summary = pipeline.execute(specs, jobs=2, log=_quiet, progress=False)
+    killer.join(timeout=10)
+    assert killed, "the worker was never killed"
+    assert summary.exit_code == 0, summary.text()
+    outcome = {o.spec.label: o for o in summary.outcomes}
+    assert outcome[victim.label].attempts == 2 and outcome[other.label].attempts == 1
+    log = victim.log.read_text()
+    assert "--- attempt 2" in log and "resumed from epoch" in log  # the retry resumed, not restarted
+    assert "resumed from epoch" in " ".join(read_json(victim.run_dir / "metrics.json")["notes"])
+    assert other.log.read_text().count("$ ") == 1 and "attempt 2" not in other.log.read_text()  # ran once
+    assert "resumed from their checkpoint after a lost worker" in summary.text()
+    runs = collect_runs(tmp_path / "results")
+    assert sorted(runs["category"]) == ["washer", "weave"] and (runs["epochs"] == 3).all()
+    assert build_tables(runs)  # the tables are complete
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_existing_scheduler_over_tcp(study_data: Path, tmp_path: Path) -> None:
+    port = _free_port()
+    env = dict(os.environ, PYTHONPATH=str(project_root()))
+    address = f"tcp://127.0.0.1:{port}"
+    procs = [subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
+                               "--port", str(port), "--no-dashboard"], env=env, stderr=subprocess.DEVNULL)]
+    try:
+        procs.append(subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", address, "--host",
+                                       "127.0.0.1", "--nthreads", "1", "--no-dashboard"], env=env,
+                                      stderr=subprocess.DEVNULL))
+        specs = _plan(study_data, tmp_path / "results", categories="weave", variants="AVAGA-R_u")
+        summary = pipeline.execute(specs, cluster=address, log=_quiet, progress=False)
+        assert summary.exit_code == 0, summary.text()
+        assert (specs[0].run_dir / "metrics.json").exists()
+        claim = json.loads(job.lock_path(specs[0]).read_text())
+        assert claim["pid"] not in (os.getpid(), procs[0].pid)  # executed by the worker the test started
+    finally:
+        for p in reversed(procs):
+            p.terminate()
+            p.wait(timeout=30)
+
+
+# ---------------------------------------------------------------------------------- stand-in runners, no GPU
+
+
+class Recorder:
+    """Fake run: records (label, gpu, threads, start, end) in a JSON-lines file; raises for category 'bad'."""
+
+    def __init__(self, record: Path, sleep_s: float = 0.0) -> None:
+        self.record, self.sleep_s = record, sleep_s
+
+    def rows(self) -> list[dict[str, Any]]:
+        return [json.loads(ln) for ln in self.record.read_text().splitlines()] if self.record.exists() else []
+
+    def __call__(self, spec: pipeline.RunSpec, run: job.Job) -> pipeline.Outcome:
+        start = time.monotonic()
+        if spec.config.data.category == "bad":
+            with open(self.record, "a") as fh:
+                fh.write(json.dumps({"label": spec.label, "gpu": run.gpu, "start": start, "end": start}) + "\n")
+            raise RuntimeError(f"loss is NaN in {spec.label}")
+        time.sleep(self.sleep_s)
+        write_json(spec.run_dir / "config.json", spec.config.to_dict())
+        write_json(spec.run_dir / "metrics.json", {"iou": 0.5})
+        with open(self.record, "a") as fh:
+            fh.write(json.dumps({"label": spec.label, "gpu": run.gpu, "threads": run.threads, "start": start,
+                                 "end": time.monotonic()}) + "\n")
+        return pipeline.Outcome(spec, "ok", time.monotonic() - start)
+
+
+def _folder_plan(tmp_path: Path, categories: str, device: str = "cpu") -> list[pipeline.RunSpec]:
+    return pipeline.plan_runs(PARAMS, dataset="folder", root=str(tmp_path / "data"), categories=categories,
+                              variants="AVAGA-R_u", results_dir=tmp_path / "res", overrides={"device": device})
+
+
+def test_a_run_that_raises_is_reported_not_retried(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pipeline, "prepare_data", lambda specs: {})
+    runner = Recorder(tmp_path / "calls.jsonl")
+    specs = _folder_plan(tmp_path, "bad,good")
+    summary = pipeline.execute(specs, jobs=2, runner=runner, log=_quiet, progress=False)
+    assert summary.exit_code == 1
+    [failed] = summary.failed
+    assert failed.spec.label == "folder/bad/AVAGA-R_u-seed0" and failed.attempts == 1
+    assert failed.error == "RuntimeError: loss is NaN in folder/bad/AVAGA-R_u-seed0"
+    assert "Traceback" in failed.spec.log.read_text()  # the log holds the traceback
+    assert f"log: {failed.spec.log}" in summary.text()
+    assert sorted(r["label"] for r in runner.rows()) == [s.label for s in specs]  # each ran once: no retry
+    assert summary.by_status("ok")[0].spec.config.data.category == "good"  # the other went on
+
+
+def test_each_concurrent_run_sees_its_own_gpu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 15 row 1: with several GPUs visible, `make -j 8` never puts two runs on one GPU."""
+    import torch
+
+    monkeypatch.setattr(pipeline, "prepare_data", lambda specs: {})
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,5,6")
+    runner = Recorder(tmp_path / "calls.jsonl", sleep_s=0.3)
+    specs = _folder_plan(tmp_path, "a,b,c,d,e,f", device="auto")
+    summary = pipeline.execute(specs, jobs=8, runner=runner, log=_quiet, progress=False)
+    assert summary.exit_code == 0
+    rows = runner.rows()
+    assert {r["gpu"] for r in rows} == {"4", "5", "6"}  # 3 workers (not 8), one GPU each
+    for a in rows:
+        for b in rows:
+            if a is not b and a["start"] < b["end"] and b["start"] < a["end"]:
+                assert a["gpu"] != b["gpu"], (a, b)
+    assert all(r["threads"] == 1 for r in rows)  # smoke runs keep train.threads = 1
+    cpu = _folder_plan(tmp_path, "a", device="cpu")[0]
+    assert job.job_gpu(cpu, ["4", "5"], 1, {}) is None  # a CPU run is never pinned
+    assert job.job_gpu(specs[0], None, "tcp-worker", {"CUDA_VISIBLE_DEVICES": "2,3,0,1"}) == "2"  # dask-cuda
+
+
+def test_job_environment_and_layout() -> None:
+    env = job.job_environment(3, "1", base={"PATH": "/bin", "OMP_NUM_THREADS": "1"})
+    assert env == {"PATH": "/bin", "OMP_NUM_THREADS": "3", "MKL_NUM_THREADS": "3", "OPENBLAS_NUM_THREADS": "3",
+                   "AVAGA_NUM_THREADS": "3", "CUDA_VISIBLE_DEVICES": "1"}
+    assert scheduler.local_layout(jobs=2, gpus=[], cores=2) == (2, 1)  # as make -j2 on this machine
+    assert scheduler.local_layout(jobs=16, gpus=["0", "1"], cores=32) == (2, 16)
+    assert scheduler.eta_seconds([], remaining=4, slots=2) is None
+    assert scheduler.eta_seconds([10.0, 30.0], remaining=4, slots=2) == 40.0
+
+
+def test_claim_waits_for_the_holder_and_counts_attempts(tmp_path: Path) -> None:
+    spec = _folder_plan(tmp_path, "a")[0]
+    order: list[str] = []
+
+    def second() -> None:
+        with job.claim_run(spec, poll_s=0.01) as (attempt, _fd):
+            order.append(f"second {attempt}")
+
+    with job.claim_run(spec) as (attempt, _fd):
+        assert attempt == 1
+        other = threading.Thread(target=second)
+        other.start()
+        time.sleep(0.3)
+        order.append("first done")
+    other.join(timeout=5)
+    assert order == ["first done", "second 1"]  # never two holders; the first finished cleanly: attempt 1 again
+
+
+def test_missing_extra_is_one_clear_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setitem(sys.modules, "dask_cuda", None)  # not installed
+    argv = ["pipeline", "--dataset", "folder", "--root", str(tmp_path), "--categories", "a", "--variants",
+            "AVAGA-R_u", "--results-dir", str(tmp_path / "res"), "--cluster", "cuda"]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "pip install avaga_lib[cuda]" in err and "dask-cuda" in err
+    assert not (tmp_path / "res").exists()  # nothing ran
+
+
+def test_cluster_values_and_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert scheduler.parse_cluster(None).kind == scheduler.parse_cluster("local").kind == "local"
+    assert scheduler.parse_cluster("tcp://10.0.0.1:8786").address == "tcp://10.0.0.1:8786"
+    with pytest.raises(scheduler.ClusterError, match="CLUSTER=kubernetes not understood"):
+        scheduler.parse_cluster("kubernetes")
+    with pytest.raises(scheduler.ClusterError, match="not found; copy cluster/slurm.yaml"):
+        scheduler.parse_cluster(str(tmp_path / "mine.yaml"))
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("kind: slurm\nworkers: 2\ncores: 8\n")
+    with pytest.raises(scheduler.ClusterError, match=r"bad.yaml: unknown key\(s\) \['cores'\].*under 'job'"):
+        scheduler.parse_cluster(str(bad))
+    monkeypatch.setitem(sys.modules, "dask_jobqueue", None)
+    with pytest.raises(scheduler.ClusterError, match=r"pip install avaga_lib\[cluster\]"):
+        scheduler.parse_cluster("slurm")  # the shipped example is valid; only the extra is missing
