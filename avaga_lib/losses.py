@@ -48,6 +48,10 @@ from avaga_lib.config import LossConfig, ModelConfig
 from avaga_lib.model import AVAGAOutput
 from avaga_lib.runtime import full_precision
 
+# The per-epoch columns of losses.csv that show the attention's collapse (notebooks 03 and 06; docs/PROTOCOL.md).
+COLLAPSE_TERMS: tuple[str, ...] = ("raw_mean", "raw_std", "raw_max", "attn_mean", "attn_std", "amap_frac",
+                                   "recon", "kl", "adv_g", "d_real_prob", "d_fake_prob")
+
 
 def _per_image(t: Tensor) -> Tensor:
     return t.flatten(1).mean(1)
