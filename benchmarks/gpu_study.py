@@ -58,33 +58,45 @@ def require_cuda() -> None:
         raise SystemExit(2)
 
 
-def _images_per_s(harness: Any, steps: int, warmup: int) -> float:
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def _images_per_s(harness: Any, steps: int, warmup: int, device: str) -> float:
     for _ in range(warmup):
         harness.step()
-    torch.cuda.synchronize()
+    _sync(device)
     start = time.perf_counter()
     for _ in range(steps):
         harness.step()
-    torch.cuda.synchronize()
+    _sync(device)
     return steps * harness.batch_size / (time.perf_counter() - start)
 
 
-def throughput(steps: int = 20, batch: int = 24) -> dict[str, float]:
-    """Training images/s of AVAGA-R_u at 256 px, bf16: channels_last off / on, and compiled (+ compile seconds)."""
-    cfg = make_config("paper", {"train.amp": "bf16", "model.pretrained": "none"}, run="AVAGA-R_u")
+def throughput(steps: int = 20, batch: int = 24, device: str = "cuda", size: int = 256,
+               compile_model: bool = True) -> dict[str, float]:
+    """Training images/s of AVAGA-R_u at ``size`` px, bf16: channels_last off / on, and compiled (+ compile seconds).
+
+    ``device`` / ``size`` / ``compile_model`` exist for the CPU test of this function; the study uses the defaults.
+    """
+    cfg = make_config("paper", {"train.amp": "bf16", "model.pretrained": "none", "data.image_size": size},
+                      run="AVAGA-R_u")
     out: dict[str, float] = {}
     for fmt in (False, True):
-        harness = build_train_harness(cfg, "cuda", batch, n_images=4 * batch, channels_last=fmt)
-        out[f"bf16{'_channels_last' if fmt else ''}_img_s"] = _images_per_s(harness, steps, warmup=3)
-    harness = build_train_harness(cfg, "cuda", batch, n_images=4 * batch, channels_last=True)
+        harness = build_train_harness(cfg, device, batch, n_images=4 * batch, channels_last=fmt)
+        out[f"bf16{'_channels_last' if fmt else ''}_img_s"] = _images_per_s(harness, steps, 3, device)
+    if not compile_model:
+        return out
+    harness = build_train_harness(cfg, device, batch, n_images=4 * batch, channels_last=True)
     harness.step()  # builds nets (make_nets) before the generator is wrapped
     assert harness.nets is not None
     harness.nets.model = torch.compile(harness.nets.model)
     start = time.perf_counter()
     harness.step()  # the first compiled step compiles
-    torch.cuda.synchronize()
+    _sync(device)
     out["compile_s"] = time.perf_counter() - start
-    out["bf16_channels_last_compiled_img_s"] = _images_per_s(harness, steps, warmup=2)
+    out["bf16_channels_last_compiled_img_s"] = _images_per_s(harness, steps, 2, device)
     return out
 
 
@@ -148,7 +160,8 @@ def summarize(root: Path, speed: dict[str, float], notes: list[str], wall_s: flo
     runs = collect_runs(root / OUT / "runs")
     cols = [c for c in ("dataset", "category", "method", "epochs", *METRICS) if c in runs.columns]
     table = runs[cols].sort_values(["dataset", "method"]) if not runs.empty else runs
-    summary = {"device": torch.cuda.get_device_name(0), "torch": torch.__version__, "wall_s": round(wall_s, 1),
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
+    summary = {"device": device, "torch": torch.__version__, "wall_s": round(wall_s, 1),
                "throughput": {k: round(v, 1) for k, v in speed.items()}, "notes": notes,
                "runs": json.loads(table.to_json(orient="records"))}
     write_json(root / OUT / "summary.json", summary)

@@ -33,3 +33,16 @@ def test_plan_runs_literal_remedies_and_baselines_at_256_bf16(tmp_path: Path) ->
     cfg = make_config("paper", runs[0]["overrides"], run=runs[0]["run"])
     assert cfg.data.image_size == 256 and cfg.train.amp == "bf16" and cfg.train.epochs == gpu_study.EPOCHS["embedded"]
     assert Path(cfg.run_dir).is_relative_to(tmp_path / gpu_study.OUT / "runs")
+
+
+def test_throughput_measures_both_memory_formats() -> None:
+    """The throughput section runs the trainer's step (CPU here, 64 px, no compile: compiling takes minutes)."""
+    speed = gpu_study.throughput(steps=1, batch=2, device="cpu", size=64, compile_model=False)
+    assert set(speed) == {"bf16_img_s", "bf16_channels_last_img_s"} and all(v > 0 for v in speed.values())
+
+
+def test_summary_lists_what_did_not_run(tmp_path: Path) -> None:
+    summary = gpu_study.summarize(tmp_path, {"bf16_img_s": 10.0}, ["MTD not run"], 1.0)
+    text = (tmp_path / gpu_study.OUT / "summary.md").read_text()
+    assert summary["runs"] == [] and "(no finished run)" in text and "- MTD not run" in text
+    assert "bf16_img_s = 10.0" in text and (tmp_path / gpu_study.OUT / "summary.json").is_file()
