@@ -7,7 +7,7 @@ VENV       := .venv
 PY         := $(VENV)/bin/python
 STAMP      := $(VENV)/.installed
 
-.PHONY: help setup test lint notebooks data bench lab predict
+.PHONY: help setup test lint notebooks data bench gpu-study lab predict
 
 help: ## list targets with one line each
 	@grep -hE '^[a-zA-Z_%-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-18s %s\n", $$1, $$2}'
@@ -41,6 +41,9 @@ lab: $(STAMP) ## open JupyterLab on notebooks/
 
 bench: $(STAMP) ## benchmark: throughput, attention cost, data-wait, eval speed, memory -> results/bench/
 	$(PY) -m avaga_lib.cli bench
+
+gpu-study: $(STAMP) ## CUDA only, ~10 min of an H200: paper profile on MTD + embedded, literal AVAGA + remedies + AE baselines -> results/gpu_study/
+	$(PY) -m benchmarks.gpu_study
 
 predict: $(STAMP) ## anomaly maps for your images: make predict RUN=<run folder> IMAGES=<folder> [OUT=<folder>]
 	@test -n "$(RUN)" -a -n "$(IMAGES)" || { echo "usage: make predict RUN=results/<dataset>/<category>/<setting> IMAGES=<folder> [OUT=<folder>]"; exit 2; }

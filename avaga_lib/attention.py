@@ -8,7 +8,9 @@ Grad-CAM needs a scalar target y and a feature map F: ``alpha_k = mean_ij dy/dF_
 * Feature map (PN 1, ``ModelConfig.gradcam_layer``): ``"features"`` (default) = the encoder map after Table 9's
   ReLU, i.e. the input of the 1x1 mu / logvar heads; ``"z"`` = the latent itself (conv latent only).
 * Normalisation (PN 2, ``ModelConfig.attention_norm``): ``sigmoid`` (default) = sigmoid(sum alpha F) in place of
-  the ReLU; ``minmax`` / ``max`` per image after the ReLU; ``relu_sigmoid`` = the literal reading, A >= 0.5.
+  the ReLU; ``minmax`` / ``max`` per image after the ReLU; ``relu_sigmoid`` = the literal reading, A >= 0.5;
+  ``gain`` = the GAIN-style soft mask sigmoid(w (minmax(ReLU(raw)) - s)) (Li et al. 2018; a remedy of issue 13,
+  docs/PROTOCOL.md "Remedies"). ``max`` and ``gain`` are trained variants of the study, never post-hoc rescalings.
 
 The gradient dy/dF is computed in closed form: between F and y there are only linear maps (the mu / logvar heads,
 the classifier's Linear) and the reparameterisation ``z = mu + eps * exp(logvar / 2)``, so
@@ -43,7 +45,7 @@ from avaga_lib.runtime import full_precision
 
 TARGETS = ("latent", "normal", "anomalous")
 CLASS_INDEX = {"normal": 0, "anomalous": 1}  # classifier logits: index 0 normal c_n, 1 anomalous c_a (PN 4)
-NORMS = ("sigmoid", "minmax", "max", "relu_sigmoid")
+NORMS = ("sigmoid", "minmax", "max", "relu_sigmoid", "gain")
 LAYERS = ("features", "z")
 _EPS = 1e-8  # guards the per-image division of minmax / max on a constant map
 
@@ -108,13 +110,17 @@ def _channel_weights(model: AVAGA, out: AVAGAOutput, target: str, layer: str) ->
     return d_flat.view(d_flat.shape[0], k, s, s).mean(dim=(2, 3))
 
 
-def normalize_attention(raw: Tensor, method: str) -> Tensor:
-    """Map the raw Grad-CAM sum_k alpha_k F_k (B, 1, h, w) into [0, 1] (PN 2).
+def normalize_attention(raw: Tensor, method: str, gain_scale: float = 10.0, gain_offset: float = 0.5) -> Tensor:
+    """Map the raw Grad-CAM sum_k alpha_k F_k (B, 1, h, w) into [0, 1] (PN 2), each image on its own.
 
     Args:
         raw: un-normalised map.
         method: ``sigmoid`` (sigmoid in place of the ReLU, default), ``minmax`` / ``max`` (per image, after a ReLU),
-            ``relu_sigmoid`` (the literal "sigmoid after Grad-CAM's ReLU": always >= 0.5).
+            ``relu_sigmoid`` (the literal "sigmoid after Grad-CAM's ReLU": always >= 0.5), ``gain`` (the soft mask
+            ``sigmoid(gain_scale * (minmax(ReLU(raw)) - gain_offset))``: scale-free, so scaling the features cannot
+            saturate it, and min-max pins one cell per image at sigmoid(-gain_scale * gain_offset)).
+        gain_scale: w of the ``gain`` mask (``ModelConfig.gain_scale``).
+        gain_offset: s of the ``gain`` mask (``ModelConfig.gain_offset``).
     """
     if method == "sigmoid":
         return torch.sigmoid(raw)
@@ -125,10 +131,11 @@ def normalize_attention(raw: Tensor, method: str) -> Tensor:
     mx = flat.amax(dim=1).view(-1, 1, 1, 1)
     if method == "max":
         return r / (mx + _EPS)
-    if method == "minmax":
-        mn = flat.amin(dim=1).view(-1, 1, 1, 1)
-        return (r - mn) / (mx - mn + _EPS)
-    raise ValueError(f"attention normalisation '{method}' unknown; choose one of {NORMS}")
+    if method not in ("minmax", "gain"):
+        raise ValueError(f"attention normalisation '{method}' unknown; choose one of {NORMS}")
+    mn = flat.amin(dim=1).view(-1, 1, 1, 1)
+    unit = (r - mn) / (mx - mn + _EPS)
+    return unit if method == "minmax" else torch.sigmoid(gain_scale * (unit - gain_offset))
 
 
 def _interpolation_matrix(n_in: int, n_out: int, device: torch.device) -> Tensor:
@@ -154,11 +161,12 @@ def bilinear_upsample(a: Tensor, size: int) -> Tensor:
     return w_h @ a @ w_w.T
 
 
-def _finish(alpha: Tensor, fmap: Tensor, cfg: ModelConfig, out_size: int) -> Tensor:
+def _finish(alpha: Tensor, fmap: Tensor, cfg: ModelConfig, out_size: int) -> tuple[Tensor, Tensor]:
+    """(A upsampled to ``out_size``, the raw map sum_k alpha_k F_k at latent resolution)."""
     raw = torch.einsum("bk,bkij->bij", alpha.expand(fmap.shape[0], -1), fmap).unsqueeze(1)
-    a = normalize_attention(raw, cfg.attention_norm)
+    a = normalize_attention(raw, cfg.attention_norm, cfg.gain_scale, cfg.gain_offset)
     # normalise at latent resolution, then upsample: bilinear weights are convex, so A stays in [0, 1]
-    return bilinear_upsample(a, out_size)
+    return bilinear_upsample(a, out_size), raw
 
 
 def _as_dtype(out: AVAGAOutput, dtype: torch.dtype) -> AVAGAOutput:
@@ -170,8 +178,10 @@ def _as_dtype(out: AVAGAOutput, dtype: torch.dtype) -> AVAGAOutput:
     return AVAGAOutput(out.features.to(dtype), mu, out.logvar, z, out.recon, out.logits, out.recon_logits)
 
 
-def gradcam(model: nn.Module, out: AVAGAOutput, target: str, cfg: ModelConfig, out_size: int) -> Tensor:
-    """Differentiable Grad-CAM attention map of a batch (closed-form gradient; second order for free).
+def gradcam_maps(
+    model: nn.Module, out: AVAGAOutput, target: str, cfg: ModelConfig, out_size: int
+) -> tuple[Tensor, Tensor]:
+    """Differentiable Grad-CAM attention map of a batch and its raw map (closed-form gradient; second order for free).
 
     Args:
         model: the ``AVAGA`` that produced ``out`` (DDP / compile wrappers accepted).
@@ -181,8 +191,9 @@ def gradcam(model: nn.Module, out: AVAGAOutput, target: str, cfg: ModelConfig, o
         out_size: side of the returned map (the input side).
 
     Returns:
-        A, (B, 1, out_size, out_size) in [0, 1], in the weights' dtype (float32), computed outside autocast whatever
-        the caller's autocast; differentiable w.r.t. every encoder / head / classifier weight.
+        (A, raw): A (B, 1, out_size, out_size) in [0, 1], in the weights' dtype (float32), computed outside autocast
+        whatever the caller's autocast, differentiable w.r.t. every encoder / head / classifier weight; raw, the map
+        sum_k alpha_k F_k before normalisation at latent resolution (B, 1, h, w), what the collapse diagnostics read.
     """
     m = unwrap(model)
     _check(m, target, cfg)
@@ -191,6 +202,11 @@ def gradcam(model: nn.Module, out: AVAGAOutput, target: str, cfg: ModelConfig, o
         alpha = _channel_weights(m, out, target, cfg.gradcam_layer)
         fmap = out.z if cfg.gradcam_layer == "z" else out.features
         return _finish(alpha, fmap, cfg, out_size)
+
+
+def gradcam(model: nn.Module, out: AVAGAOutput, target: str, cfg: ModelConfig, out_size: int) -> Tensor:
+    """The attention map A of :func:`gradcam_maps` alone (same contract)."""
+    return gradcam_maps(model, out, target, cfg, out_size)[0]
 
 
 def gradcam_autograd(model: nn.Module, out: AVAGAOutput, target: str, cfg: ModelConfig, out_size: int) -> Tensor:
@@ -204,7 +220,7 @@ def gradcam_autograd(model: nn.Module, out: AVAGAOutput, target: str, cfg: Model
         assert out.logits is not None
         y = out.logits[:, CLASS_INDEX[target]].sum()  # images are independent between F and y: sum = per image
     (grad,) = torch.autograd.grad(y, fmap, create_graph=True)
-    return _finish(grad.mean(dim=(2, 3)), fmap, cfg, out_size)
+    return _finish(grad.mean(dim=(2, 3)), fmap, cfg, out_size)[0]
 
 
 @dataclass

@@ -30,7 +30,8 @@ DATASETS: tuple[str, ...] = ("embedded", "mvtec", "mtd", "folder", "stc")
 VARIANTS: tuple[str, ...] = ("R", "D")
 LATENTS: tuple[str, ...] = ("conv", "flat")
 GRADCAM_LAYERS: tuple[str, ...] = ("features", "z")
-ATTENTION_NORMALIZATIONS: tuple[str, ...] = ("sigmoid", "minmax", "max", "relu_sigmoid")
+ATTENTION_NORMALIZATIONS: tuple[str, ...] = ("sigmoid", "minmax", "max", "relu_sigmoid", "gain")
+ATTENTION_CONSTRAINTS: tuple[str, ...] = ("literal", "size_barrier")  # eq. 3 as written | mean(A) >= 1 - p
 AMP_MODES: tuple[str, ...] = ("auto", "bf16", "off")
 GEOMETRIES: tuple[str, ...] = ("squash", "letterbox")  # how a non-square image becomes the square input
 
@@ -63,6 +64,9 @@ class ModelConfig:
     pretrained: str = "imagenet"  # imagenet | none | /path/to/resnet18.pth (PN 7); falls back to none + warning
     gradcam_layer: str = "features"  # features: encoder output before mu/logvar | z (PN 1)
     attention_norm: str = "sigmoid"  # sigmoid (instead of ReLU) | minmax | max | relu_sigmoid (literal) (PN 2)
+    # | gain: the remedy sigmoid(w (minmax(ReLU(raw)) - s)) (issue 13, docs/PROTOCOL.md "Remedies")
+    gain_scale: float = 10.0  # w of the gain mask: the slope of the soft threshold (GAIN's sigma; issue 13's probe)
+    gain_offset: float = 0.5  # s of the gain mask: the min-max level mapped to A = 0.5 (GAIN's threshold)
 
 
 @dataclass(frozen=True)
@@ -78,6 +82,10 @@ class LossConfig:
     attention_loss: bool = True  # False = "w/o attention" ablation (Table 6/8 col. 1)
     adversarial_recon: bool = True  # False = "w/o adv. recons" ablation: classifier + L_a only (col. 4)
     sgb: bool = True  # False = "w/o SGB" ablation: L_a on every normal image (col. 5, PN 3)
+    attention_constraint: str = "literal"  # literal: eq. 3's mean(1 - A) | size_barrier: the remedy mean(A) >= 1 - p
+    # through the extended log-barrier (Silva-Rodriguez et al. 2021; docs/PROTOCOL.md "Remedies")
+    size_p: float = 0.2  # p: the fraction of a normal image the attention may leave out (their p_activation_cam)
+    barrier_t: float = 25.0  # t of the extended log-barrier (their default t)
 
 
 @dataclass(frozen=True)
@@ -322,6 +330,7 @@ def _check_options(cfg: RunConfig) -> None:
         ("model.latent", cfg.model.latent, LATENTS),
         ("model.gradcam_layer", cfg.model.gradcam_layer, GRADCAM_LAYERS),
         ("model.attention_norm", cfg.model.attention_norm, ATTENTION_NORMALIZATIONS),
+        ("loss.attention_constraint", cfg.loss.attention_constraint, ATTENTION_CONSTRAINTS),
         ("train.setting", cfg.train.setting, SETTINGS),
         ("train.amp", cfg.train.amp, AMP_MODES),
     )
@@ -339,6 +348,11 @@ def _check_options(cfg: RunConfig) -> None:
         raise ValueError(f"eval.val_quantile={cfg.eval.val_quantile} must be in (0, 1), e.g. 0.99")
     if cfg.train.threads < 0:
         raise ValueError(f"train.threads={cfg.train.threads} must be >= 0 (0 = torch's default)")
+    if cfg.model.gain_scale <= 0 or not 0.0 <= cfg.model.gain_offset <= 1.0:
+        raise ValueError(f"model.gain_scale={cfg.model.gain_scale} must be > 0 and model.gain_offset="
+                         f"{cfg.model.gain_offset} in [0, 1] (the gain mask compares a min-max map in [0, 1])")
+    if not 0.0 < cfg.loss.size_p < 1.0 or cfg.loss.barrier_t <= 0:
+        raise ValueError(f"loss.size_p={cfg.loss.size_p} must be in (0, 1) and loss.barrier_t={cfg.loss.barrier_t} > 0")
     if not cfg.loss.adversarial_recon and cfg.train.setting != "weak":
         raise ValueError("loss.adversarial_recon=False (classifier + L_a only) exists only for train.setting=weak")
 

@@ -18,6 +18,16 @@ Conventions (PROTOCOL_NOTES 3, 5):
   a bf16 sigmoid saturates at exactly 1.0 from logit 6.3 on, where BCE on probabilities gives 100 (1 - x) with a
   zero gradient (issue 15 row 8).
 
+Remedy (c) of issue 13 (``LossConfig.attention_constraint="size_barrier"``): eq. 3 pushes mean(A) to 1 without
+end; the size constraint asks only mean(A) >= 1 - p of each normal image, through the extended log-barrier
+psi_t of Kervadec et al. (as Silva-Rodriguez, Naranjo, Dolz 2021 do for CAVGA's term). It replaces mean(1 - A) in
+eq. 3 and the normal-class half of L_a; the A^{c_a} half of L_a stays as written.
+
+Collapse diagnostics (issue 13, logged per epoch in ``losses.csv``, on the training batch): ``raw_mean`` / ``raw_std``
+/ ``raw_max`` of the raw Grad-CAM sum_k alpha_k F_k before normalisation (latent resolution; the epoch value of
+``raw_max`` is the mean of the batch maxima), ``attn_mean`` / ``attn_std`` of A and ``amap_frac``, the fraction of
+pixels of 1 - A above 0.5 (weak: of the normal-class map A^{c_n}, on the batch's images).
+
 ``generator_objective`` returns (total, dict of detached 0-d tensors, model output); the dict holds every term
 (0 for terms switched off in this configuration, so losses.csv has the same columns within a setting),
 ``attn_mean`` / ``attn_std`` (the spread of A, PN 2) and ``total``. Nothing here reads a value back to the host
@@ -33,10 +43,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from avaga_lib.attention import gradcam
+from avaga_lib.attention import gradcam_maps
 from avaga_lib.config import LossConfig, ModelConfig
 from avaga_lib.model import AVAGAOutput
 from avaga_lib.runtime import full_precision
+
+# The per-epoch columns of losses.csv that show the attention's collapse (notebooks 03 and 06; docs/PROTOCOL.md).
+COLLAPSE_TERMS: tuple[str, ...] = ("raw_mean", "raw_std", "raw_max", "attn_mean", "attn_std", "amap_frac",
+                                   "recon", "kl", "adv_g", "d_real_prob", "d_fake_prob")
 
 
 def _per_image(t: Tensor) -> Tensor:
@@ -79,6 +93,46 @@ def attention_loss(a: Tensor) -> Tensor:
     return _per_image(1.0 - a)
 
 
+def size_barrier(z: Tensor, t: float) -> Tensor:
+    """Extended log-barrier psi_t(z) of the constraint z <= 0 (Kervadec et al.), element-wise.
+
+    ``-(1/t) log(-z)`` for ``z <= -1/t^2``, else the tangent line ``t z - (1/t) log(1/t^2) + 1/t`` (defined for
+    every z, so an infeasible start still gets a finite loss and gradient t). Continuous with a continuous slope at
+    ``z = -1/t^2``; inside the constraint its slope is 1/(t |z|), small once the constraint holds with a margin.
+    """
+    edge = -1.0 / t**2
+    inside = -torch.log((-z).clamp_min(1.0 / t**2)) / t  # clamp: the log is only evaluated where it is used
+    outside = t * z - torch.log(torch.tensor(1.0 / t**2, dtype=z.dtype, device=z.device)) / t + 1.0 / t
+    return torch.where(z < edge, inside, outside)  # equal values at the edge; the line keeps its slope t there
+
+
+def normal_attention_term(a: Tensor, loss_cfg: LossConfig) -> Tensor:
+    """The attention term of a normal image per image, (B,): eq. 3's mean(1 - A) or the size constraint's barrier.
+
+    ``literal``: mean over pixels of 1 - A. ``size_barrier``: psi_t((1 - p) - mean(A)), i.e. the constraint
+    mean(A) >= 1 - p (``loss.size_p``, ``loss.barrier_t``).
+    """
+    if loss_cfg.attention_constraint == "literal":
+        return attention_loss(a)
+    if loss_cfg.attention_constraint == "size_barrier":
+        return size_barrier((1.0 - loss_cfg.size_p) - _per_image(a), loss_cfg.barrier_t)
+    raise ValueError(f"loss.attention_constraint '{loss_cfg.attention_constraint}' unknown; "
+                     "choose literal or size_barrier")
+
+
+def collapse_diagnostics(a: Tensor, raw: Tensor) -> dict[str, Tensor]:
+    """Detached statistics of a batch's map (no host sync): raw Grad-CAM mean/std/max, A mean/std, frac(1 - A > 0.5)."""
+    a, raw = a.detach(), raw.detach()
+    return {
+        "raw_mean": raw.mean(),
+        "raw_std": raw.std(),
+        "raw_max": raw.amax(),
+        "attn_mean": a.mean(),
+        "attn_std": a.std(),
+        "amap_frac": ((1.0 - a) > 0.5).float().mean(),
+    }
+
+
 def sgb_selection(logits: Tensor, labels: Tensor, sgb: bool) -> Tensor:
     """Images that receive L_a (PN 3): normal label and (with SGB) predicted normal. Boolean (B,)."""
     normal = labels == 0
@@ -88,9 +142,16 @@ def sgb_selection(logits: Tensor, labels: Tensor, sgb: bool) -> Tensor:
     return normal & (pred == 0)
 
 
-def weak_attention_loss(a_normal: Tensor, a_anomalous: Tensor, selected: Tensor) -> Tensor:
-    """L_a (PN 3): mean over the batch of [mean(1 - A^{c_n}) + mean(A^{c_a})] on selected images, 0 elsewhere."""
-    per_image = _per_image(1.0 - a_normal) + _per_image(a_anomalous)
+def weak_attention_loss(
+    a_normal: Tensor, a_anomalous: Tensor, selected: Tensor, loss_cfg: LossConfig | None = None
+) -> Tensor:
+    """L_a (PN 3): mean over the batch of [mean(1 - A^{c_n}) + mean(A^{c_a})] on selected images, 0 elsewhere.
+
+    With ``loss_cfg.attention_constraint="size_barrier"`` the first half is the size barrier
+    (:func:`normal_attention_term`); None = the literal term.
+    """
+    normal_term = attention_loss(a_normal) if loss_cfg is None else normal_attention_term(a_normal, loss_cfg)
+    per_image = normal_term + _per_image(a_anomalous)
     return (per_image * selected.to(per_image.dtype)).mean()
 
 
@@ -174,17 +235,14 @@ def _unsupervised_terms(
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """Eq. 4: w_r L_R + w_kl KL + w_adv L_adv + w_attn L_attn."""
     total, logs = _adv_recon_terms(fake_logits, x, out, loss_cfg, None)
+    # without the attention loss, A is logged only (the "w/o attention" ablation still shows how A behaves, PN 2)
+    with contextlib.nullcontext() if loss_cfg.attention_loss else torch.no_grad():
+        a, raw = gradcam_maps(model, out, "latent", model_cfg, size)
+        l_attn = normal_attention_term(a, loss_cfg).mean()
     if loss_cfg.attention_loss:
-        a = gradcam(model, out, "latent", model_cfg, size)
-        l_attn = attention_loss(a).mean()
         total = total + loss_cfg.w_attn * l_attn
-    else:
-        with torch.no_grad():  # logged only (the "w/o attention" ablation still shows how A behaves, PN 2)
-            a = gradcam(model, out, "latent", model_cfg, size)
-            l_attn = attention_loss(a).mean()
     logs["attn"] = l_attn
-    logs["attn_mean"] = a.detach().mean()
-    logs["attn_std"] = a.detach().std()
+    logs |= collapse_diagnostics(a, raw)
     return total, logs
 
 
@@ -212,9 +270,9 @@ def _weak_terms(
     selected = sgb_selection(logits, labels, loss_cfg.sgb)
     grad_ctx = contextlib.nullcontext() if loss_cfg.attention_loss else torch.no_grad()
     with grad_ctx:
-        a_n = gradcam(model, out, "normal", model_cfg, size)
-        a_a = gradcam(model, out, "anomalous", model_cfg, size)
-        l_a = weak_attention_loss(a_n, a_a, selected)
+        a_n, raw_n = gradcam_maps(model, out, "normal", model_cfg, size)
+        a_a, _ = gradcam_maps(model, out, "anomalous", model_cfg, size)
+        l_a = weak_attention_loss(a_n, a_a, selected, loss_cfg)
     if loss_cfg.attention_loss:
         total = total + loss_cfg.w_a * l_a
     logs |= {
@@ -222,10 +280,9 @@ def _weak_terms(
         "cls_acc": (logits.detach().argmax(1) == labels).float().mean(),
         "attn_a": l_a,
         "sgb_selected": selected.float().mean(),  # fraction of the batch that receives L_a
-        "attn_mean": a_n.detach().mean(),  # spread of the normal-class map A^{c_n} (PN 2)
-        "attn_std": a_n.detach().std(),
         "attn_anom_mean": a_a.detach().mean(),
     }
+    logs |= collapse_diagnostics(a_n, raw_n)  # of the normal-class map A^{c_n} (PN 2)
     return total, logs
 
 

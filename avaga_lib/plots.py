@@ -107,31 +107,39 @@ def red_overlay(image_u8: np.ndarray, mask: np.ndarray, alpha: float = 0.55) -> 
     return np.clip(out, 0, 255).astype(np.uint8)
 
 
-def plot_loss_curves(history: Any, path: Path | str | None = None, title: str = "", close: bool = False) -> Any:
+def plot_loss_curves(history: Any, path: Path | str | None = None, title: str = "", close: bool = False,
+                     terms: Any = None) -> Any:
     """Per-epoch loss terms of a run (``losses.csv``), one small panel per term (their scales differ).
 
     Args:
-        history: DataFrame with an ``epoch`` column and one column per loss term (``lr`` / ``time_s`` skipped).
+        history: DataFrame with an ``epoch`` column and one column per loss term (``lr`` / ``time_s`` skipped), or a
+            dict label -> such frame: one line per label in every panel (runs side by side, e.g. the remedies).
         path: PNG to write (atomically); None = only return the figure.
         title: figure title (e.g. the run's setting name).
         close: close the figure after saving (batch use; notebooks keep it to display).
+        terms: the columns to draw, in order (absent ones skipped; e.g. ``losses.COLLAPSE_TERMS``); None = all.
 
     Returns:
         The matplotlib figure.
     """
-    frame = pd.DataFrame(history)
-    terms = [c for c in frame.columns if c not in ("epoch", "lr", "time_s")]
+    frames = {k: pd.DataFrame(v) for k, v in (history if isinstance(history, dict) else {"": history}).items()}
+    present = [c for f in frames.values() for c in f.columns if c not in ("epoch", "lr", "time_s")]
+    terms = list(dict.fromkeys(present)) if terms is None else [t for t in terms if t in present]
     n = max(1, len(terms))
     cols = min(4, n)
     rows = int(np.ceil(n / cols))
     fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.4 * rows), squeeze=False)
     for ax, term in zip(axes.flat, terms):
-        ax.plot(frame["epoch"], frame[term], marker="o", ms=3)
+        for label, frame in frames.items():
+            if term in frame.columns:
+                ax.plot(frame["epoch"], frame[term], marker="o", ms=3, label=label or None)
         ax.set_title(term, fontsize=9)
         ax.set_xlabel("epoch", fontsize=8)
         ax.tick_params(labelsize=7)
     for ax in list(axes.flat)[len(terms):]:
         ax.axis("off")
+    if len(frames) > 1:
+        axes.flat[0].legend(fontsize=6)
     fig.suptitle(f"{title} loss terms (epoch means)".strip(), fontsize=10)
     fig.tight_layout()
     _save(fig, path, close=close)

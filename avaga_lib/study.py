@@ -1,11 +1,11 @@
 """The study registry: every run of the paper's tables, declared once.
 
 Each :class:`StudyRun` names a run (the run folder is ``<name>-seed<k>``), the dotted config overrides that make it
-(on top of the defaults of :mod:`avaga_lib.config`), its group (``main`` / ``ablations`` / ``baselines``, what
-``VARIANTS=`` selects) and the paper's table column(s) it sits beside. Everything else reads this table: the
-pipeline plans from it (``params/*.yaml`` only narrow it), ``config.make_config`` names a config after the entry it
-matches, the report lays out its tables and paper columns from it, and notebooks 03/04 build their config from an
-entry (``run`` parameter).
+(on top of the defaults of :mod:`avaga_lib.config`), its group (``main`` / ``ablations`` / ``remedies`` /
+``baselines``, what ``VARIANTS=`` selects) and the paper's table column(s) it sits beside. Everything else reads
+this table: the pipeline plans from it (``params/*.yaml`` only narrow it), ``config.make_config`` names a config
+after the entry it matches, the report lays out its tables and paper columns from it, and notebooks 03/04 build
+their config from an entry (``run`` parameter).
 
 Adding an ablation = adding one :class:`StudyRun` to :data:`RUNS` (see the README, "Extending the study").
 
@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-GROUPS: tuple[str, ...] = ("main", "ablations", "baselines")
+GROUPS: tuple[str, ...] = ("main", "ablations", "remedies", "baselines")
 # The training notebook of each setting (papermill executes it once per run, seed and category).
 NOTEBOOKS: Mapping[str, str] = MappingProxyType(
     {"unsupervised": "03_train_unsupervised.ipynb", "weak": "04_train_weakly_supervised.ipynb"}
@@ -47,7 +47,8 @@ class StudyRun:
 
     Attributes:
         name: the run's name, e.g. ``AVAGA-R_w-noSGB``; its folder is ``<name>-seed<k>``.
-        group: ``main`` / ``ablations`` / ``baselines``.
+        group: ``main`` / ``ablations`` / ``remedies`` (issue 13: trained variants that answer the attention's
+            collapse, reported beside the literal recipe, never in its place) / ``baselines``.
         overrides: dotted config keys that make this run (``train.setting`` included); the rest are the defaults.
         main: column of Tables 2-5, or None.
         ablation: column of Tables 6/8, or None.
@@ -73,7 +74,7 @@ class StudyRun:
 _U = {"train.setting": "unsupervised"}
 _W = {"train.setting": "weak"}
 
-# Order = planning order of the pipeline (main runs first, then ablations, then baselines).
+# Order = planning order of the pipeline (main runs first, then ablations, remedies, baselines).
 RUNS: tuple[StudyRun, ...] = (
     StudyRun("AVAGA-R_u", "main", {**_U, "model.variant": "R"}, Column(4, "AVAGA-R_u"), Column(3, "AVAGA-R_u")),
     StudyRun("AVAGA-R_w", "main", {**_W, "model.variant": "R"}, Column(6, "AVAGA-R_w"), Column(6, "AVAGA-R_w")),
@@ -87,6 +88,13 @@ RUNS: tuple[StudyRun, ...] = (
              ablation=Column(4, "AVAGA-R_w_without_adversarial_reconstruction")),
     StudyRun("AVAGA-R_w-noSGB", "ablations", {**_W, "loss.sgb": False},  # col. 5: L_a on every normal image (PN 3)
              ablation=Column(5, "AVAGA-R_w_without_SGB")),
+    # Remedies of the collapsed attention (issue 13, docs/PROTOCOL.md "Remedies"); no paper column: beside the recipe
+    StudyRun("AVAGA-R_u-maxnorm", "remedies", {**_U, "model.attention_norm": "max"}),  # (a) ReLU / per-image max
+    StudyRun("AVAGA-R_u-gain", "remedies", {**_U, "model.attention_norm": "gain"}),  # (b) GAIN-style soft mask
+    StudyRun("AVAGA-R_u-size", "remedies", {**_U, "loss.attention_constraint": "size_barrier"}),  # (c) mean(A)>=1-p
+    StudyRun("AVAGA-R_w-maxnorm", "remedies", {**_W, "model.attention_norm": "max"}),
+    StudyRun("AVAGA-R_w-gain", "remedies", {**_W, "model.attention_norm": "gain"}),
+    StudyRun("AVAGA-R_w-size", "remedies", {**_W, "loss.attention_constraint": "size_barrier"}),
     # Bergmann et al. 2018, measured under our protocol; the paper quotes them (its CSV headers use underscores)
     StudyRun("AE-L2", "baselines", {**_U, "method": "ae_l2"}, Column(1, "AE_L2")),
     StudyRun("AE-SSIM", "baselines", {**_U, "method": "ae_ssim"}, Column(2, "AE_SSIM")),
@@ -153,5 +161,6 @@ MAIN_METHODS: tuple[str, ...] = table_methods(MAIN_TABLE)  # Tables 2-5 columns
 ABLATION_METHODS: tuple[str, ...] = table_methods(ABLATION_TABLE)  # Tables 6/8 columns 1-6
 ABLATIONS: tuple[str, ...] = tuple(r.name for r in RUNS if r.group == "ablations")  # the switched-off variants
 BASELINES: tuple[str, ...] = tuple(r.name for r in RUNS if r.group == "baselines")
+REMEDIES: tuple[str, ...] = tuple(r.name for r in RUNS if r.group == "remedies")  # issue 13, beside the recipe
 PAPER_MAIN_COLUMN: dict[str, str] = paper_columns(MAIN_TABLE)
 PAPER_ABLATION_COLUMN: dict[str, str] = paper_columns(ABLATION_TABLE)

@@ -62,6 +62,17 @@ from avaga_lib.plots import plot_loss_curves
 fig = plot_loss_curves(train_result.history, title=cfg.setting_name)
 
 # %% [markdown]
+# ### Does the attention collapse? (issue 13, docs/PROTOCOL.md "The collapse of the attention")
+#
+# Per epoch, on the training batches: the raw Grad-CAM `sum_k alpha_k F_k` before normalization (`raw_mean`, `raw_std`, `raw_max` = mean of the batch maxima), the spread of A (`attn_mean`, `attn_std`), `amap_frac` = the fraction of pixels where the anomaly map 1 - A exceeds 0.5 (weak setting: of the normal-class map), the reconstruction / KL / adversarial terms and the discriminator's mean probabilities on real and reconstructed images. With the paper's sigmoid, `raw_mean` grows while `attn_mean` goes to 1 and `amap_frac` to 0: the map saturates and 1 - A can no longer flag a pixel. The remedies (runs `AVAGA-R_u-maxnorm`, `-gain`, `-size`) log the same columns.
+
+# %%
+from avaga_lib.losses import COLLAPSE_TERMS
+
+if cfg.method == "avaga":
+    fig = plot_loss_curves(train_result.history, title=f"{cfg.setting_name} collapse diagnostics", terms=COLLAPSE_TERMS)
+
+# %% [markdown]
 # ## Evaluation and saved run
 #
 # `metrics.json`, `predictions.csv`, `calibration.json`, figures and the config go to the run folder.

@@ -1,7 +1,7 @@
 # %% [markdown]
 # # 06 · Threshold study — Table 7 (App.), PROTOCOL_NOTES 2 and 8
 #
-# Table 7 of the paper: IoU of AVAGA-R_u at thresholds 0.2-0.6 against the best baseline (ours: the best *measured* AE-L2 / AE-SSIM). Then, per category, the full IoU-vs-threshold and accuracy-vs-threshold curves of one trained run re-inferred under the attention normalizations of PN 2 (`sigmoid` default, `minmax`, `max`) and both score calibrations of PN 8 (normal validation split = default; transductive min-max over unlabeled test scores = flagged). Last, a slider redraws masks and IoU live — it needs a running kernel (JupyterLab); headless execution only draws the static view at 0.5.
+# Table 7 of the paper: IoU of AVAGA-R_u at thresholds 0.2-0.6 against the best baseline (ours: the best *measured* AE-L2 / AE-SSIM). Then, per category, the full IoU-vs-threshold and accuracy-vs-threshold curves of one trained run re-inferred under the attention normalizations of PN 2 (`sigmoid` default, `minmax`, `max`: a sigmoid-trained model re-normalized after the fact, which is *not* training with those normalizations; the trained remedies are the runs `AVAGA-R_u-maxnorm` / `-gain` / `-size`, compared in the last section) and both score calibrations of PN 8 (normal validation split = default; transductive min-max over unlabeled test scores = flagged). Then a slider redraws masks and IoU live — it needs a running kernel (JupyterLab); headless execution only draws the static view at 0.5. Last, why the attention map collapses (issue 13): the mechanism on a toy, then the per-epoch diagnostics of the trained runs, literal recipe beside each remedy.
 
 # %% tags=["parameters"]
 results_dir: str = "results/scratch/pipeline_demo"  # results tree (make reproduce: "results")
@@ -87,3 +87,37 @@ if studies:
     norm_box.observe(_redraw, "value")
     thr_slider.observe(_redraw, "value")
     display(widgets.VBox([widgets.HBox([norm_box, thr_slider]), view]))
+
+
+# %% [markdown]
+# ## Why the attention collapses, and which remedies still drift (issue 13; docs/PROTOCOL.md)
+#
+# At test, y = sum(mu) and mu is a 1x1 conv of the features F, so dy/dF_k = sum_c W_mu[c, k] at every position: the Grad-CAM channel weights are **the same for every image**, and the raw map sum_k alpha_k F_k is one fixed linear projection of the features. Eq. 3, mean(1 - sigmoid(raw)), is then minimized by scaling that projection up (a constant offset in W_mu F is cancelled by the mu bias, so the other terms do not resist): the sigmoid saturates, A -> 1 on every pixel and 1 - A never crosses 0.5. `collapse.toy_collapse` keeps exactly that structure (a tiny encoder F = ReLU(W_e x + b_e), a mu head, eq. 3 alone, Adam) and records A and the raw map per step. `anchor` adds a weight penalty, a stand-in for the other terms of eq. 4 that resist the attention term.
+
+# %%
+import pandas as pd
+
+from avaga_lib.collapse import toy_collapse
+from avaga_lib.losses import COLLAPSE_TERMS
+
+toy_cases = {"sigmoid (paper)": ("sigmoid", "literal"), "max (remedy a)": ("max", "literal"),
+             "gain (remedy b)": ("gain", "literal"), "size barrier (remedy c)": ("sigmoid", "size_barrier")}
+for anchor in (0.0, 0.1):
+    toy = {label: pd.DataFrame(toy_collapse(norm, constraint, steps=200, anchor=anchor)).rename(columns={"step": "epoch"})
+           for label, (norm, constraint) in toy_cases.items()}
+    plots.plot_loss_curves(toy, title=f"toy, anchor={anchor} (x axis: Adam step)",
+                           terms=("attn_mean", "amap_frac", "raw_mean", "raw_max"))
+    plt.show()
+    display(pd.DataFrame({k: v.iloc[-1] for k, v in toy.items()}).T.drop(columns="epoch").round(3))
+
+# %% [markdown]
+# Reading the toy: the sigmoid saturates by scaling the raw map. `max` is scale-free but not drift-free: eq. 3 flattens the map until r / max(r) is about 1 everywhere. `gain`'s min-max pins one cell per image low, so 1 - A keeps that one cell and nothing else. The size barrier settles near mean(A) = 1 - p only when something resists (anchor > 0): inside its constraint its slope is 1/(t |z|), not 0, and Adam alone follows the gradient's sign. The trained runs below say which of these happens in AVAGA.
+
+# %%
+avaga = runs[runs["method"].str.startswith("AVAGA-R_u")].drop_duplicates(["dataset", "category", "method"])
+for (dataset, category), group in avaga.groupby(["dataset", "category"]):
+    histories = {r["method"]: pd.read_csv(Path(r["run_dir"]) / "losses.csv") for _, r in group.iterrows()
+                 if (Path(r["run_dir"]) / "losses.csv").exists()}
+    if histories:
+        plots.plot_loss_curves(histories, title=f"{dataset}/{category} collapse diagnostics", terms=COLLAPSE_TERMS)
+        plt.show()

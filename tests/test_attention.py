@@ -117,3 +117,27 @@ def test_invalid_choices_raise() -> None:
         gradcam(model, out, "normal", ModelConfig(latent="flat"), 64)
     with pytest.raises(ValueError, match="attention_norm"):
         gradcam(model, out, "latent", ModelConfig(latent="flat", attention_norm="relu"), 64)
+
+
+@pytest.mark.parametrize("method", ["max", "gain"])
+def test_remedy_normalizations_range_shape_and_gradient(method: str) -> None:
+    """Remedies (a)/(b): per-image maps in [0, 1] of the raw map's shape, scale-free, with a gradient to raw."""
+    torch.manual_seed(0)
+    raw = (torch.randn(3, 1, 4, 4) * 5).requires_grad_(True)
+    a = normalize_attention(raw, method)
+    assert a.shape == raw.shape and float(a.detach().min()) >= 0.0 and float(a.detach().max()) <= 1.0
+    torch.testing.assert_close(normalize_attention(raw.detach() * 100, method), a.detach(), atol=1e-5, rtol=0)
+    (g,) = torch.autograd.grad((1.0 - a).mean(), raw)
+    assert torch.isfinite(g).all() and float(g.abs().sum()) > 0
+    if method == "max":  # ReLU then divide by the image's own max: each image's max is exactly 1
+        torch.testing.assert_close(a.detach().flatten(1).amax(1), torch.ones(3))
+    else:  # sigmoid(10 (minmax - 0.5)): one cell per image at sigmoid(-5), one at sigmoid(5)
+        flat = a.detach().flatten(1)
+        torch.testing.assert_close(flat.amin(1), torch.sigmoid(torch.tensor(-5.0)).expand(3))
+        torch.testing.assert_close(flat.amax(1), torch.sigmoid(torch.tensor(5.0)).expand(3))
+
+
+def test_gain_uses_the_config_scale_and_offset() -> None:
+    raw = torch.tensor([0.0, 1.0, 2.0, 4.0]).view(1, 1, 2, 2)
+    a = normalize_attention(raw, "gain", gain_scale=4.0, gain_offset=0.25)
+    torch.testing.assert_close(a.flatten(), torch.sigmoid(4.0 * (torch.tensor([0.0, 0.25, 0.5, 1.0]) - 0.25)))

@@ -75,12 +75,18 @@ def test_fake_cuda_step_and_evaluation_dtypes(run: str, fake_cuda: FakeTensorMod
     """Under CUDA bf16 autocast (torch's real rules) the losses, the attention maps and the SSIM map are float32."""
     cfg = _cfg(run)
     seen: dict[str, torch.dtype] = {}
-    real_gradcam, real_ssim = attention.gradcam, ssim_map
+    real_gradcam, real_maps, real_ssim = attention.gradcam, attention.gradcam_maps, ssim_map
 
     def gradcam(*args: Any, **kwargs: Any) -> torch.Tensor:
         a = real_gradcam(*args, **kwargs)
         seen[f"attention_{args[2]}"] = a.dtype
         return a
+
+    def gradcam_maps(*args: Any, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        a, raw = real_maps(*args, **kwargs)
+        seen[f"attention_{args[2]}"] = a.dtype
+        seen[f"raw_{args[2]}"] = raw.dtype  # the collapse diagnostics read it (issue 13)
+        return a, raw
 
     def ssim(*args: Any, **kwargs: Any) -> torch.Tensor:
         s = real_ssim(*args, **kwargs)
@@ -88,7 +94,7 @@ def test_fake_cuda_step_and_evaluation_dtypes(run: str, fake_cuda: FakeTensorMod
         return s
 
     losses_seen: list[torch.dtype] = []
-    monkeypatch.setattr("avaga_lib.losses.gradcam", gradcam)
+    monkeypatch.setattr("avaga_lib.losses.gradcam_maps", gradcam_maps)
     monkeypatch.setattr("avaga_lib.attention.gradcam", gradcam)
     monkeypatch.setattr("avaga_lib.baselines.ssim_map", ssim)
     monkeypatch.setattr(step, "_update", lambda opt, loss: losses_seen.append(loss.dtype))  # backward: see docstring
@@ -112,6 +118,7 @@ def test_fake_cuda_step_and_evaluation_dtypes(run: str, fake_cuda: FakeTensorMod
         expected = {"attention_latent"} if cfg.train.setting == "unsupervised" else {"attention_normal",
                                                                                     "attention_anomalous"}
         assert expected <= set(seen) and {seen[k] for k in expected} == {torch.float32}
+        assert {v for k, v in seen.items() if k.startswith("raw_")} == {torch.float32}
     if run == "AE-SSIM":
         assert seen["ssim_map"] == torch.float32
 

@@ -13,8 +13,10 @@ from avaga_lib.losses import (
     discriminator_objective,
     generator_objective,
     kl_divergence,
+    normal_attention_term,
     reconstruction_bce,
     sgb_selection,
+    size_barrier,
     weak_attention_loss,
 )
 from avaga_lib.model import Discriminator, build_model
@@ -169,3 +171,51 @@ def test_bf16_autocast() -> None:
         )
     assert total.dtype == torch.float32 and all(math.isfinite(v) for v in logs.values())
     total.backward()
+
+
+def test_size_barrier_value_continuity_and_flatness() -> None:
+    """psi_t: continuous with slope t at z = -1/t^2, linear t z outside, small and nearly flat deep inside."""
+    t = 25.0
+    edge = -1.0 / t**2
+    z = torch.tensor([edge - 1e-7, edge, edge + 1e-7, -0.2, 0.3], dtype=torch.float64, requires_grad=True)
+    v = size_barrier(z, t)
+    (g,) = torch.autograd.grad(v.sum(), z)
+    assert abs(float(v[0] - v[2])) < 1e-5 and abs(float(g[0] - g[2])) < 1e-2 and abs(float(g[1]) - t) < 1e-6
+    assert abs(float(v[4]) - (t * 0.3 - math.log(1.0 / t**2) / t + 1.0 / t)) < 1e-9  # infeasible: the tangent line
+    assert abs(float(v[3]) - (-math.log(0.2) / t)) < 1e-9 and float(v[3]) < 0.07  # satisfied by 0.2: about 0.06
+    assert float(g[3]) == pytest.approx(1.0 / (t * 0.2)) and float(g[3]) < float(g[4]) / 100
+
+
+def test_size_constraint_replaces_the_attention_term() -> None:
+    """Remedy (c): literal = mean(1 - A); size_barrier = psi_t((1 - p) - mean A), flat once mean(A) >= 1 - p."""
+    a = torch.full((2, 1, 8, 8), 0.9, requires_grad=True)
+    literal = normal_attention_term(a, LossConfig())
+    torch.testing.assert_close(literal, torch.full((2,), 0.1))
+    cfg = LossConfig(attention_constraint="size_barrier", size_p=0.2, barrier_t=25.0)
+    barrier = normal_attention_term(a, cfg)
+    torch.testing.assert_close(barrier, size_barrier(torch.full((2,), 0.8 - 0.9), 25.0))
+    (g_lit,) = torch.autograd.grad(literal.sum(), a)
+    (g_bar,) = torch.autograd.grad(barrier.sum(), a)
+    assert float(g_bar.abs().sum()) < 0.5 * float(g_lit.abs().sum())  # satisfied: a weaker push towards A = 1
+    low = torch.full((1, 1, 8, 8), 0.3)
+    assert float(normal_attention_term(low, cfg)) > 10 * float(normal_attention_term(low, LossConfig()))
+
+
+@pytest.mark.parametrize(("setting", "norm", "constraint"),
+                         [("unsupervised", "gain", "literal"), ("unsupervised", "sigmoid", "size_barrier"),
+                          ("weak", "max", "size_barrier")])
+def test_remedies_train_and_log_the_collapse_diagnostics(setting: str, norm: str, constraint: str) -> None:
+    """Each remedy's objective is finite, reaches the encoder, and logs the raw Grad-CAM / A / 1 - A statistics."""
+    torch.manual_seed(0)
+    mcfg = ModelConfig(pretrained="none", attention_norm=norm)
+    lcfg = LossConfig(attention_constraint=constraint)
+    model, _ = build_model(mcfg, 64, setting)
+    disc = Discriminator(64)
+    labels = torch.tensor([0, 0, 0, 1])
+    total, logs, _ = generator_objective(model, disc, torch.rand(4, 3, 64, 64), labels, lcfg, mcfg, setting)
+    assert torch.isfinite(total)
+    for key in ("raw_mean", "raw_std", "raw_max", "attn_mean", "attn_std", "amap_frac"):
+        assert logs[key].shape == () and torch.isfinite(logs[key]), key
+    assert float(logs["raw_max"]) >= float(logs["raw_mean"]) and 0.0 <= float(logs["amap_frac"]) <= 1.0
+    total.backward()
+    assert float(model.body.conv1.weight.grad.abs().sum()) > 0

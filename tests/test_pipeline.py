@@ -52,8 +52,9 @@ def test_plan_smoke_default() -> None:
     assert s.parameters["run"] == "AVAGA-R_u" and by["AE-SSIM-seed0"].parameters["run"] == "AE-SSIM"
     # parallel workers start on different categories
     assert [x.config.data.category for x in specs[:3]] == ["weave", "granite", "washer"]
-    # the registry minus the D variants, in registry order
-    assert list(dict.fromkeys(x.name for x in specs)) == [n for n in study.names() if "-D_" not in n]
+    # the registry minus the D variants and the remedies (issue 13: not in the smoke plan), in registry order
+    assert list(dict.fromkeys(x.name for x in specs)) == [n for n in study.names()
+                                                          if "-D_" not in n and n not in study.REMEDIES]
 
 
 def test_params_file_selects_runs_by_name_or_group(tmp_path: Path) -> None:
@@ -89,7 +90,7 @@ def test_plan_narrowing_and_paper_profile(tmp_path: Path) -> None:
     assert {s.config.train.seed for s in specs} == {0, 1}
     assert {s.config.model.variant for s in specs if s.name.startswith("AVAGA")} == {"R", "D"}
     full = pipeline.plan_runs(PARAMS / "paper_mvtec.yaml", root=str(tmp_path))
-    assert len(full) == 15 * 10 * 3
+    assert len(full) == 15 * len(study.RUNS) * 3  # null = every run of the registry (remedies included)
     smoke = pipeline.plan_runs(PARAMS / "paper_mvtec.yaml", root=str(tmp_path), profile="smoke", seeds=[0],
                                overrides={"epochs": 1})
     assert {s.config.train.epochs for s in smoke} == {1} and {s.config.profile for s in smoke} == {"smoke"}

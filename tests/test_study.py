@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import yaml
 
 from avaga_lib import study
 from avaga_lib.config import make_config
@@ -12,7 +13,10 @@ from avaga_lib.paths import project_root
 
 def test_names_groups_and_tables_of_the_paper() -> None:
     assert study.names() == ("AVAGA-R_u", "AVAGA-R_w", "AVAGA-D_u", "AVAGA-D_w", "AVAGA-R_u-noattn",
-                             "AVAGA-R_u-flat", "AVAGA-R_w-noadv", "AVAGA-R_w-noSGB", "AE-L2", "AE-SSIM")
+                             "AVAGA-R_u-flat", "AVAGA-R_w-noadv", "AVAGA-R_w-noSGB", *study.REMEDIES, "AE-L2",
+                             "AE-SSIM")
+    assert study.REMEDIES == ("AVAGA-R_u-maxnorm", "AVAGA-R_u-gain", "AVAGA-R_u-size", "AVAGA-R_w-maxnorm",
+                              "AVAGA-R_w-gain", "AVAGA-R_w-size")
     assert all(r.group in study.GROUPS for r in study.RUNS)
     assert study.MAIN_METHODS == ("AE-L2", "AE-SSIM", "AVAGA-D_u", "AVAGA-R_u", "AVAGA-D_w", "AVAGA-R_w")
     assert study.ABLATION_METHODS == ("AVAGA-R_u-noattn", "AVAGA-R_u-flat", "AVAGA-R_u", "AVAGA-R_w-noadv",
@@ -57,4 +61,27 @@ def test_select_by_name_or_group() -> None:
 
 def test_identity_keys_are_the_overridden_keys() -> None:
     assert set(study.identity_keys()) == {"train.setting", "method", "model.variant", "model.latent",
-                                          "loss.attention_loss", "loss.adversarial_recon", "loss.sgb"}
+                                          "loss.attention_loss", "loss.adversarial_recon", "loss.sgb",
+                                          "model.attention_norm", "loss.attention_constraint"}
+
+
+def test_remedies_plan_beside_the_recipe_in_their_own_folders() -> None:
+    """Each remedy is its own run folder, differs from the literal recipe on one key, and is no paper column."""
+    picked = study.select(["remedies"])
+    assert [r.name for r in picked] == list(study.REMEDIES)
+    folders = {make_config("smoke", run=r.name).setting_name for r in picked}
+    assert len(folders) == len(picked) and all(f.endswith("-seed0") for f in folders)
+    for r in picked:
+        base = make_config("smoke", run=f"AVAGA-R_{r.name.split('-')[1][-1]}")
+        cfg = make_config("smoke", run=r.name)
+        changed = {(cfg.model.attention_norm != base.model.attention_norm),
+                   (cfg.loss.attention_constraint != base.loss.attention_constraint)}
+        assert True in changed and cfg.train.setting == base.train.setting
+        assert r.main is None and r.ablation is None
+    assert not set(study.REMEDIES) & set(study.MAIN_METHODS + study.ABLATION_METHODS)
+
+
+def test_smoke_params_do_not_run_the_remedies() -> None:
+    """CI cost: the smoke study plan (params/smoke.yaml's runs) leaves the remedies out."""
+    runs = yaml.safe_load((project_root() / "params" / "smoke.yaml").read_text())["runs"]
+    assert runs is not None and not {r.name for r in study.select(runs)} & set(study.REMEDIES)
