@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from avaga_lib.config import make_config
+from avaga_lib.config import MIN_LATENT_GRID, make_config
 from benchmarks.harness import build_train_harness
 from benchmarks.timing import interleaved_times, paired_ratio
 
@@ -56,7 +56,8 @@ def measure_attention_cost(
     """
     dev = torch.device(device)
     torch.manual_seed(seed)
-    cfg = make_config("paper", {"data.image_size": image_size, "train.setting": setting, "train.amp": "off",
+    profile = "paper" if image_size // 32 >= MIN_LATENT_GRID else "smoke"  # small sides: timing only (harness.py)
+    cfg = make_config(profile, {"data.image_size": image_size, "train.setting": setting, "train.amp": "off",
                                 "model.variant": variant})
     with_attn = build_train_harness(cfg, dev, batch)
     with_attn.data_step()  # one batch, reused by both variants: the data path is not what is compared
