@@ -14,6 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 
 def atomic_write(path: Path | str, writer: Callable[[Path], None]) -> Path:
     """Call ``writer(tmp_path)`` then rename the temp file onto ``path`` (same folder, so the rename is atomic)."""
@@ -88,3 +90,19 @@ def replace_dir(tmp: Path | str, dst: Path | str) -> Path:
     else:
         os.replace(tmp, dst)
     return dst
+
+
+def read_yaml_mapping(path: Path | str, error: type[Exception], expected: str) -> dict[str, Any]:
+    """Read a YAML file that must hold a mapping (params files, cluster files).
+
+    Raises:
+        error: the file is not valid YAML, or holds something else than a mapping (``expected`` says what).
+    """
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise error(f"{path}: not valid YAML ({exc})") from exc
+    if not isinstance(data, dict):
+        raise error(f"{path}: expected a mapping with {expected}")
+    return data

@@ -18,11 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from avaga_lib import study
 from avaga_lib.config import PROFILES, RunConfig, config_from_parameters, config_hash
-from avaga_lib.io import read_json
+from avaga_lib.io import read_json, read_yaml_mapping
 from avaga_lib.paths import project_root
 
 PARAMS_KEYS: tuple[str, ...] = ("dataset", "root", "profile", "categories", "seeds", "parameters", "runs", "cluster")
@@ -92,12 +90,7 @@ def load_params(params_file: Path | str) -> dict[str, Any]:
     if not path.exists():
         known = sorted(p.name for p in (project_root() / "params").glob("*.yaml"))
         raise PipelineError(f"params file {path} not found; known: {known}")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise PipelineError(f"{path}: not valid YAML ({exc})") from exc
-    if not isinstance(data, dict):
-        raise PipelineError(f"{path}: expected a mapping with dataset, profile, categories, seeds")
+    data = read_yaml_mapping(path, PipelineError, "dataset, profile, categories, seeds")
     for key in ("dataset", "profile"):
         if key not in data:
             raise PipelineError(f"{path}: missing key '{key}' (see params/smoke.yaml for the schema)")

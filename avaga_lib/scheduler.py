@@ -34,11 +34,11 @@ from typing import Any
 
 import dask
 import torch
-import yaml
 from distributed import Client, Future, KilledWorker, LocalCluster
 from tqdm import tqdm
 
 from avaga_lib.config import config_hash
+from avaga_lib.io import read_yaml_mapping
 from avaga_lib.job import DEFAULT_KERNEL, GPU_DEVICES, Outcome, Runner, run_job
 from avaga_lib.paths import project_root
 from avaga_lib.plan import RunSpec
@@ -127,12 +127,7 @@ def read_cluster_file(path: Path) -> ClusterChoice:
     """
     if not path.is_file():
         raise ClusterError(f"cluster file {path} not found; copy cluster/slurm.yaml and edit it")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ClusterError(f"{path}: not valid YAML ({exc})") from exc
-    if not isinstance(data, dict):
-        raise ClusterError(f"{path}: expected a mapping with {list(CLUSTER_FILE_KEYS)} (see cluster/slurm.yaml)")
+    data = read_yaml_mapping(path, ClusterError, f"{list(CLUSTER_FILE_KEYS)} (see cluster/slurm.yaml)")
     unknown = sorted(set(data) - set(CLUSTER_FILE_KEYS))
     if unknown:
         raise ClusterError(f"{path}: unknown key(s) {unknown}; known: {list(CLUSTER_FILE_KEYS)} (the job's own "
