@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from avaga_lib.io import atomic_write, read_json, write_json
+from avaga_lib.io import atomic_write, read_json, read_yaml_mapping, write_json
 
 
 def test_failed_write_keeps_previous_file(tmp_path) -> None:
@@ -26,3 +26,17 @@ def test_failed_write_keeps_previous_file(tmp_path) -> None:
 def test_non_finite_numbers_become_null(tmp_path) -> None:
     write_json(tmp_path / "m.json", {"pixel_auroc": math.nan, "x": [1.0, math.inf]})
     assert read_json(tmp_path / "m.json") == {"pixel_auroc": None, "x": [1.0, None]}
+
+
+def test_read_yaml_mapping_names_the_file_on_bad_input(tmp_path) -> None:
+    good = tmp_path / "good.yaml"
+    good.write_text("dataset: embedded\nseeds: [0, 1]\n")
+    assert read_yaml_mapping(good, ValueError, "dataset") == {"dataset": "embedded", "seeds": [0, 1]}
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("dataset: [unclosed\n")
+    with pytest.raises(KeyError, match="broken.yaml: not valid YAML"):
+        read_yaml_mapping(broken, KeyError, "dataset")
+    listed = tmp_path / "list.yaml"
+    listed.write_text("- a\n- b\n")
+    with pytest.raises(ValueError, match=r"list.yaml: expected a mapping with dataset, seeds"):
+        read_yaml_mapping(listed, ValueError, "dataset, seeds")
