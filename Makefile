@@ -65,7 +65,7 @@ FORCE      ?=
 JOBS       ?=
 CLUSTER    ?=
 PARAMS     ?=
-RESULTS    ?= results
+RESULTS    ?= $(if $(filter cpu,$(PROFILE)),results/cpu,results)  # each profile its own tree (and reference)
 
 .PHONY: reproduce report reference
 
@@ -82,5 +82,5 @@ report: $(STAMP) | $(filter reproduce,$(MAKECMDGOALS)) ## notebooks 05-07 over R
 
 # the committed reference that `make reproduce` compares with: configs, metrics, losses, tables, REPORT.md (no
 # checkpoints, maps, predictions or figures); commit results/reference afterwards
-reference: $(STAMP) | $(filter reproduce,$(MAKECMDGOALS)) ## copy the curated subset of a finished RESULTS tree into results/reference
+reference: $(STAMP) | $(filter reproduce,$(MAKECMDGOALS)) ## copy the curated subset of a finished RESULTS tree into its reference (results/reference; results/cpu/reference)
 	$(PY) -m avaga_lib.cli reference --results-dir "$(RESULTS)"

@@ -203,8 +203,9 @@ def _run_report(args: argparse.Namespace) -> int:
 
 def _add_reference(p: argparse.ArgumentParser) -> None:
     p.add_argument("--results-dir", default="results", help="finished results tree to take the reference from")
-    p.add_argument("--reference-dir", default=str(Path("results") / "reference"),
-                   help="the reference (default: results/reference, committed)")
+    p.add_argument("--reference-dir", default=None,
+                   help="the reference (default: results/reference for the results tree 'results', else "
+                        "<results-dir>/reference, e.g. results/cpu/reference; committed)")
 
 
 def _run_reference(args: argparse.Namespace) -> int:
@@ -215,7 +216,8 @@ def _run_reference(args: argparse.Namespace) -> int:
     except report.ReportError as exc:
         print(f"reference: {exc}", file=sys.stderr)
         return 2
-    print(f"reference: {args.reference_dir} refreshed from {args.results_dir} ({', '.join(report.REFERENCE_FILES)} "
+    print(f"reference: {written.report_md.parent} refreshed from {args.results_dir} "
+          f"({', '.join(report.REFERENCE_FILES)} "
           f"per run; {len(written.tables)} tables; {written.report_md}); review `git diff --stat` and commit it")
     return 0
 

@@ -96,9 +96,11 @@ def binarize(x: Any, threshold: float) -> np.ndarray:
 def iou_per_image(pred_masks: Any, gt_masks: Any) -> np.ndarray:
     """IoU of predicted and ground-truth masks, one value per image (PROTOCOL_NOTES 10).
 
-    IoU = |P & G| / |P | G|. When both masks are empty the IoU is undefined and returned as NaN (excluded from
-    means); an empty ground truth with a non-empty prediction gives 0. Pass anomalous images only (the IoU of a
-    normal image is undefined by the protocol; report :func:`fp_area` for those).
+    IoU = |P & G| / |P | G|. When the ground-truth mask is empty the IoU is undefined whatever the prediction and
+    returned as NaN (excluded from means): such an image has no region to localize. Counting a non-empty prediction
+    as 0 while an empty one drops out (as before issue 13) punished only one of two equally uninformative answers
+    (ShanghaiTech: an anomalous frame whose mask is empty). Its false positives belong to :func:`fp_area`. Pass
+    anomalous images only (the IoU of a normal image is undefined by the protocol).
 
     Args:
         pred_masks: (N,H,W) or (N,1,H,W), bool or {0,1}; gt_masks: same shape.
@@ -110,7 +112,7 @@ def iou_per_image(pred_masks: Any, gt_masks: Any) -> np.ndarray:
     inter = np.logical_and(p, g).sum(axis=(1, 2)).astype(np.float64)
     union = np.logical_or(p, g).sum(axis=(1, 2)).astype(np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(union > 0, inter / np.maximum(union, 1), np.nan)
+        return np.where(g.any(axis=(1, 2)), inter / np.maximum(union, 1), np.nan)
 
 
 def mean_iou(pred_masks: Any, gt_masks: Any, labels: Any | None = None) -> float:
@@ -125,7 +127,7 @@ def mean_iou(pred_masks: Any, gt_masks: Any, labels: Any | None = None) -> float
     """
     ious = iou_per_image(*_mask_pair(pred_masks, gt_masks, labels))
     if ious.size == 0 or np.all(np.isnan(ious)):
-        warnings.warn("mean IoU undefined: no anomalous image with a non-empty prediction or mask", stacklevel=2)
+        warnings.warn("mean IoU undefined: no anomalous image with a non-empty mask", stacklevel=2)
         return float("nan")
     return float(np.nanmean(ious))
 
@@ -138,12 +140,15 @@ def pooled_iou(pred_masks: Any, gt_masks: Any, labels: Any | None = None) -> flo
         labels: optional (N,) image labels; when given only anomalous images (label 1) count.
 
     Returns:
-        Pooled IoU; NaN (with a warning) when every union is empty.
+        Pooled IoU over the images with a non-empty mask (as :func:`iou_per_image`); NaN (with a warning) when
+        there is none.
     """
     p, g = _mask_pair(pred_masks, gt_masks, labels)
+    has_region = g.any(axis=(1, 2))
+    p, g = p[has_region], g[has_region]
     union = int(np.logical_or(p, g).sum())
     if union == 0:
-        warnings.warn("pooled IoU undefined: every prediction and mask is empty", stacklevel=2)
+        warnings.warn("pooled IoU undefined: no image with a non-empty mask", stacklevel=2)
         return float("nan")
     return float(np.logical_and(p, g).sum() / union)
 

@@ -49,3 +49,12 @@ def reference_dir() -> Path:
     """The committed reference results (``results/reference``): read only as a reference, never as runs."""
     return results_dir() / "reference"
 
+
+def reference_for(results_tree: Path | str) -> Path:
+    """Where the reference of a results tree lives: ``results/reference`` for the default tree (the embedded smoke
+    study), ``<tree>/reference`` for any other (``results/cpu/reference`` for ``make reproduce PROFILE=cpu``), so
+    two profiles never overwrite each other's runs or reference."""
+    tree = Path(results_tree)
+    tree = tree if tree.is_absolute() else project_root() / tree
+    return reference_dir() if tree.resolve() == results_dir().resolve() else tree / "reference"
+

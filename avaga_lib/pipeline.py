@@ -36,7 +36,7 @@ from avaga_lib.config import RunConfig
 from avaga_lib.data import generate_dataset, resolve_root
 from avaga_lib.io import write_json, write_text
 from avaga_lib.job import DEFAULT_KERNEL, Job, Outcome, Runner, error_from_log, papermill_command, run_papermill
-from avaga_lib.paths import project_root, reference_dir
+from avaga_lib.paths import project_root, reference_dir, reference_for
 from avaga_lib.plan import (
     PipelineError,
     RunSpec,
@@ -246,12 +246,12 @@ def execute(
 
 
 def default_jobs(specs: Sequence[RunSpec], makeflags: str | None = None) -> int:
-    """Parallel runs when none were asked for: ``make -j N`` wins; else CPU-only smoke runs use every core and
-    GPU runs one per visible GPU.
+    """Parallel runs when none were asked for: ``make -j N`` wins; else CPU runs pinned to one thread (the smoke and
+    cpu profiles) use every core and GPU runs one per visible GPU.
 
     Small CPU runs scale badly across threads (measured in docs/PERFORMANCE.md: one thread per run is faster per
-    core than two), so on a CPU-only machine smoke runs go one per core; paper-profile CPU runs stay sequential
-    unless ``-j``/``JOBS`` says otherwise. The local cluster never puts two runs on one GPU
+    core than two), so on a CPU-only machine one-thread runs go one per core; paper-profile CPU runs (every thread)
+    stay sequential unless ``-j``/``JOBS`` says otherwise. The local cluster never puts two runs on one GPU
     (:func:`avaga_lib.scheduler.local_layout`).
     """
     asked = jobs_from_makeflags(makeflags)
@@ -259,7 +259,7 @@ def default_jobs(specs: Sequence[RunSpec], makeflags: str | None = None) -> int:
         return asked
     if torch.cuda.is_available():
         return max(1, min(len(scheduler.visible_gpus()), len(specs)))
-    if specs and all(s.config.profile == "smoke" for s in specs):
+    if specs and all(s.config.train.threads == 1 for s in specs):
         return max(1, min(os.cpu_count() or 1, len(specs)))
     return 1
 
@@ -285,11 +285,20 @@ def _report_fingerprints(results_dir: Path | str, notebooks: Sequence[str],
     reference results are an input of 07 (the comparison) only."""
     params = _report_parameters(results_dir, extra_parameters)
     return {n: inputs_fingerprint(absolute(results_dir), project_root() / "notebooks" / n, params,
-                                  reference_dir() if n.startswith("07") else None) for n in notebooks}
+                                  comparison_reference(results_dir) if n.startswith("07") else None)
+            for n in notebooks}
+
+
+def comparison_reference(results_dir: Path | str) -> Path:
+    """The reference a results tree is compared with: its own (:func:`avaga_lib.paths.reference_for`) when it has
+    one, else the committed ``results/reference``."""
+    own = reference_for(results_dir)
+    return own if own.is_dir() else reference_dir()
 
 
 def _report_parameters(results_dir: Path | str, extra_parameters: dict[str, Any] | None) -> dict[str, Any]:
-    return {"results_dir": str(results_dir), "train_if_missing": False, **(extra_parameters or {})}
+    return {"results_dir": str(results_dir), "train_if_missing": False,
+            "reference_dir": str(comparison_reference(results_dir)), **(extra_parameters or {})}
 
 
 def run_report_notebooks(

@@ -21,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 from avaga_lib import paths
-from avaga_lib.claims import Claim, evaluate_claims
+from avaga_lib.claims import TIE_TOLERANCE, Claim, evaluate_claims
 from avaga_lib.config import MIN_LATENT_GRID
 from avaga_lib.io import replace_dir, write_csv, write_text
 from avaga_lib.reference import CSV_NAME, Comparison, compare_with_reference, read_comparison
@@ -70,6 +70,7 @@ class ReportPaths:
 
 # What `make reference` copies of each run (no checkpoints, maps, predictions or figures: they are regenerated).
 REFERENCE_FILES: tuple[str, ...] = ("config.json", "metrics.json", "losses.csv", "calibration.json", "splits.json")
+REFERENCE_FIGURES = "fig_collapse_*.png"  # of <results>/figures/: the collapse figures (issue 13), a few small PNGs
 
 
 def headline_key(tables: dict[str, Table]) -> str | None:
@@ -122,7 +123,7 @@ def write_report(
     if compare and reference.resolve() != results_dir.resolve():
         comparison = reference_comparison(runs, reference)
         comparison_csv = write_csv(out / "tables" / CSV_NAME, comparison.frame)
-    md = render_report_md(runs, tables, claims, protocol_path, comparison)
+    md = render_report_md(runs, tables, claims, protocol_path, comparison, evaluate_claims(runs, questions=True))
     report_md = write_text(out / "REPORT.md", md)
     return ReportPaths(tables=written, report_md=report_md, runs_csv=runs_csv, comparison=comparison,
                        comparison_csv=comparison_csv)
@@ -171,7 +172,7 @@ def refresh_reference(results_dir: Path | str = "results", reference_dir: Path |
         ReportError: no finished run under ``results_dir``, or ``results_dir`` is the reference itself.
     """
     src = Path(results_dir)
-    dst = Path(reference_dir) if reference_dir is not None else paths.reference_dir()
+    dst = Path(reference_dir) if reference_dir is not None else paths.reference_for(src)
     if src.resolve() == dst.resolve():
         raise ReportError(f"{src} is the reference itself; give the results tree of a finished `make reproduce`")
     runs = collect_runs(src)
@@ -188,14 +189,21 @@ def refresh_reference(results_dir: Path | str = "results", reference_dir: Path |
                 if (run_dir / name).exists():
                     shutil.copy2(run_dir / name, target / name)
         replace_dir(tmp, dst / str(dataset))
+    for figure in sorted((src / "figures").glob(REFERENCE_FIGURES)):  # the collapse figures notebook 06 saved
+        (dst / "figures").mkdir(exist_ok=True)
+        shutil.copy2(figure, dst / "figures" / figure.name)
     shutil.rmtree(dst / "tables", ignore_errors=True)  # tables of every dataset are rewritten just below
     return write_report(dst, protocol_path=protocol_path, compare=False)
 
 
 def render_report_md(runs: pd.DataFrame, tables: dict[str, Table], claims: Iterable[Claim],
-                     protocol_path: Path | str | None = None, comparison: Comparison | None = None) -> str:
+                     protocol_path: Path | str | None = None, comparison: Comparison | None = None,
+                     questions: Iterable[Claim] = ()) -> str:
     """The text of REPORT.md: protocol, deviations, verdicts per claim, reproduced vs reference, every table."""
     lines = ["# AVAGA reproduction: measured results and verdicts", ""]
+    banner = scope_banner(runs)
+    if banner:
+        lines += [f"> {banner}", ""]
     lines += ["## Protocol", ""]
     for dataset, grp in runs.groupby("dataset"):
         seeds = sorted(set(int(s) for s in grp["seed"]))
@@ -220,7 +228,16 @@ def render_report_md(runs: pd.DataFrame, tables: dict[str, Table], claims: Itera
     if obs:
         lines += ["", "## Observations", ""] + [f"- {o}" for o in obs]
     lines += ["", "## Verdicts per claim", ""]
+    lines += [
+        "A category supports a claim when every seed (paired: the same seed trains both sides) agrees by more than "
+        f"{TIE_TOLERANCE}, contradicts it when every seed disagrees; otherwise the difference is within the seed "
+        "spread. Each verdict names the profile, image size, seeds and categories it rests on.",
+        "",
+    ]
     lines += [c.sentence() for c in claims]
+    if questions:
+        lines += ["", "## Study questions (issue 13; not claims of the paper)", ""]
+        lines += [c.sentence() for c in questions]
     if comparison is not None:
         lines += ["", comparison.markdown()]
     lines += ["", "## Tables", ""]
@@ -240,12 +257,13 @@ def _uniq(series: pd.Series) -> str:
 def deviations(runs: pd.DataFrame) -> list[str]:
     """Every way these runs differ from the paper's protocol, including the fallbacks each run recorded (notes)."""
     out: list[str] = []
-    profiles = set(runs["profile"])
-    if profiles - {"paper"}:
+    for profile in sorted(set(runs["profile"]) - {"paper"}):
+        grp = runs[runs["profile"] == profile]
+        what = ("a check of the pipeline, not a reproduction of the paper's values" if profile == "smoke" else
+                "the smallest study that can show a signal on a CPU, not the paper's budget: orderings, not values")
         out.append(
-            f"profile(s) {sorted(profiles - {'paper'})}: fewer epochs ({_uniq(runs['epochs'])} instead of 150) and "
-            f"smaller images ({_uniq(runs['image_size'])} px instead of 256) than App. A.1 — numbers are a smoke "
-            "check of the pipeline, not a reproduction of the paper's values"
+            f"profile {profile}: fewer epochs ({_uniq(grp['epochs'])} instead of 150) and smaller images "
+            f"({_uniq(grp['image_size'])} px instead of 256) than App. A.1 — {what}"
         )
     non_paper = sorted(set(runs["dataset"]) - {"mvtec", "stc"})
     if non_paper:
@@ -263,6 +281,17 @@ def deviations(runs: pd.DataFrame) -> list[str]:
         count = int(sum(n in ns for ns in runs["notes"]))
         out.append(f"recorded fallback ({count} runs): {n}")
     return out
+
+
+def scope_banner(runs: pd.DataFrame) -> str:
+    """The report's first line when its runs cannot judge localization (every run at a latent grid under 4x4)."""
+    sizes = pd.to_numeric(runs.get("image_size", pd.Series(dtype=float)), errors="coerce").dropna()
+    if sizes.empty or (sizes // 32 >= MIN_LATENT_GRID).any():
+        return ""
+    return (f"**A pipeline check, not a study.** Every run is at {_uniq(runs['image_size'])} px (profile "
+            f"{_uniq(runs['profile'])}): a latent grid under {MIN_LATENT_GRID}x{MIN_LATENT_GRID} cannot localize, so "
+            "no localization claim is tested here. `make reproduce PROFILE=cpu` is the smallest study that can show "
+            "a signal (results/reference holds its committed results).")
 
 
 def observations(runs: pd.DataFrame) -> list[str]:

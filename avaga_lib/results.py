@@ -18,7 +18,7 @@ from avaga_lib.io import read_json
 
 # Folders directly under results_dir that are not datasets (pipeline records, report output, scratch runs, and the
 # committed reference results, read only by avaga_lib.reference).
-NON_DATASET_DIRS = frozenset({"runs", "tables", "scratch", "bench", "figures", "reference"})
+NON_DATASET_DIRS = frozenset({"runs", "tables", "scratch", "bench", "figures", "reference", "cpu"})  # cpu: PROFILE=cpu
 # The evaluator's only score calibration: the normal validation split (PN 8); the transductive one is a metric
 # of its own (mean_accuracy_transductive). Shown in REPORT.md's protocol line.
 CALIBRATION = "validation"
@@ -129,3 +129,27 @@ def aggregate(runs: pd.DataFrame, metric: str) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(out, columns=cols)
+
+
+# The centred-Gaussian position prior scored like a method (issue 13: a method is credited only for beating position).
+# Its map knows nothing of the image, so its numbers are those of the test masks alone: the same in every run of a
+# category; the row takes them from the first run of each (dataset, category, seed).
+PRIOR_CENTER = "prior: centred Gaussian"
+_PRIOR_COLUMNS: dict[str, str] = {"pixel_auroc": "prior_center_pixel_auroc", "aupro": "prior_center_aupro",
+                                  "iou_val_quantile": "prior_center_iou_val_quantile"}
+
+
+def with_prior_rows(runs: pd.DataFrame) -> pd.DataFrame:
+    """``runs`` plus one :data:`PRIOR_CENTER` row per (dataset, category, seed) whose runs scored that prior (its
+    pixel AUROC, AUPRO and label-free IoU under the method's metric names; every other metric NaN)."""
+    if runs.empty or "prior_center_pixel_auroc" not in runs.columns:
+        return runs
+    scored = runs[runs["prior_center_pixel_auroc"].notna()]
+    rows = []
+    for (dataset, category, seed), grp in scored.groupby(["dataset", "category", "seed"], sort=False):
+        first = grp.iloc[0]
+        row = {"dataset": dataset, "category": category, "method": PRIOR_CENTER, "seed": seed,
+               "profile": first["profile"], "image_size": first["image_size"], "epochs": first["epochs"]}
+        row |= {metric: first.get(column, math.nan) for metric, column in _PRIOR_COLUMNS.items()}
+        rows.append(row)
+    return pd.concat([runs, pd.DataFrame(rows)], ignore_index=True) if rows else runs

@@ -47,7 +47,16 @@ LOST_WORKER_RETRIES = 2  # a run is resubmitted at most this often after its wor
 JOBQUEUE_KINDS = {"slurm": "SLURMCluster", "pbs": "PBSCluster", "lsf": "LSFCluster", "sge": "SGECluster"}
 CLUSTER_FILE_KEYS = ("kind", "workers", "job")
 RUN_RESOURCE = {"run": 1}  # a jobqueue worker has many cores but runs one run at a time
-POLL_S = 0.25
+POLL_S = 1.0  # progress-bar refresh: each poll asks the scheduler what is running (a run lasts minutes)
+# A run is one task of minutes that waits on its papermill subprocess: Dask's per-10 ms stack sampling, 500 ms system
+# and GIL monitors and 20 ms loop ticks only take CPU from the runs on a small machine (measured on 2 cores: the
+# client and workers used ~27% of a core with the defaults; docs/PERFORMANCE.md). Applies to clusters started here.
+QUIET_DASK: dict[str, Any] = {
+    "distributed.worker.profile.enabled": False,
+    "distributed.admin.system-monitor.interval": "5s",
+    "distributed.admin.system-monitor.gil.enabled": False,
+    "distributed.admin.tick.interval": "500ms",
+}
 CLUSTER_HELP = "local (default) | cuda | tcp://host:8786 | slurm | <cluster file>.yaml"
 
 
@@ -226,7 +235,7 @@ def open_session(choice: ClusterChoice, jobs: int = 1, use_gpus: bool = False, r
         log: progress lines (the dashboard address first).
         in_process: local cluster of threads instead of processes (tests with a stand-in runner).
     """
-    with ExitStack() as stack, dask.config.set({"distributed.scheduler.allowed-failures": int(retries)}):
+    with ExitStack() as stack, dask.config.set({**QUIET_DASK, "distributed.scheduler.allowed-failures": int(retries)}):
         if choice.kind == "local":
             session = _local_session(stack, jobs, visible_gpus() if use_gpus else [], in_process, log)
         elif choice.kind == "cuda":

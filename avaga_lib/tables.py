@@ -16,7 +16,7 @@ import pandas as pd
 
 from avaga_lib import study
 from avaga_lib.paper import PAPER_FILES, frame_value, paper_table
-from avaga_lib.results import aggregate
+from avaga_lib.results import PRIOR_CENTER, aggregate, with_prior_rows
 
 THRESHOLDS: tuple[float, ...] = (0.2, 0.3, 0.4, 0.5, 0.6)  # Table 7
 # Threshold-free metrics the paper lacks (PN 11), reported per method.
@@ -150,7 +150,8 @@ def _fmt(value: float, digits: int = 2) -> str:
 def _markdown(frame: pd.DataFrame, methods: Sequence[str], with_paper: bool, max_seeds: int) -> str:
     header = ["category"]
     for m in methods:
-        header += [f"{m} ours", f"{m} paper", "Δ"] if with_paper else [m]
+        shown = f"{m} (remedy)" if m in study.REMEDIES else m
+        header += [f"{shown} ours", f"{m} paper", "Δ"] if with_paper else [shown]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
     for _, r in frame.iterrows():
         cells = [f"**{r['category']}**" if r["category"] == "mean" else str(r["category"])]
@@ -223,6 +224,9 @@ def threshold_table(runs: pd.DataFrame, dataset: str, method: str = "AVAGA-R_u")
 
 
 THRESHOLD_METHOD = "AVAGA-R_u"  # the run Table 7 studies
+# Columns of Tables 2-5: the paper's runs in its order, then the trained remedies (issue 13), labelled, never in
+# the recipe's place (the recipe stays the headline).
+MAIN_COLUMNS: tuple[str, ...] = (*study.MAIN_METHODS, *study.REMEDIES)
 
 
 def table_metrics(method: str) -> tuple[str, ...]:
@@ -230,9 +234,9 @@ def table_metrics(method: str) -> tuple[str, ...]:
     (ablations), mean accuracy in Tables 3/5 (main runs), the extra metrics for every run, and the IoU at each
     threshold of Table 7 for :data:`THRESHOLD_METHOD`."""
     out: list[str] = []
-    if method in study.MAIN_METHODS or method in study.ABLATION_METHODS:
+    if method in MAIN_COLUMNS or method in study.ABLATION_METHODS:
         out.append("iou")
-    if method in study.MAIN_METHODS:
+    if method in MAIN_COLUMNS:
         out.append("mean_accuracy")
     out += EXTRA_METRICS
     if method == THRESHOLD_METHOD:
@@ -246,12 +250,14 @@ def build_tables(runs: pd.DataFrame) -> dict[str, Table]:
     if runs.empty:
         return tables
     for dataset in sorted(set(runs["dataset"])):
+        tables[f"{dataset}_summary"] = summary_table(runs, dataset)
         is_stc = dataset == "stc"
         t_iou, t_acc = ("Table 4", "Table 5") if is_stc else ("Table 2", "Table 3")
         for metric, tname, label in (("iou", t_iou, "IoU"), ("mean_accuracy", t_acc, "mean accuracy")):
             key = f"{dataset}_{tname.lower().replace(' ', '')}_{metric}"
             tables[key] = comparison_table(
-                runs, dataset, metric, study.MAIN_METHODS, "main", key, f"{tname} ({dataset}): {label} per category"
+                runs, dataset, metric, MAIN_COLUMNS, "main", key,
+                f"{tname} ({dataset}): {label} per category (remedies of issue 13 beside the paper's recipe)",
             )
         key = f"{dataset}_table8_ablation_iou"
         sub = runs[runs["dataset"] == dataset]
@@ -273,3 +279,81 @@ def build_tables(runs: pd.DataFrame) -> dict[str, Table]:
                     "paper)",
                 )
     return tables
+
+
+# The study's one-glance table (issue 13): every run of a dataset on the metrics that say whether a map localizes.
+SUMMARY_METRICS: tuple[tuple[str, str], ...] = (
+    ("pixel_auroc", "pixel AUROC (anomaly map)"),  # AVAGA: 1 - A (or A^{c_a}); baselines: the residual map
+    ("pixel_auroc_recon", "pixel AUROC (recon map)"),  # |x - x_hat| of every run, on equal terms
+    ("aupro", "AUPRO"),
+    ("iou", "IoU@0.5"),  # label-free threshold (PN 16)
+    ("image_auroc", "image AUROC"),
+    ("mean_accuracy", "mean accuracy"),
+)
+
+
+def summary_order(methods: Sequence[str]) -> list[str]:
+    """The summary's rows: each paper run followed by its remedies, then the ablations, baselines and the prior."""
+    present = set(methods)
+    order: list[str] = []
+    for run in study.RUNS:
+        if run.group == "main":
+            order += [run.name, *(r for r in study.REMEDIES if r.startswith(f"{run.name}-"))]
+    order += [*study.ABLATIONS, *study.BASELINES, PRIOR_CENTER]
+    order += sorted(present - set(order))  # runs outside the registry (none today) last
+    return [m for m in order if m in present]
+
+
+def _role(method: str) -> str:
+    if method == PRIOR_CENTER:
+        return "position prior"
+    if method in study.REMEDIES:
+        return "remedy (issue 13)"
+    return {"main": "paper recipe", "ablations": "ablation", "baselines": "baseline"}.get(
+        study.get(method).group if method in study.names() else "", "other")
+
+
+def _seed_means(sub: pd.DataFrame, metric: str) -> pd.Series:
+    """Per seed: the mean over categories of ``metric`` (seeds missing a category are dropped)."""
+    if metric not in sub.columns:
+        return pd.Series(dtype=float)
+    valid = sub[sub[metric].notna()]
+    n_cats = sub["category"].nunique()
+    per_seed = valid.groupby("seed")[metric].agg(["mean", "count"])
+    return per_seed.loc[per_seed["count"] == n_cats, "mean"].astype(float)
+
+
+def summary_table(runs: pd.DataFrame, dataset: str) -> Table:
+    """Rows = runs (the paper's recipe first, each remedy under it, baselines, the centred-Gaussian prior);
+    columns = :data:`SUMMARY_METRICS` as mean ± sample std over seeds of the per-seed mean over categories."""
+    sub = with_prior_rows(runs[runs["dataset"] == dataset])
+    rows: list[dict[str, Any]] = []
+    for m in summary_order(list(dict.fromkeys(sub["method"]))):
+        own = sub[sub["method"] == m]
+        row: dict[str, Any] = {"method": m, "role": _role(m), "n_categories": int(own["category"].nunique())}
+        for metric, _ in SUMMARY_METRICS:
+            vals = _seed_means(own, metric)
+            row[metric] = float(vals.mean()) if len(vals) else math.nan
+            row[f"{metric}_std"] = float(vals.std(ddof=1)) if len(vals) > 1 else math.nan
+            row[f"{metric}_n"] = len(vals)
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    header = ["run", "role", *(label for _, label in SUMMARY_METRICS)]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
+    for _, r in frame.iterrows():
+        cells = [f"**{r['method']}**" if r["role"] == "paper recipe" else str(r["method"]), str(r["role"])]
+        for metric, _ in SUMMARY_METRICS:
+            cell = _fmt(r[metric], 3)
+            cells.append(cell + (f" ± {_fmt(r[f'{metric}_std'], 3)}" if not math.isnan(r[f"{metric}_std"]) else ""))
+        lines.append("| " + " | ".join(cells) + " |")
+    seeds = sorted({int(s) for s in sub["seed"]}) if not sub.empty else []
+    notes = [
+        f"dataset {dataset}; profile {', '.join(sorted(set(sub['profile'].dropna()))) or 'n/a'}; image size "
+        f"{', '.join(str(int(v)) for v in sorted(set(sub['image_size'].dropna())))} px; seeds {seeds}; "
+        f"categories {sorted(set(sub['category']))}",
+        "cell = mean ± sample std over seeds of the per-seed mean over categories (std only with 2+ seeds)",
+        "the prior's map is a centred Gaussian that never sees the image: a run localizes only where it beats it",
+    ]
+    md = _NO_PIXEL_MASKS_MD if lacks_pixel_masks(runs, dataset) else "\n".join(lines) + "\n"
+    return Table(f"{dataset}_summary", f"Summary ({dataset}): every run on the localization and detection metrics",
+                 frame, md, notes)

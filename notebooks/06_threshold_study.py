@@ -106,7 +106,8 @@ for anchor in (0.0, 0.1):
     toy = {label: pd.DataFrame(toy_collapse(norm, constraint, steps=200, anchor=anchor)).rename(columns={"step": "epoch"})
            for label, (norm, constraint) in toy_cases.items()}
     plots.plot_loss_curves(toy, title=f"toy, anchor={anchor} (x axis: Adam step)",
-                           terms=("attn_mean", "amap_frac", "raw_mean", "raw_max"))
+                           terms=("attn_mean", "amap_frac", "raw_mean", "raw_max"),
+                           path=base / "figures" / f"fig_collapse_toy_anchor{anchor:g}.png")
     plt.show()
     display(pd.DataFrame({k: v.iloc[-1] for k, v in toy.items()}).T.drop(columns="epoch").round(3))
 
@@ -119,5 +120,6 @@ for (dataset, category), group in avaga.groupby(["dataset", "category"]):
     histories = {r["method"]: pd.read_csv(Path(r["run_dir"]) / "losses.csv") for _, r in group.iterrows()
                  if (Path(r["run_dir"]) / "losses.csv").exists()}
     if histories:
-        plots.plot_loss_curves(histories, title=f"{dataset}/{category} collapse diagnostics", terms=COLLAPSE_TERMS)
+        plots.plot_loss_curves(histories, title=f"{dataset}/{category} collapse diagnostics", terms=COLLAPSE_TERMS,
+                               path=base / "figures" / f"fig_collapse_{dataset}_{category}.png")
         plt.show()

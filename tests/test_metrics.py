@@ -45,17 +45,17 @@ def test_iou_hand_cases() -> None:
     gt[0, :2, :2] = True  # 4 px
     pred[0, :2, :] = True  # 8 px, 4 shared -> 4/8
     gt[1, 0, 0] = True  # prediction empty -> 0
-    pred[2, 0, 0] = True  # gt empty, pred not -> 0
+    pred[2, 0, 0] = True  # gt empty, pred not -> undefined (no region to localize), like image 3
     # image 3: both empty -> NaN
     iou = M.iou_per_image(pred, gt)
-    assert iou[:3] == pytest.approx([0.5, 0.0, 0.0])
-    assert np.isnan(iou[3])
-    assert M.mean_iou(pred, gt) == pytest.approx(0.5 / 3)
-    assert M.mean_iou(pred, gt, labels=[1, 1, 0, 0]) == pytest.approx(0.25)  # normals excluded
-    assert M.pooled_iou(pred, gt, labels=[1, 1, 0, 0]) == pytest.approx(4 / 9)  # (4+0)/(8+1)
+    assert iou[:2] == pytest.approx([0.5, 0.0])
+    assert np.isnan(iou[2]) and np.isnan(iou[3])
+    assert M.mean_iou(pred, gt) == pytest.approx(0.25)
+    assert M.mean_iou(pred, gt, labels=[1, 1, 1, 0]) == pytest.approx(0.25)  # an empty-mask frame: no help, no harm
+    assert M.pooled_iou(pred, gt, labels=[1, 1, 1, 0]) == pytest.approx(4 / 9)  # (4+0)/(8+1): image 2 is left out
     # (N,1,H,W) torch float input is accepted
     assert M.mean_iou(torch.from_numpy(pred[:, None]).float(), torch.from_numpy(gt[:, None]).float()) == pytest.approx(
-        0.5 / 3
+        0.25
     )
     with pytest.warns(UserWarning, match="undefined"):
         assert np.isnan(M.mean_iou(pred[3:], gt[3:]))

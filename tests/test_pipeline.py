@@ -147,15 +147,17 @@ def test_jobs_from_makeflags() -> None:
     assert pipeline.jobs_from_makeflags(" -- DATASET=jj") == 1
 
 
-def test_default_jobs_parallel_only_for_cpu_smoke_runs(monkeypatch) -> None:
+def test_default_jobs_parallel_only_for_one_thread_cpu_runs(monkeypatch) -> None:
     import torch
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(pipeline.os, "cpu_count", lambda: 2)
     smoke = pipeline.plan_runs(dataset="embedded", categories=["weave"], variants=["main"])
+    cpu = pipeline.plan_runs(dataset="embedded", categories=["weave"], variants=["main"], profile="cpu")
     paper = pipeline.plan_runs(dataset="embedded", categories=["weave"], variants=["main"], profile="paper",
                                overrides={"image_size": 256})  # the smoke file pins 64 px: too small for paper
     assert pipeline.default_jobs(smoke, makeflags="") == 2
+    assert pipeline.default_jobs(cpu, makeflags="") == 2  # the cpu profile pins one thread per run too
     assert pipeline.default_jobs(paper, makeflags="") == 1
     assert pipeline.default_jobs(paper, makeflags=" -j4") == 4
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)

@@ -14,8 +14,9 @@ from avaga_lib.config import make_config
 from avaga_lib.io import write_json
 
 
-def fake_run(base: Path, dataset: str, category: str, overrides: dict, metrics: dict, profile: str = "smoke") -> Path:
-    """Write config.json + metrics.json where the results contract puts them."""
+def fake_run(base: Path, dataset: str, category: str, overrides: dict, metrics: dict, profile: str = "cpu") -> Path:
+    """Write config.json + metrics.json where the results contract puts them (cpu profile: 128 px, a 4x4 latent grid
+    that can test localization claims)."""
     cfg = make_config(profile, {"data.dataset": dataset, "data.category": category, "results_dir": str(base),
                                 **overrides})
     cfg.save(cfg.run_dir / "config.json")
@@ -157,7 +158,7 @@ def test_write_report_files(mvtec_tree: Path, tmp_path: Path) -> None:
     assert "AVAGA-R_u_paper" in csv.columns and csv["category"].iloc[-1] == "mean"
     text = paths.report_md.read_text()
     assert "## Verdicts per claim" in text and "in 1 of 2 categories" in text
-    assert "## Deviations from the paper" in text and "smoke" in text
+    assert "## Deviations from the paper" in text and "profile cpu" in text
     assert text.index("Table 2 (mvtec)") < text.index("Table 3 (mvtec)")
 
 
@@ -261,3 +262,76 @@ def test_differences_below_two_decimals_are_ties_not_support(tmp_path: Path) -> 
     acc = claims["AVAGA-R_u classifies better than the best baseline (mean accuracy)"]
     assert (iou.k, iou.ties, iou.verdict) == (0, 1, "tie (no difference measured)")
     assert (acc.k, acc.ties, acc.verdict) == (0, 0, "does not hold")
+
+
+# ------------------------------------------------------------------ issue 13: verdicts beyond the seed spread
+
+
+def _seeded(base: Path, overrides: dict, values: dict[int, float], metric: str = "iou", **extra: float) -> None:
+    for seed, value in values.items():
+        fake_run(base, "embedded", "granite", {**overrides, "train.seed": seed}, {metric: value, **extra})
+
+
+def test_verdict_needs_every_paired_seed(tmp_path: Path) -> None:
+    """Means that order as claimed are not enough: a seed that disagrees leaves the difference within the spread."""
+    agree, mixed = tmp_path / "agree", tmp_path / "mixed"
+    _seeded(agree, RU, {0: 0.10, 1: 0.20, 2: 0.30})
+    _seeded(agree, RW, {0: 0.15, 1: 0.26, 2: 0.33})  # every seed better by > 0.005
+    _seeded(mixed, RU, {0: 0.10, 1: 0.20, 2: 0.30})
+    _seeded(mixed, RW, {0: 0.30, 1: 0.19, 2: 0.29})  # mean better (0.26 vs 0.20) but seeds 1 and 2 worse
+    text = "AVAGA-R_w localizes better than AVAGA-R_u (IoU)"
+    holds = {c.claim: c for c in report.evaluate_claims(report.collect_runs(agree))}[text]
+    spread = {c.claim: c for c in report.evaluate_claims(report.collect_runs(mixed))}[text]
+    assert (holds.verdict, holds.clear, holds.k) == ("holds", 1, 1)
+    assert holds.ci is not None and holds.ci[0] > 0  # 3 paired cells: all positive
+    assert (spread.k, spread.clear, spread.against) == (1, 0, 0)
+    assert spread.verdict == "within seed spread (undecided)"
+    assert spread.ci is not None and spread.ci[0] < 0 < spread.ci[1]
+    assert "seeds [0, 1, 2]" in spread.sentence() and "128 px" in spread.sentence() and "profile cpu" in spread.basis
+
+
+def test_localization_claims_cannot_be_tested_on_a_2x2_latent_grid(tmp_path: Path) -> None:
+    base = tmp_path / "r"
+    for overrides, iou, acc in ((RU, 0.1, 0.5), (RW, 0.3, 0.7)):
+        fake_run(base, "embedded", "weave", overrides, {"iou": iou, "mean_accuracy": acc}, profile="smoke")
+    runs = report.collect_runs(base)
+    claims = {c.claim: c for c in report.evaluate_claims(runs)}
+    iou = claims["AVAGA-R_w localizes better than AVAGA-R_u (IoU)"]
+    assert iou.verdict == "cannot test" and "2x2" in iou.sentence()
+    assert claims["AVAGA-R_w classifies better than AVAGA-R_u (mean accuracy)"].verdict == "holds"
+    md = report.render_report_md(runs, report.build_tables(runs), claims.values())
+    assert md.splitlines()[2].startswith("> **A pipeline check, not a study.**")
+
+
+def test_summary_table_puts_the_recipe_first_and_scores_the_prior(tmp_path: Path) -> None:
+    base = tmp_path / "r"
+    prior = {"prior_center_pixel_auroc": 0.6, "prior_center_aupro": 0.2}
+    _seeded(base, RU, {0: 0.50, 1: 0.54}, "pixel_auroc", **prior)
+    _seeded(base, {**RU, "model.attention_norm": "max"}, {0: 0.70, 1: 0.74}, "pixel_auroc", **prior)
+    _seeded(base, {**RU, **L2}, {0: 0.90, 1: 0.92}, "pixel_auroc", **prior)
+    runs = report.collect_runs(base)
+    table = report.build_tables(runs)["embedded_summary"]
+    frame = table.frame.set_index("method")
+    assert list(frame.index) == ["AVAGA-R_u", "AVAGA-R_u-maxnorm", "AE-L2", "prior: centred Gaussian"]
+    assert frame.loc["AVAGA-R_u", "role"] == "paper recipe"
+    assert frame.loc["AVAGA-R_u-maxnorm", "role"].startswith("remedy")
+    assert frame.loc["AVAGA-R_u", "pixel_auroc"] == pytest.approx(0.52)
+    assert frame.loc["AVAGA-R_u", "pixel_auroc_std"] == pytest.approx(0.02 * math.sqrt(2))
+    assert frame.loc["prior: centred Gaussian", "pixel_auroc"] == pytest.approx(0.6)
+    assert "| **AVAGA-R_u** | paper recipe | 0.520 ± 0.028 |" in table.markdown
+    questions = {c.claim: c for c in report.evaluate_claims(runs, questions=True)}
+    position = questions["AVAGA-R_u's attention map beats the centred-Gaussian position prior (pixel AUROC)"]
+    assert position.verdict == "does not hold"  # 0.50 / 0.54 vs 0.6 in both seeds
+    remedy = questions["AVAGA-R_u-maxnorm localizes better than the literal AVAGA-R_u (pixel AUROC)"]
+    assert remedy.verdict == "holds"
+
+
+def test_remedies_sit_beside_the_recipe_in_table2(tmp_path: Path) -> None:
+    base = tmp_path / "r"
+    fake_run(base, "mvtec", "bottle", RU, {"iou": 0.2, "mean_accuracy": 0.6})
+    fake_run(base, "mvtec", "bottle", {**RU, "loss.attention_constraint": "size_barrier"}, {"iou": 0.3,
+                                                                                           "mean_accuracy": 0.6})
+    t = report.build_tables(report.collect_runs(base))["mvtec_table2_iou"]
+    assert "AVAGA-R_u-size (remedy) ours" in t.markdown
+    assert t.markdown.index("AVAGA-R_u ours") < t.markdown.index("AVAGA-R_u-size (remedy) ours")
+    assert math.isnan(t.frame.set_index("category").loc["bottle", "AVAGA-R_u-size_paper"])  # no paper column
