@@ -65,7 +65,8 @@ FORCE      ?=
 JOBS       ?=
 CLUSTER    ?=
 PARAMS     ?=
-RESULTS    ?= $(if $(filter cpu,$(PROFILE)),results/cpu,results)  # each profile its own tree (and reference)
+# each profile its own results tree (and reference): PROFILE=cpu -> results/cpu (a comment after ?= would add spaces)
+RESULTS    ?= $(if $(filter cpu,$(PROFILE)),results/cpu,results)
 
 .PHONY: reproduce report reference
 
