@@ -126,6 +126,8 @@ def _add_pipeline(p: argparse.ArgumentParser) -> None:
 
 EMBEDDED_NOTE = ("pipeline: the embedded default is a check that the pipeline runs end to end on synthetic images, not "
                  "evidence about the paper's claims (that needs DATASET=mvtec ROOT=... PROFILE=paper)")
+EMBEDDED_CPU_NOTE = ("pipeline: synthetic images at the cpu profile (128 px, 4x4 latent grid): the smallest study that "
+                     "can show a signal; it tests orderings on one synthetic category, not the paper's values")
 
 
 def _report_step(args: argparse.Namespace) -> list[pipeline.Outcome]:
@@ -158,8 +160,9 @@ def _run_pipeline(args: argparse.Namespace) -> int:
             state = "finished" if pipeline.is_finished(s) else "to run"
             print(f"{s.label:60s} {s.notebook.name:36s} {state}")
         return 0
-    if any(s.config.data.dataset == "embedded" for s in specs):
-        print(EMBEDDED_NOTE)
+    embedded = [s for s in specs if s.config.data.dataset == "embedded"]
+    if embedded:
+        print(EMBEDDED_CPU_NOTE if all(s.config.profile == "cpu" for s in embedded) else EMBEDDED_NOTE)
     jobs = args.jobs or pipeline.default_jobs(specs)
     cluster = args.cluster if args.cluster is not None else _params_cluster(args.params, args.dataset)
     print(f"pipeline: {len(specs)} runs planned" + ("" if cluster else f", {jobs} at a time"))
