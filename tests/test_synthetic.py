@@ -127,3 +127,25 @@ def test_written_anomalies_are_the_generator_function(tmp_path: Path) -> None:
         img, mask, defect = anomalous_test_image("washer", 0, i, 32)
         np.testing.assert_array_equal(_arr(root / "washer" / "test" / defect / "000.png"), img)
         np.testing.assert_array_equal(_arr(root / "washer" / "ground_truth" / defect / "000_mask.png"), mask)
+
+
+def test_a_copy_from_an_older_generator_is_regenerated(tmp_path, monkeypatch) -> None:
+    """The pipeline's embedded source must not reuse images of an older generator version (v1 centred its defects)."""
+    import json
+
+    import pytest
+
+    from avaga_lib.config import DataConfig
+    from avaga_lib.data import sources, synthetic
+
+    root = tmp_path / "embedded"
+    root.mkdir()
+    (root / synthetic.MARKER).write_text(json.dumps({"generator_version": synthetic.GENERATOR_VERSION - 1}))
+    calls = []
+    monkeypatch.setattr(synthetic, "generate_dataset", lambda r: calls.append(r) or r)
+    with pytest.warns(UserWarning, match="older embedded generator"):
+        sources._prepare_embedded(root, DataConfig())
+    assert calls == [root]
+    (root / synthetic.MARKER).write_text(json.dumps({"generator_version": synthetic.GENERATOR_VERSION}))
+    sources._prepare_embedded(root, DataConfig())
+    assert calls == [root]  # a current copy is used as it is

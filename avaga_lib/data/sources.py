@@ -10,6 +10,7 @@ Import direction (no cycle): ``dataset`` -> ``sources`` -> ``mtd`` / ``stc`` / `
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,8 +43,12 @@ class DataSource:
 
 
 def _prepare_embedded(root: Path, cfg: DataConfig) -> Path:
-    """Generate the embedded set with the generator's defaults unless a complete copy is there."""
-    if not (root / synthetic.MARKER).is_file():
+    """Generate the embedded set with the generator's defaults unless a complete copy of this generator version is
+    there (a copy left by an older generator is replaced, with a warning)."""
+    if (root / synthetic.MARKER).is_file() and not synthetic.is_current(root):
+        warnings.warn(f"{root} was made by an older embedded generator; regenerating it with version "
+                      f"{synthetic.GENERATOR_VERSION} (results of the old images are not comparable)", stacklevel=2)
+    if not synthetic.is_current(root):
         synthetic.generate_dataset(root)  # looked up on the module at call time (tests substitute a tiny one)
     return root
 

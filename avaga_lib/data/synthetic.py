@@ -308,6 +308,13 @@ def is_complete(root: Path | str, params: dict | None = None) -> bool:
     return params is None or read_json(marker) == params
 
 
+def is_current(root: Path | str) -> bool:
+    """True when ``root`` holds a finished dataset made by this :data:`GENERATOR_VERSION` (whatever its sizes): an
+    older generator's images (v1 put defects where a centred prior finds them) must be regenerated, not reused."""
+    marker = Path(root) / MARKER
+    return marker.is_file() and read_json(marker).get("generator_version") == GENERATOR_VERSION
+
+
 def generate_dataset(
     root: Path | str,
     seed: int = 0,
