@@ -163,3 +163,17 @@ def test_refresh_reference_copies_the_curated_subset(tmp_path: Path) -> None:
         report.refresh_reference(tmp_path / "empty", ref)
     with pytest.raises(report.ReportError, match="is the reference itself"):
         report.refresh_reference(ref, ref)
+
+
+def test_each_results_tree_has_its_own_reference(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """PROFILE=cpu writes results/cpu and compares with results/cpu/reference; a tree without one falls back."""
+    from avaga_lib import paths, pipeline
+
+    root = tmp_path.resolve()
+    monkeypatch.setenv("AVAGA_PROJECT_ROOT", str(root))
+    assert paths.reference_for("results") == root / "results" / "reference"
+    assert paths.reference_for("results/cpu") == root / "results" / "cpu" / "reference"
+    assert paths.reference_for(root / "elsewhere") == root / "elsewhere" / "reference"
+    assert pipeline.comparison_reference("results/cpu") == root / "results" / "reference"  # none of its own yet
+    (root / "results" / "cpu" / "reference").mkdir(parents=True)
+    assert pipeline.comparison_reference("results/cpu") == root / "results" / "cpu" / "reference"
