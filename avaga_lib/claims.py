@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from avaga_lib.config import MIN_LATENT_GRID
+from avaga_lib.config import MIN_LATENT_GRID, latent_side
 from avaga_lib.results import PRIOR_CENTER, aggregate, with_prior_rows
-from avaga_lib.study import BASELINES
+from avaga_lib.study import BASELINES, REMEDIES
 from avaga_lib.tables import NO_PIXEL_MASKS, PIXEL_METRICS, THRESHOLDS, lacks_pixel_masks, threshold_table
 
 
@@ -150,9 +150,9 @@ def _untestable(runs: pd.DataFrame, dataset: str, methods: Sequence[str], metric
     4x4 (its attention map has that many cells; a baseline's residual map and the prior are per pixel)."""
     sub = runs[(runs["dataset"] == dataset) & runs["method"].isin(methods) & runs["method"].str.startswith("AVAGA")]
     sizes = pd.to_numeric(sub["image_size"], errors="coerce").dropna()
-    if metric not in LOCALIZATION_METRICS or sizes.empty or (sizes // 32 >= MIN_LATENT_GRID).any():
+    if metric not in LOCALIZATION_METRICS or sizes.empty or (latent_side(sizes) >= MIN_LATENT_GRID).any():
         return ""
-    side = int(sizes.max()) // 32
+    side = latent_side(int(sizes.max()))
     return (f"at {int(sizes.max())} px the latent grid is {side}x{side}, under {MIN_LATENT_GRID}x{MIN_LATENT_GRID}: "
             "an attention map of so few cells cannot localize, so this budget cannot test a localization claim "
             "(PROFILE=cpu or paper can)")
@@ -183,7 +183,7 @@ CLAIMS: tuple[tuple[str, str, str, Any, Any], ...] = (
 # Questions of this study (issue 13), not claims of the paper: does a map beat position, does a remedy help?
 _REMEDY_QUESTIONS = tuple(
     (f"{r} localizes better than the literal AVAGA-R_u (pixel AUROC)", "issue 13, remedy", "pixel_auroc", r,
-     "AVAGA-R_u") for r in ("AVAGA-R_u-maxnorm", "AVAGA-R_u-gain", "AVAGA-R_u-size")
+     "AVAGA-R_u") for r in REMEDIES if r.startswith("AVAGA-R_u-")
 )
 STUDY_QUESTIONS: tuple[tuple[str, str, str, Any, Any], ...] = (
     ("AVAGA-R_u's attention map beats the centred-Gaussian position prior (pixel AUROC)", "issue 13, position",

@@ -220,6 +220,12 @@ _SUBCONFIGS: dict[tuple[type, str], type] = {
 # on this 2-core machine (issue 13; docs/PROTOCOL.md "Profiles"); paper = the protocol of the paper's Appendix A.1.
 CPU_EPOCHS = 15  # AE-L2's loss flattens by then on the embedded data at 128 px (docs/PROTOCOL.md "Profiles")
 MIN_LATENT_GRID = 4  # the encoders downsample 32x: 128 px -> 4x4 latent cells; fewer cannot localize (issue 13)
+ENCODER_STRIDE = 32  # the encoders downsample 32x: the side of the latent grid (and of the attention map's cells)
+
+
+def latent_side(image_size: Any) -> Any:
+    """Side of the latent grid of an image side (an int, or a pandas Series of sides): ``image_size // 32``."""
+    return image_size // ENCODER_STRIDE
 LOCALIZING_PROFILES: tuple[str, ...] = ("cpu", "paper")  # profiles that judge localization: latent grid >= 4x4
 PROFILES: dict[str, dict[str, Any]] = {
     "smoke": {
@@ -339,11 +345,12 @@ def _check_options(cfg: RunConfig) -> None:
             raise ValueError(f"{key} '{value}' unknown; choose one of {allowed}")
     if cfg.data.image_size % 32 != 0:
         raise ValueError(f"data.image_size={cfg.data.image_size} must be a multiple of 32 (64, 128, 256)")
-    if cfg.profile in LOCALIZING_PROFILES and cfg.data.image_size // 32 < MIN_LATENT_GRID:
-        grid = cfg.data.image_size // 32
+    if cfg.profile in LOCALIZING_PROFILES and latent_side(cfg.data.image_size) < MIN_LATENT_GRID:
+        grid = latent_side(cfg.data.image_size)
         raise ValueError(f"data.image_size={cfg.data.image_size} gives a {grid}x{grid} latent grid: the {cfg.profile} "
                          f"profile judges localization and needs at least {MIN_LATENT_GRID}x{MIN_LATENT_GRID} "
-                         f"(image_size >= {32 * MIN_LATENT_GRID}); use the smoke profile for a pipeline check")
+                         f"(image_size >= {ENCODER_STRIDE * MIN_LATENT_GRID}); use the smoke profile for a pipeline "
+                         "check")
     if not 0.0 < cfg.eval.val_quantile < 1.0:
         raise ValueError(f"eval.val_quantile={cfg.eval.val_quantile} must be in (0, 1), e.g. 0.99")
     if cfg.train.threads < 0:

@@ -22,7 +22,7 @@ import pandas as pd
 
 from avaga_lib import paths
 from avaga_lib.claims import TIE_TOLERANCE, Claim, evaluate_claims
-from avaga_lib.config import MIN_LATENT_GRID
+from avaga_lib.config import MIN_LATENT_GRID, latent_side
 from avaga_lib.io import replace_dir, write_csv, write_text
 from avaga_lib.reference import CSV_NAME, Comparison, compare_with_reference, read_comparison
 from avaga_lib.results import ReportError, aggregate, collect_runs
@@ -286,7 +286,7 @@ def deviations(runs: pd.DataFrame) -> list[str]:
 def scope_banner(runs: pd.DataFrame) -> str:
     """The report's first line when its runs cannot judge localization (every run at a latent grid under 4x4)."""
     sizes = pd.to_numeric(runs.get("image_size", pd.Series(dtype=float)), errors="coerce").dropna()
-    if sizes.empty or (sizes // 32 >= MIN_LATENT_GRID).any():
+    if sizes.empty or (latent_side(sizes) >= MIN_LATENT_GRID).any():
         return ""
     return (f"**A pipeline check, not a study.** Every run is at {_uniq(runs['image_size'])} px (profile "
             f"{_uniq(runs['profile'])}): a latent grid under {MIN_LATENT_GRID}x{MIN_LATENT_GRID} cannot localize, so "
@@ -310,7 +310,7 @@ def observations(runs: pd.DataFrame) -> list[str]:
                 "trained remedies are their own registry runs). IoU orderings between such runs are ties."
             )
     if "image_size" in runs:
-        small = runs[pd.to_numeric(runs["image_size"], errors="coerce") // 32 < MIN_LATENT_GRID]
+        small = runs[latent_side(pd.to_numeric(runs["image_size"], errors="coerce")) < MIN_LATENT_GRID]
         if len(small):
             sizes = ", ".join(f"{int(v)} px" for v in sorted(set(small["image_size"])))
             out.append(
