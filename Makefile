@@ -42,8 +42,8 @@ lab: $(STAMP) ## open JupyterLab on notebooks/
 bench: $(STAMP) ## benchmark: throughput, attention cost, data-wait, eval speed, memory -> results/bench/
 	$(PY) -m avaga_lib.cli bench
 
-gpu-study: $(STAMP) ## CUDA only, ~10 min of an H200: paper profile on MTD + embedded, literal AVAGA + remedies + AE baselines -> results/gpu_study/
-	$(PY) -m benchmarks.gpu_study
+gpu-study: $(STAMP) ## CUDA only, ~10 min of an H200: paper profile on MTD + embedded, literal AVAGA + remedies + AE baselines -> results/gpu_study/ [PLANS=params/mtd_cpu.yaml]
+	$(PY) -m benchmarks.gpu_study $(foreach f,$(subst $(comma), ,$(PLANS)),--plan "$(f)")
 
 predict: $(STAMP) ## anomaly maps for your images: make predict RUN=<run folder> IMAGES=<folder> [OUT=<folder>]
 	@test -n "$(RUN)" -a -n "$(IMAGES)" || { echo "usage: make predict RUN=results/<dataset>/<category>/<setting> IMAGES=<folder> [OUT=<folder>]"; exit 2; }
@@ -57,6 +57,7 @@ predict: $(STAMP) ## anomaly maps for your images: make predict RUN=<run folder>
 # died is retried from its checkpoint, and the summary/exit code come from a single place.
 DATASET    ?= embedded
 ROOT       ?=
+comma      := ,
 PROFILE    ?=
 CATEGORIES ?=
 VARIANTS   ?=

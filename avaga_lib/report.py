@@ -211,7 +211,8 @@ def render_report_md(runs: pd.DataFrame, tables: dict[str, Table], claims: Itera
             f"- **{dataset}**: {grp['category'].nunique()} categories ({', '.join(sorted(set(grp['category'])))}), "
             f"{grp['method'].nunique()} methods, {len(grp)} runs; profile {', '.join(sorted(set(grp['profile'])))}; "
             f"seeds {seeds}; epochs {_uniq(grp['epochs'])}; image size {_uniq(grp['image_size'])}; "
-            f"score calibration {_uniq(grp['calibration'])}; attention normalization {_uniq(grp['attention_norm'])}."
+            f"score calibration {_uniq(grp['calibration'])}; attention normalization {_uniq(grp['attention_norm'])}; "
+            f"trained on {_devices(grp)}."
         )
     lines += [
         "- Thresholds (detection and localization) 0.5 (PN 16), calibrated on normal validation images only (PN 8): "
@@ -247,6 +248,12 @@ def render_report_md(runs: pd.DataFrame, tables: dict[str, Table], claims: Itera
         t = tables[key]
         lines += [f"### {t.title}", "", t.markdown] + [f"- {n}" for n in t.notes] + [""]
     return "\n".join(lines) + "\n"
+
+
+def _devices(grp: pd.DataFrame) -> str:
+    """``cpu`` / ``cuda (bf16 autocast: train.amp=auto)`` ... of a group of runs, or ``not recorded``."""
+    names = _uniq(grp["device"]) if "device" in grp else "n/a"
+    return "not recorded" if names == "n/a" else names.replace("cuda", "cuda (bf16 autocast where train.amp=auto)")
 
 
 def _uniq(series: pd.Series) -> str:

@@ -95,6 +95,8 @@ def _run_row(dataset: str, category: str, run_dir: Path, metrics: dict[str, Any]
                 row[f"iou@{float(thr):.1f}"] = _num(iou)
         elif isinstance(value, bool) or not isinstance(value, dict | list):
             row[key] = _num(value) if not isinstance(value, bool) else value
+    device = metrics.get("device")  # where it trained (cpu / cuda / mps): a record, kept as text
+    row["device"] = str(device).split(":")[0] if isinstance(device, str) and device else None
     return row
 
 

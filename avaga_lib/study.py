@@ -52,6 +52,7 @@ class StudyRun:
         overrides: dotted config keys that make this run (``train.setting`` included); the rest are the defaults.
         main: column of Tables 2-5, or None.
         ablation: column of Tables 6/8, or None.
+        remedy_of: for a remedy, the paper's run it changes (reported beside it and compared with it); else "".
     """
 
     name: str
@@ -59,6 +60,7 @@ class StudyRun:
     overrides: Mapping[str, Any] = field(default_factory=dict)
     main: Column | None = None
     ablation: Column | None = None
+    remedy_of: str = ""
 
     @property
     def setting(self) -> str:
@@ -89,12 +91,15 @@ RUNS: tuple[StudyRun, ...] = (
     StudyRun("AVAGA-R_w-noSGB", "ablations", {**_W, "loss.sgb": False},  # col. 5: L_a on every normal image (PN 3)
              ablation=Column(5, "AVAGA-R_w_without_SGB")),
     # Remedies of the collapsed attention (issue 13, docs/PROTOCOL.md "Remedies"); no paper column: beside the recipe
-    StudyRun("AVAGA-R_u-maxnorm", "remedies", {**_U, "model.attention_norm": "max"}),  # (a) ReLU / per-image max
-    StudyRun("AVAGA-R_u-gain", "remedies", {**_U, "model.attention_norm": "gain"}),  # (b) GAIN-style soft mask
-    StudyRun("AVAGA-R_u-size", "remedies", {**_U, "loss.attention_constraint": "size_barrier"}),  # (c) mean(A)>=1-p
-    StudyRun("AVAGA-R_w-maxnorm", "remedies", {**_W, "model.attention_norm": "max"}),
-    StudyRun("AVAGA-R_w-gain", "remedies", {**_W, "model.attention_norm": "gain"}),
-    StudyRun("AVAGA-R_w-size", "remedies", {**_W, "loss.attention_constraint": "size_barrier"}),
+    StudyRun("AVAGA-R_u-maxnorm", "remedies", {**_U, "model.attention_norm": "max"},  # (a) ReLU / per-image max
+             remedy_of="AVAGA-R_u"),
+    StudyRun("AVAGA-R_u-gain", "remedies", {**_U, "model.attention_norm": "gain"},  # (b) GAIN-style soft mask
+             remedy_of="AVAGA-R_u"),
+    StudyRun("AVAGA-R_u-size", "remedies", {**_U, "loss.attention_constraint": "size_barrier"},  # (c) mean(A)>=1-p
+             remedy_of="AVAGA-R_u"),
+    StudyRun("AVAGA-R_w-maxnorm", "remedies", {**_W, "model.attention_norm": "max"}, remedy_of="AVAGA-R_w"),
+    StudyRun("AVAGA-R_w-gain", "remedies", {**_W, "model.attention_norm": "gain"}, remedy_of="AVAGA-R_w"),
+    StudyRun("AVAGA-R_w-size", "remedies", {**_W, "loss.attention_constraint": "size_barrier"}, remedy_of="AVAGA-R_w"),
     # Bergmann et al. 2018, measured under our protocol; the paper quotes them (its CSV headers use underscores)
     StudyRun("AE-L2", "baselines", {**_U, "method": "ae_l2"}, Column(1, "AE_L2")),
     StudyRun("AE-SSIM", "baselines", {**_U, "method": "ae_ssim"}, Column(2, "AE_SSIM")),
@@ -162,5 +167,10 @@ ABLATION_METHODS: tuple[str, ...] = table_methods(ABLATION_TABLE)  # Tables 6/8 
 ABLATIONS: tuple[str, ...] = tuple(r.name for r in RUNS if r.group == "ablations")  # the switched-off variants
 BASELINES: tuple[str, ...] = tuple(r.name for r in RUNS if r.group == "baselines")
 REMEDIES: tuple[str, ...] = tuple(r.name for r in RUNS if r.group == "remedies")  # issue 13, beside the recipe
+
+
+def remedies_of(name: str) -> tuple[str, ...]:
+    """The remedies of the paper's run ``name`` (``AVAGA-R_u`` -> its maxnorm / gain / size variants), in order."""
+    return tuple(r.name for r in RUNS if r.remedy_of == name)
 PAPER_MAIN_COLUMN: dict[str, str] = paper_columns(MAIN_TABLE)
 PAPER_ABLATION_COLUMN: dict[str, str] = paper_columns(ABLATION_TABLE)

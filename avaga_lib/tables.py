@@ -300,7 +300,7 @@ def summary_order(methods: Sequence[str]) -> list[str]:
     order: list[str] = []
     for run in study.RUNS:
         if run.group == "main":
-            order += [run.name, *(r for r in study.REMEDIES if r.startswith(f"{run.name}-"))]
+            order += [run.name, *study.remedies_of(run.name)]
     order += [*study.ABLATIONS, *study.BASELINES, PRIOR_CENTER]
     order += sorted(present - set(order))  # runs outside the registry (none today) last
     return [m for m in order if m in present]

@@ -4,51 +4,82 @@ What it runs, in order:
 
 1. Throughput of the trainer's own step (:mod:`benchmarks.harness`) for AVAGA-R_u at 256 px, batch 24, bf16:
    channels_last off / on, then with ``torch.compile`` of the generator (compile time reported apart: on the
-   2-core CPU compile measured 0.86x after 113 s, so it must earn its place on the GPU or go).
-2. The study runs :data:`RUNS` (the literal AVAGA-R_u / AVAGA-R_w, each remedy of group ``remedies``, AE-L2 and
-   AE-SSIM), seed 0, on Magnetic Tile (``data/mtd``, converted from ``../shared`` or ``shared/`` when present) and one
-   embedded category, with the paper profile's size / batch / lr and fewer epochs (:data:`EPOCHS`).
+   2-core CPU compile measured 0.86x after 113 s, so it must earn its place on the GPU or go). The compiled
+   measurement runs in a child process stopped after ``--compile-timeout-s``; a timeout is reported as such.
+2. The runs, ``--workers`` at a time (one process each: the GPU is far from busy with one small model, and each
+   process has its own CUDA context), in this order:
+
+   a. the runs of each ``--plan`` params file whose name is in :data:`HEADLINE` (the literal AVAGA-R_u, its
+      remedies, AE-L2 / AE-SSIM), seed by seed: e.g. ``params/mtd_cpu.yaml``, Magnetic Tile at the cpu profile
+      with 3 seeds, the table issue 13 asks for. They are planned by :func:`avaga_lib.plan.plan_runs` and written
+      where ``make reproduce PARAMS=<file>`` writes them, with the same config, so the pipeline counts them as
+      finished (``metrics.json`` and the config hash) and only the report remains to run;
+   b. :data:`RUNS` (the literal AVAGA-R_u / AVAGA-R_w, each remedy of group ``remedies``, AE-L2, AE-SSIM and
+      AVAGA-D_u), seed 0, on Magnetic Tile (``data/mtd``, converted from ``../shared`` or ``shared/`` when present)
+      and one embedded category, with the paper profile's size / batch / lr and fewer epochs (:data:`EPOCHS`);
+   c. the other runs of the ``--plan`` files (AVAGA-R_w and its remedies, AVAGA-D_u).
 
 Budget arithmetic (H200, stated before measuring; the script prints the measured numbers so the next run can be
 re-sized): the GPU target of docs/PERFORMANCE.md is >= 2,000 images/s for R_u at 256 px; planning at a quarter of it
-(500 images/s, the Grad-CAM's second-order backward), Magnetic Tile's ~850 normal training images x 10 epochs x 8
-AVAGA runs = 68k images = 136 s; the embedded category's ~100 x 30 epochs x 8 = 24k = 48 s; the two baselines on both
-sets ~20 s; per-run set-up and evaluation ~10 s x 20 runs = 200 s; the throughput section ~90 s (mostly compiling).
-Total ~500 s of the 600. A wall-clock guard (``--budget-s``) stops starting new runs past the budget and lists the
-runs it did not start, in the summary and on stdout (nothing skipped silently); a rerun resumes: finished runs
-(``metrics.json`` present) are kept.
+(500 images/s, the Grad-CAM's second-order backward), Magnetic Tile's ~760 normal training images x 10 epochs x 9
+AVAGA runs = 68k images = 137 s; the embedded category's 80 x 30 epochs x 9 = 22k = 43 s; the two baselines on both
+sets ~20 s; per-run set-up and evaluation ~10 s x 22 runs = 220 s; the throughput section ~90 s (mostly compiling).
+Total ~510 s of the 600 with one worker; several workers overlap the set-up, evaluation and launch overheads.
+A wall-clock guard (``--budget-s``) stops starting new runs past the budget and lists the runs it did not start, in
+the summary and on stdout (nothing skipped silently); a run that fails is listed with its error and the others go
+on; a rerun resumes: finished runs (``metrics.json`` with the planned config) are kept.
 
 Results: ``results/gpu_study/runs/<dataset>/<category>/<run>-seed0/`` (git-ignored) and the small
-``results/gpu_study/summary.json`` / ``summary.md`` (committed). Without CUDA it exits with status 2 and says so.
+``results/gpu_study/summary.json`` / ``summary.md`` (committed); the ``--plan`` runs go to their profile's tree
+(``results/cpu/...`` for the cpu profile). Without CUDA it exits with status 2 and says so.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing as mp
+import os
 import sys
 import time
+import traceback
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from avaga_lib import plan as planning
 from avaga_lib import study
-from avaga_lib.config import MIN_LATENT_GRID, make_config
+from avaga_lib.config import MIN_LATENT_GRID, RunConfig, make_config
 from avaga_lib.data import mtd
+from avaga_lib.data.sources import resolve_root
 from avaga_lib.io import write_json, write_text
-from avaga_lib.paths import mtd_converted_root, project_root, shared_magnetic_tile
+from avaga_lib.paths import mtd_converted_root, project_root, results_tree_for, shared_magnetic_tile
 from avaga_lib.results import collect_runs
 from avaga_lib.run import run_one
 from benchmarks.harness import build_train_harness
 
 OUT = Path("results") / "gpu_study"
-RUNS: tuple[str, ...] = ("AVAGA-R_u", *study.REMEDIES[:3], "AVAGA-R_w", *study.REMEDIES[3:], "AE-L2", "AE-SSIM")
+RUNS: tuple[str, ...] = ("AVAGA-R_u", *study.REMEDIES[:3], "AVAGA-R_w", *study.REMEDIES[3:], "AE-L2", "AE-SSIM",
+                         "AVAGA-D_u")  # D last: Table 2 compares R and D, and D has never run in a committed study
+HEADLINE: tuple[str, ...] = ("AVAGA-R_u", *study.REMEDIES[:3], "AE-L2", "AE-SSIM")  # issue 13's table, run first
 EPOCHS = {"mtd": 10, "embedded": 30}  # see the budget arithmetic above
 EMBEDDED_CATEGORY = "granite"
-METRICS = ("pixel_auroc", "aupro", "iou", "image_auroc", "mean_accuracy")
+METRICS = ("pixel_auroc", "pixel_auroc_recon", "aupro", "iou", "image_auroc", "mean_accuracy")
 NO_CUDA = ("make gpu-study needs a CUDA GPU, and torch.cuda.is_available() is False on this machine "
            "(torch {version}). Run it on a CUDA machine; on a CPU, use `make reproduce PROFILE=...` instead.")
+WORKER_THREADS = 2  # CPU threads per run process: the GPU does the work; 8 workers x 2 fill a 16-core host
+
+
+@dataclass(frozen=True)
+class Job:
+    """One run to make: its label (``<dataset>/<category>/<setting>``), config and whether to draw its figures."""
+
+    label: str
+    cfg: RunConfig
+    figures: bool
 
 
 def require_cuda() -> None:
@@ -74,31 +105,65 @@ def _images_per_s(harness: Any, steps: int, warmup: int, device: str) -> float:
     return steps * harness.batch_size / (time.perf_counter() - start)
 
 
+def _throughput_config(size: int) -> RunConfig:
+    profile = "paper" if size // 32 >= MIN_LATENT_GRID else "smoke"  # the CPU test's small side: timing only
+    return make_config(profile, {"train.amp": "bf16", "model.pretrained": "none", "data.image_size": size},
+                       run="AVAGA-R_u")
+
+
 def throughput(steps: int = 20, batch: int = 24, device: str = "cuda", size: int = 256,
                compile_model: bool = True) -> dict[str, float]:
     """Training images/s of AVAGA-R_u at ``size`` px, bf16: channels_last off / on, and compiled (+ compile seconds).
 
     ``device`` / ``size`` / ``compile_model`` exist for the CPU test of this function; the study uses the defaults.
     """
-    profile = "paper" if size // 32 >= MIN_LATENT_GRID else "smoke"  # the CPU test's small side: timing only
-    cfg = make_config(profile, {"train.amp": "bf16", "model.pretrained": "none", "data.image_size": size},
-                      run="AVAGA-R_u")
+    cfg = _throughput_config(size)
     out: dict[str, float] = {}
     for fmt in (False, True):
         harness = build_train_harness(cfg, device, batch, n_images=4 * batch, channels_last=fmt)
         out[f"bf16{'_channels_last' if fmt else ''}_img_s"] = _images_per_s(harness, steps, 3, device)
-    if not compile_model:
-        return out
-    harness = build_train_harness(cfg, device, batch, n_images=4 * batch, channels_last=True)
+    if compile_model:
+        out.update(compiled_throughput(steps, batch, device, size))
+    return out
+
+
+def compiled_throughput(steps: int = 20, batch: int = 24, device: str = "cuda", size: int = 256) -> dict[str, float]:
+    """``compile_s`` (the first compiled step) and ``bf16_channels_last_compiled_img_s`` of AVAGA-R_u."""
+    harness = build_train_harness(_throughput_config(size), device, batch, n_images=4 * batch, channels_last=True)
     harness.step()  # builds nets (make_nets) before the generator is wrapped
     assert harness.nets is not None
     harness.nets.model = torch.compile(harness.nets.model)
     start = time.perf_counter()
     harness.step()  # the first compiled step compiles
     _sync(device)
-    out["compile_s"] = time.perf_counter() - start
-    out["bf16_channels_last_compiled_img_s"] = _images_per_s(harness, steps, 2, device)
-    return out
+    compile_s = time.perf_counter() - start
+    return {"compile_s": compile_s, "bf16_channels_last_compiled_img_s": _images_per_s(harness, steps, 2, device)}
+
+
+def _compiled_child(queue: Any, device: str, size: int) -> None:
+    try:
+        queue.put(compiled_throughput(device=device, size=size))
+    except Exception as exc:  # reported by the parent: compile failing is a finding, not a crash of the study
+        queue.put({"error": f"{type(exc).__name__}: {exc}"})
+
+
+def compiled_throughput_within(timeout_s: float, device: str = "cuda", size: int = 256) -> tuple[dict[str, float],
+                                                                                                   list[str]]:
+    """:func:`compiled_throughput` in a child process stopped after ``timeout_s``; returns (numbers, notes)."""
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_compiled_child, args=(queue, device, size))
+    child.start()
+    child.join(timeout_s)
+    if child.is_alive():
+        child.terminate()
+        child.join()
+        return {}, [f"torch.compile: no compiled step within {timeout_s:.0f} s (compile time counted): "
+                    "it did not earn its place in this budget"]
+    result = queue.get() if not queue.empty() else {"error": f"child exited with status {child.exitcode}"}
+    if "error" in result:
+        return {}, [f"torch.compile failed: {result['error']}"]
+    return result, []
 
 
 def mtd_root(root: Path) -> Path | None:
@@ -111,7 +176,7 @@ def mtd_root(root: Path) -> Path | None:
 
 
 def plan(root: Path, datasets: list[str]) -> tuple[list[dict[str, Any]], list[str]]:
-    """(override dicts of the runs to make, notes on what cannot run here)."""
+    """(override dicts of the paper-profile runs to make, notes on what cannot run here)."""
     targets, notes = [], []
     if "mtd" in datasets:
         mroot = mtd_root(root)
@@ -130,23 +195,108 @@ def plan(root: Path, datasets: list[str]) -> tuple[list[dict[str, Any]], list[st
     return runs, notes
 
 
-def run_study(root: Path, datasets: list[str], budget_s: float, started: float) -> list[str]:
-    """Train and evaluate the planned runs until the budget is spent; returns the notes (runs not started...)."""
-    runs, notes = plan(root, datasets)
+def _label(cfg: RunConfig) -> str:
+    return f"{cfg.data.dataset}/{cfg.data.category}/{cfg.setting_name}"
+
+
+def plan_file_jobs(params_file: Path | str, root: Path, results_dir: str | None = None) -> tuple[list[Job], list[Job],
+                                                                                                 list[str]]:
+    """(headline jobs, other jobs, notes) of a params file, as ``make reproduce PARAMS=<file>`` plans them.
+
+    Unfinished runs only; headline = :data:`HEADLINE` names, ordered seed by seed. Figures are drawn for seed 0.
+    ``results_dir``: the results tree (default: the profile's, as the Makefile's ``RESULTS``).
+    """
+    spec = planning.load_params(params_file)
+    if spec["dataset"] == "mtd" and not spec.get("root") and mtd_root(root) is None:
+        return [], [], [f"{params_file}: Magnetic Tile not found (data/mtd, ../shared/..., shared/...): not run"]
+    specs = planning.plan_runs(params_file, results_dir=results_dir or results_tree_for(spec["profile"]))
+    todo = [s for s in specs if not planning.is_finished(s)]
+    make = [Job(s.label, s.config, figures=s.config.train.seed == 0) for s in todo]
+    done = len(specs) - len(todo)
+    notes = [f"{params_file}: {done} of {len(specs)} runs finished earlier, kept"] if done else []
+    head = sorted((j for j in make if j.cfg.name in HEADLINE), key=lambda j: j.cfg.train.seed)  # stable sorts
+    rest = sorted((j for j in make if j.cfg.name not in HEADLINE),
+                  key=lambda j: (j.cfg.name in study.REMEDIES, j.cfg.train.seed))  # the paper's runs before remedies
+    return head, rest, notes
+
+
+def all_jobs(root: Path, datasets: list[str], plans: list[str]) -> tuple[list[Job], list[str]]:
+    """Every job in the order of the module docstring (plan headline, paper profile, plan rest), and notes."""
+    first: list[Job] = []
+    last: list[Job] = []
+    notes: list[str] = []
+    for params_file in plans:
+        head, rest, file_notes = plan_file_jobs(params_file, root)
+        first += head
+        last += rest
+        notes += file_notes
+    runs, paper_notes = plan(root, datasets)
+    middle = []
     for item in runs:
         cfg = make_config("paper", item["overrides"], run=item["run"])
-        label = f"{cfg.data.dataset}/{cfg.data.category}/{cfg.setting_name}"
         if (Path(cfg.run_dir) / "metrics.json").is_file():
-            print(f"[gpu-study] {label}: finished earlier, kept")
+            notes.append(f"{_label(cfg)}: finished earlier, kept")
             continue
-        if time.perf_counter() - started > budget_s:
-            notes.append(f"{label}: not started (budget of {budget_s:.0f} s spent; rerun to resume)")
-            print(f"[gpu-study] {notes[-1]}")
-            continue
-        t0 = time.perf_counter()
-        run_one(cfg, figures=False)
-        print(f"[gpu-study] {label}: {time.perf_counter() - t0:.1f} s")
+        middle.append(Job(_label(cfg), cfg, figures=False))
+    return first + middle + last, notes + paper_notes
+
+
+def prepare(jobs: list[Job]) -> list[str]:
+    """Generate / convert each dataset of ``jobs`` once, here, before the workers start (they would race to write
+    the same folder); returns a note per dataset that could not be prepared (its runs then fail, named)."""
+    notes, seen = [], set()
+    for job in jobs:
+        key = (job.cfg.data.dataset, job.cfg.data.root)
+        if key not in seen:
+            seen.add(key)
+            try:
+                resolve_root(job.cfg.data)
+            except Exception as exc:  # noqa: BLE001 - reported; the runs of that dataset fail with the same error
+                notes.append(f"{key[0]} (root {key[1]!r}) not prepared: {type(exc).__name__}: {exc}")
     return notes
+
+
+def _init_worker(threads: int) -> None:
+    torch.set_num_threads(threads)  # the run's own train.threads (cpu profile: 1) still applies inside train_run
+
+
+def run_job(job: Job, deadline: float) -> tuple[str, str, float]:
+    """Run one job unless the wall-clock ``deadline`` (``time.time()``) has passed; (label, status, seconds).
+
+    Status: ``done``, ``not started`` (the budget was spent) or ``failed: <error>``; it never raises, so one failing
+    run does not stop the others.
+    """
+    if time.time() > deadline:
+        return job.label, "not started", 0.0
+    t0 = time.perf_counter()
+    try:
+        run_one(job.cfg, figures=job.figures)
+    except Exception as exc:  # reported in the summary with its traceback's last line
+        last = traceback.format_exc().strip().splitlines()[-1]
+        return job.label, f"failed: {type(exc).__name__}: {exc} ({last})", time.perf_counter() - t0
+    return job.label, "done", time.perf_counter() - t0
+
+
+def execute(jobs: list[Job], workers: int, deadline: float, threads: int = WORKER_THREADS) -> list[tuple[str, str,
+                                                                                                      float]]:
+    """Run ``jobs`` in their order, ``workers`` processes at a time (1 = in this process); print each as it ends."""
+    results = []
+    if workers <= 1:
+        for job in jobs:
+            results.append(run_job(job, deadline))
+            print(f"[gpu-study] {results[-1][0]}: {results[-1][1]} ({results[-1][2]:.1f} s)", flush=True)
+        return results
+    ctx = mp.get_context("spawn")  # CUDA cannot be forked
+    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(threads,)) as pool:
+        futures = [pool.submit(run_job, job, deadline) for job in jobs]
+        for job, future in zip(jobs, futures, strict=True):
+            try:
+                res = future.result()
+            except Exception as exc:  # the worker process died (killed, out of memory)
+                res = (job.label, f"failed: worker died: {type(exc).__name__}: {exc}", 0.0)
+            results.append(res)
+            print(f"[gpu-study] {res[0]}: {res[1]} ({res[2]:.1f} s)", flush=True)
+    return results
 
 
 def _markdown(frame: Any) -> str:
@@ -156,21 +306,27 @@ def _markdown(frame: Any) -> str:
     return "\n".join("| " + " | ".join(r) + " |" for r in rows)
 
 
-def summarize(root: Path, speed: dict[str, float], notes: list[str], wall_s: float) -> dict[str, Any]:
-    """Write ``summary.json`` / ``summary.md`` (metrics per dataset x run, throughput, notes); returns the dict."""
+def summarize(root: Path, speed: dict[str, float], notes: list[str], wall_s: float,
+              results: list[tuple[str, str, float]] | None = None) -> dict[str, Any]:
+    """Write ``summary.json`` / ``summary.md`` (metrics per dataset x run, throughput, each job's outcome, notes)."""
     runs = collect_runs(root / OUT / "runs")
     cols = [c for c in ("dataset", "category", "method", "epochs", *METRICS) if c in runs.columns]
     table = runs[cols].sort_values(["dataset", "method"]) if not runs.empty else runs
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
+    jobs = [{"run": label, "status": status, "seconds": round(sec, 1)} for label, status, sec in results or []]
     summary = {"device": device, "torch": torch.__version__, "wall_s": round(wall_s, 1),
-               "throughput": {k: round(v, 1) for k, v in speed.items()}, "notes": notes,
+               "throughput": {k: round(v, 1) for k, v in speed.items()}, "notes": notes, "jobs": jobs,
                "runs": json.loads(table.to_json(orient="records"))}
     write_json(root / OUT / "summary.json", summary)
-    lines = [f"# GPU study ({summary['device']}, {summary['wall_s']} s wall)", "",
+    lines = [f"# GPU study ({summary['device']}, torch {summary['torch']}, {summary['wall_s']} s wall)", "",
              "Throughput (training images/s, AVAGA-R_u, 256 px, batch 24): "
-             + ", ".join(f"{k} = {v}" for k, v in summary["throughput"].items()), "",
+             + (", ".join(f"{k} = {v}" for k, v in summary["throughput"].items()) or "not measured"), "",
+             "Paper-profile runs (seed 0, fewer epochs than the paper's 150: see `epochs`):", "",
              _markdown(table) if not table.empty else "(no finished run)", "",
              *(f"- {n}" for n in notes)]
+    if jobs:
+        lines += ["", "Jobs of this invocation (in start order):", "",
+                  *(f"- {j['run']}: {j['status']} ({j['seconds']} s)" for j in jobs)]
     write_text(root / OUT / "summary.md", "\n".join(lines) + "\n")
     return summary
 
@@ -178,19 +334,40 @@ def summarize(root: Path, speed: dict[str, float], notes: list[str], wall_s: flo
 def main(argv: list[str] | None = None) -> None:
     """Command line of ``make gpu-study`` (``python -m benchmarks.gpu_study``)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--datasets", default="mtd,embedded", help="comma-separated: mtd, embedded")
+    parser.add_argument("--datasets", default="mtd,embedded", help="comma-separated: mtd, embedded ('' = none)")
+    parser.add_argument("--plan", action="append", default=[], metavar="PARAMS",
+                        help="a params file whose runs to make too (repeatable), e.g. params/mtd_cpu.yaml")
+    parser.add_argument("--workers", type=int, default=min(8, max(1, (os.cpu_count() or 2) // WORKER_THREADS)),
+                        help="runs at a time, one process each (default: one per 2 CPU cores, at most 8)")
     parser.add_argument("--budget-s", type=float, default=540.0, help="start no run past this many seconds")
+    parser.add_argument("--compile-timeout-s", type=float, default=150.0, help="0 = skip the torch.compile check")
     parser.add_argument("--skip-throughput", action="store_true")
     args = parser.parse_args(argv)
     require_cuda()
     started = time.perf_counter()
+    deadline = time.time() + args.budget_s
     root = project_root()
-    speed = {} if args.skip_throughput else throughput()
-    print(f"[gpu-study] throughput: {speed}")
-    notes = run_study(root, [d.strip() for d in args.datasets.split(",") if d.strip()], args.budget_s, started)
-    summary = summarize(root, speed, notes, time.perf_counter() - started)
+    speed: dict[str, float] = {}
+    notes: list[str] = []
+    if not args.skip_throughput:
+        try:
+            speed = throughput(compile_model=False)
+        except Exception as exc:  # noqa: BLE001 - the runs are worth more than the timing; reported in the summary
+            notes.append(f"throughput not measured: {type(exc).__name__}: {exc}")
+        if args.compile_timeout_s > 0 and speed:
+            compiled, compile_notes = compiled_throughput_within(args.compile_timeout_s)
+            speed.update(compiled)
+            notes += compile_notes
+        print(f"[gpu-study] throughput: {speed} {notes}", flush=True)
+    jobs, plan_notes = all_jobs(root, [d.strip() for d in args.datasets.split(",") if d.strip()], args.plan)
+    notes += plan_notes + prepare(jobs)
+    print(f"[gpu-study] {len(jobs)} runs to make, {args.workers} at a time; notes: {notes}", flush=True)
+    results = execute(jobs, args.workers, deadline)
+    notes += [f"{label}: not started (budget of {args.budget_s:.0f} s spent; rerun to resume)"
+              for label, status, _ in results if status == "not started"]
+    summary = summarize(root, speed, notes, time.perf_counter() - started, results)
     print((root / OUT / "summary.md").read_text())
-    print(f"[gpu-study] {len(summary['runs'])} runs summarised in {root / OUT}")
+    print(f"[gpu-study] {len(summary['runs'])} paper-profile runs summarised in {root / OUT}")
 
 
 if __name__ == "__main__":

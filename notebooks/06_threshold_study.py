@@ -48,6 +48,11 @@ for dataset in sorted(set(runs["dataset"])):
 
 # %%
 targets = runs[runs["setting"] == setting].drop_duplicates(["dataset", "category"])
+no_weights = threshold.missing_weights(list(targets["run_dir"]))
+for run_dir in no_weights:
+    print(f"no curves for {run_dir}: its checkpoint.pt is not on this machine (trained elsewhere, e.g. on a GPU); "
+          "copy it into the run folder, or retrain the run here, to draw them")
+targets = targets[~targets["run_dir"].astype(str).isin(no_weights)]
 if max_categories:
     targets = targets.head(max_categories)
 studies = {}

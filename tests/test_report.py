@@ -324,6 +324,25 @@ def test_summary_table_puts_the_recipe_first_and_scores_the_prior(tmp_path: Path
     assert position.verdict == "does not hold"  # 0.50 / 0.54 vs 0.6 in both seeds
     remedy = questions["AVAGA-R_u-maxnorm localizes better than the literal AVAGA-R_u (pixel AUROC)"]
     assert remedy.verdict == "holds"
+    best = questions["The best unsupervised AVAGA attention map (the recipe or a remedy) beats the centred-Gaussian "
+                     "prior (pixel AUROC)"]
+    assert best.verdict == "holds" and "AVAGA-R_u-maxnorm" in best.sentence()  # 0.70 / 0.74 vs 0.6
+    weak = "AVAGA-R_w-gain localizes better than the literal AVAGA-R_w (pixel AUROC)"
+    assert questions[weak].verdict == "not measured"  # the weak remedies are compared with R_w, not R_u
+
+
+def test_the_training_device_is_recorded_in_the_protocol_and_each_verdict(tmp_path: Path) -> None:
+    """Runs made on a GPU (the MTD cpu-profile runs of results/cpu) say so: bf16 autocast changes the numbers."""
+    base = tmp_path / "r"
+    for seed, (ru, rw) in enumerate(((0.1, 0.2), (0.2, 0.3))):
+        fake_run(base, "mtd", "magnetic_tile", {**RU, "train.seed": seed}, {"iou": ru, "device": "cuda:0"})
+        fake_run(base, "mtd", "magnetic_tile", {**RW, "train.seed": seed}, {"iou": rw, "device": "cuda:0"})
+    runs = report.collect_runs(base)
+    assert set(runs["device"]) == {"cuda"}
+    claim = {c.claim: c for c in report.evaluate_claims(runs)}["AVAGA-R_w localizes better than AVAGA-R_u (IoU)"]
+    assert claim.verdict == "holds" and claim.basis.endswith("trained on cuda")
+    md = report.render_report_md(runs, report.build_tables(runs), [claim])
+    assert "trained on cuda (bf16 autocast where train.amp=auto)." in md
 
 
 def test_remedies_sit_beside_the_recipe_in_table2(tmp_path: Path) -> None:

@@ -72,7 +72,8 @@ def test_remedies_plan_beside_the_recipe_in_their_own_folders() -> None:
     folders = {make_config("smoke", run=r.name).setting_name for r in picked}
     assert len(folders) == len(picked) and all(f.endswith("-seed0") for f in folders)
     for r in picked:
-        base = make_config("smoke", run=f"AVAGA-R_{r.name.split('-')[1][-1]}")
+        assert r.remedy_of in ("AVAGA-R_u", "AVAGA-R_w") and r.name in study.remedies_of(r.remedy_of)
+        base = make_config("smoke", run=r.remedy_of)
         cfg = make_config("smoke", run=r.name)
         changed = {(cfg.model.attention_norm != base.model.attention_norm),
                    (cfg.loss.attention_constraint != base.loss.attention_constraint)}

@@ -12,7 +12,7 @@ import pytest
 from avaga_lib.config import make_config
 from avaga_lib.data import generate_dataset
 from avaga_lib.run import run_one
-from avaga_lib.threshold import ATTENTION_NORMS, ThresholdStudy, threshold_study
+from avaga_lib.threshold import ATTENTION_NORMS, ThresholdStudy, missing_weights, threshold_study
 
 
 @pytest.fixture(scope="module")
@@ -47,3 +47,14 @@ def test_threshold_study_curves_match_the_evaluation(run_dir: Path) -> None:
 def test_threshold_study_caps_images(run_dir: Path) -> None:
     study = threshold_study(run_dir, norms=("max",), thresholds=[0.5], max_images=4, n_examples=1)
     assert len(study.curves) == 1 and study.examples["image"].shape[0] == 1
+
+
+def test_runs_without_weights_are_named_not_reinferred(run_dir: Path, tmp_path: Path) -> None:
+    """A run folder brought back from another machine (results and config, no checkpoint.pt) is named by
+    missing_weights, so notebook 06 says why it has no curves; threshold_study itself names the missing file."""
+    elsewhere = tmp_path / "AVAGA-R_u-seed0"
+    elsewhere.mkdir()
+    (elsewhere / "config.json").write_text((run_dir / "config.json").read_text())
+    assert missing_weights([run_dir, elsewhere]) == [str(elsewhere)]
+    with pytest.raises(FileNotFoundError, match="checkpoint.pt"):
+        threshold_study(elsewhere)
