@@ -55,7 +55,7 @@ predict: $(STAMP) ## anomaly maps for your images: make predict RUN=<run folder>
 # GPU, extra avaga_lib[cuda]), tcp://host:8786 (a running `dask scheduler`) or slurm / <file>.yaml (dask-jobqueue,
 # extra avaga_lib[cluster]). Data is prepared once before; a failing run never stops the others, a run whose worker
 # died is retried from its checkpoint, and the summary/exit code come from a single place.
-DATASET    ?= embedded
+DATASET    ?=
 ROOT       ?=
 comma      := ,
 PROFILE    ?=
@@ -72,7 +72,7 @@ RESULTS    ?= $(if $(filter cpu,$(PROFILE)),results/cpu,results)
 .PHONY: reproduce report reference
 
 reproduce: $(STAMP) ## run the study + report: [DATASET=mvtec ROOT=.. PROFILE=paper CATEGORIES=a,b VARIANTS=main SEEDS=0,1 FORCE=1 CLUSTER=cuda|tcp://h:8786|slurm] (-j N)
-	$(PY) -m avaga_lib.cli pipeline --dataset "$(DATASET)" --results-dir "$(RESULTS)" \
+	$(PY) -m avaga_lib.cli pipeline $(if $(DATASET),--dataset "$(DATASET)") --results-dir "$(RESULTS)" \
 		$(if $(PARAMS),--params "$(PARAMS)") $(if $(ROOT),--root "$(ROOT)") $(if $(PROFILE),--profile "$(PROFILE)") \
 		$(if $(CATEGORIES),--categories "$(CATEGORIES)") $(if $(VARIANTS),--variants "$(VARIANTS)") \
 		$(if $(SEEDS),--seeds "$(SEEDS)") $(if $(filter-out 0,$(FORCE)),--force) $(if $(JOBS),--jobs $(JOBS)) \

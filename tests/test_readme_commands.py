@@ -117,3 +117,18 @@ def test_make_command_exists(words: list[str], make_targets: set[str]) -> None:
     dry = subprocess.run(["make", "-n", "--no-print-directory", *targets, *variables], cwd=ROOT,
                          capture_output=True, text=True, timeout=60)
     assert dry.returncode == 0, f"`make -n {' '.join(targets + variables)}` failed: {dry.stderr[-500:]}"
+
+
+def test_a_params_file_decides_the_dataset_unless_dataset_is_given() -> None:
+    """`make reproduce PARAMS=params/mtd_cpu.yaml` plans Magnetic Tile: the Makefile passes --dataset only when
+    DATASET= is set (a default of 'embedded' once overrode every params file)."""
+    def dry(*variables: str) -> str:
+        out = subprocess.run(["make", "-n", "--no-print-directory", "reproduce", *variables], cwd=ROOT,
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr[-500:]
+        return out.stdout
+
+    assert "--dataset" not in dry("PARAMS=params/mtd_cpu.yaml", "PROFILE=cpu")
+    assert '--dataset "mtd"' in dry("DATASET=mtd")
+    args = parse_args(shlex.split(dry("PARAMS=params/mtd_cpu.yaml").split("avaga_lib.cli", 1)[1].replace("\\\n", " ")))
+    assert args.dataset is None and str(args.params) == "params/mtd_cpu.yaml"
