@@ -221,11 +221,6 @@ _SUBCONFIGS: dict[tuple[type, str], type] = {
 CPU_EPOCHS = 15  # AE-L2's loss flattens by then on the embedded data at 128 px (docs/PROTOCOL.md "Profiles")
 MIN_LATENT_GRID = 4  # the encoders downsample 32x: 128 px -> 4x4 latent cells; fewer cannot localize (issue 13)
 ENCODER_STRIDE = 32  # the encoders downsample 32x: the side of the latent grid (and of the attention map's cells)
-
-
-def latent_side(image_size: Any) -> Any:
-    """Side of the latent grid of an image side (an int, or a pandas Series of sides): ``image_size // 32``."""
-    return image_size // ENCODER_STRIDE
 LOCALIZING_PROFILES: tuple[str, ...] = ("cpu", "paper")  # profiles that judge localization: latent grid >= 4x4
 PROFILES: dict[str, dict[str, Any]] = {
     "smoke": {
@@ -251,6 +246,11 @@ PROFILES: dict[str, dict[str, Any]] = {
         "train.lr_gamma": 0.1,  # A.1
     },
 }
+
+
+def latent_side(image_size: Any) -> Any:
+    """Side of the latent grid of an image side (an int, or a pandas Series of sides): ``image_size // 32``."""
+    return image_size // ENCODER_STRIDE
 
 
 def apply_overrides(cfg: RunConfig, overrides: dict[str, Any]) -> RunConfig:

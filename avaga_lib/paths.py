@@ -59,7 +59,6 @@ def reference_for(results_tree: Path | str) -> Path:
     return reference_dir() if tree.resolve() == results_dir().resolve() else tree / "reference"
 
 
-
 def results_tree_for(profile: str | None) -> str:
     """The results tree ``make reproduce PROFILE=<profile>`` writes (the Makefile's ``RESULTS`` default, relative to
     the project root): ``results/cpu`` for the cpu profile, ``results`` for any other."""

@@ -172,5 +172,7 @@ REMEDIES: tuple[str, ...] = tuple(r.name for r in RUNS if r.group == "remedies")
 def remedies_of(name: str) -> tuple[str, ...]:
     """The remedies of the paper's run ``name`` (``AVAGA-R_u`` -> its maxnorm / gain / size variants), in order."""
     return tuple(r.name for r in RUNS if r.remedy_of == name)
+
+
 PAPER_MAIN_COLUMN: dict[str, str] = paper_columns(MAIN_TABLE)
 PAPER_ABLATION_COLUMN: dict[str, str] = paper_columns(ABLATION_TABLE)

@@ -280,12 +280,13 @@ def run_job(job: Job, deadline: float) -> tuple[str, str, float]:
 def execute(jobs: list[Job], workers: int, deadline: float, threads: int = WORKER_THREADS) -> list[tuple[str, str,
                                                                                                       float]]:
     """Run ``jobs`` in their order, ``workers`` processes at a time (1 = in this process); print each as it ends."""
-    results = []
+    def outcome(res: tuple[str, str, float]) -> tuple[str, str, float]:
+        print(f"[gpu-study] {res[0]}: {res[1]} ({res[2]:.1f} s)", flush=True)
+        return res
+
     if workers <= 1:
-        for job in jobs:
-            results.append(run_job(job, deadline))
-            print(f"[gpu-study] {results[-1][0]}: {results[-1][1]} ({results[-1][2]:.1f} s)", flush=True)
-        return results
+        return [outcome(run_job(job, deadline)) for job in jobs]
+    results = []
     ctx = mp.get_context("spawn")  # CUDA cannot be forked
     with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(threads,)) as pool:
         futures = [pool.submit(run_job, job, deadline) for job in jobs]
@@ -294,8 +295,7 @@ def execute(jobs: list[Job], workers: int, deadline: float, threads: int = WORKE
                 res = future.result()
             except Exception as exc:  # the worker process died (killed, out of memory)
                 res = (job.label, f"failed: worker died: {type(exc).__name__}: {exc}", 0.0)
-            results.append(res)
-            print(f"[gpu-study] {res[0]}: {res[1]} ({res[2]:.1f} s)", flush=True)
+            results.append(outcome(res))
     return results
 
 
@@ -363,8 +363,9 @@ def main(argv: list[str] | None = None) -> None:
     notes += plan_notes + prepare(jobs)
     print(f"[gpu-study] {len(jobs)} runs to make, {args.workers} at a time; notes: {notes}", flush=True)
     results = execute(jobs, args.workers, deadline)
-    notes += [f"{label}: not started (budget of {args.budget_s:.0f} s spent; rerun to resume)"
-              for label, status, _ in results if status == "not started"]
+    late = sum(status == "not started" for _, status, _ in results)
+    if late:  # named one by one in the job list of the summary
+        notes.append(f"{late} runs not started (budget of {args.budget_s:.0f} s spent; rerun to resume)")
     summary = summarize(root, speed, notes, time.perf_counter() - started, results)
     print((root / OUT / "summary.md").read_text())
     print(f"[gpu-study] {len(summary['runs'])} paper-profile runs summarised in {root / OUT}")
