@@ -1,10 +1,14 @@
-"""Label-free calibration of detection scores and baseline maps (PROTOCOL_NOTES 8), fitted on normal validation
-images only, and its file ``calibration.json`` in a run folder.
+"""Label-free calibration of detection scores and anomaly maps (PROTOCOL_NOTES 8, issue 20), fitted on normal
+validation images only, and its file ``calibration.json`` in a run folder.
 
-The validation range [min, max] of the raw scores maps linearly onto [0, 0.5], so the decision threshold 0.5 sits
-at the largest normal validation score (values clipped to [0, 1]); baseline residual maps are divided by twice
-their largest validation value. The transductive variant (min-max over the unlabeled test scores) is computed by
-:func:`transductive_scores` and never stored. See :mod:`avaga_lib.evaluate` for the whole protocol.
+One rule for every method and map (docs/PROTOCOL.md, "Measurement"): the image decision threshold is the
+``eval.image_val_quantile`` quantile of the raw scores of the normal validation images, the pixel threshold the
+``eval.val_quantile`` quantile of the run's own map over their pixels. Both are placed at 0.5 of the paper's
+"normalised to [0, 1], threshold 0.5": scores map linearly from [validation min, image threshold] onto [0, 0.5],
+maps by the factor 0.5 / pixel threshold (values clipped to [0, 1]). So ``calibrated > 0.5`` is ``raw > threshold``
+for AVAGA's 1 - A, each remedy, the weak map and the autoencoders' residual maps alike. The paper's literal rule
+(the attention map itself at 0.5) is scored beside it as ``iou_literal``. The transductive variant (min-max over
+the unlabeled test scores) is computed by :func:`transductive_scores` and never stored.
 """
 
 from __future__ import annotations
@@ -23,38 +27,42 @@ CALIBRATION_NAME = "calibration.json"
 
 @dataclass(frozen=True)
 class Calibration:
-    """Label-free normalisation of scores and maps, fitted on normal validation images only (PN 8).
+    """Label-free thresholds of scores and maps, fitted on normal validation images only (PN 8, issue 20).
 
     Attributes:
-        score_lo: smallest raw score among the normal validation images.
-        score_hi: largest raw score among them (maps to 0.5, the decision threshold).
-        map_scale: baselines: largest residual-map value over the validation pixels (maps to 0.5); None for AVAGA
-            (its attention maps are already in [0, 1]).
+        score_lo: smallest raw score among the normal validation images (maps to 0).
+        score_threshold: the ``image_quantile`` quantile of their raw scores (maps to 0.5, the decision threshold).
+        pixel_threshold: the ``pixel_quantile`` quantile of the run's raw map over their pixels (maps to 0.5);
+            None: maps are left as they are (a calibration fitted without maps).
+        image_quantile: the quantile that placed ``score_threshold`` (``eval.image_val_quantile``).
+        pixel_quantile: the quantile that placed ``pixel_threshold`` (``eval.val_quantile``).
         n_val: number of validation images used.
         source: ``"validation"`` (always; the transductive variant is never stored).
     """
 
     score_lo: float
-    score_hi: float
-    map_scale: float | None = None
+    score_threshold: float
+    pixel_threshold: float | None = None
+    image_quantile: float = 1.0
+    pixel_quantile: float = 1.0
     n_val: int = 0
     source: str = "validation"
 
     @property
     def span(self) -> float:
         """Denominator of the score normalisation (guarded when every validation score is equal)."""
-        return max(self.score_hi - self.score_lo, 1e-6 * max(abs(self.score_hi), 1.0))
+        return max(self.score_threshold - self.score_lo, 1e-6 * max(abs(self.score_threshold), 1.0))
 
     def normalize_scores(self, raw: Any) -> np.ndarray:
-        """Raw scores -> [0, 1]; the validation range [lo, hi] becomes [0, 0.5]."""
+        """Raw scores -> [0, 1]; [validation min, image threshold] becomes [0, 0.5]."""
         r = np.asarray(raw, dtype=np.float64)
         return np.clip(0.5 * (r - self.score_lo) / self.span, 0.0, 1.0)
 
     def normalize_maps(self, amap: torch.Tensor) -> torch.Tensor:
-        """Baseline residual maps -> [0, 1] with 0.5 at the largest validation value; AVAGA maps unchanged."""
-        if self.map_scale is None:
+        """Raw maps (>= 0) -> [0, 1] with 0.5 at the pixel threshold; unchanged when none was fitted."""
+        if self.pixel_threshold is None:
             return amap
-        return (0.5 * amap / max(self.map_scale, 1e-12)).clamp(0.0, 1.0)
+        return (0.5 * amap / max(self.pixel_threshold, 1e-12)).clamp(0.0, 1.0)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able dict (``calibration.json``)."""
@@ -62,26 +70,42 @@ class Calibration:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Calibration:
-        """Inverse of :meth:`to_dict`."""
+        """Inverse of :meth:`to_dict`; also reads files written before issue 20 (``score_hi`` / ``map_scale``: the
+        largest validation value placed at 0.5, i.e. the 1.0 quantile)."""
+        d = dict(d)
+        if "score_hi" in d:
+            d["score_threshold"] = d.pop("score_hi")
+            d["pixel_threshold"] = d.pop("map_scale", None)
         return cls(**d)
 
 
-def fit_calibration(val_scores: Any, val_map_max: float | None = None) -> Calibration:
-    """Fit the detection-score calibration on raw scores of **normal validation images** (PN 8).
+def fit_calibration(val_scores: Any, val_map_values: Any | None = None, image_quantile: float = 1.0,
+                    pixel_quantile: float = 1.0) -> Calibration:
+    """Fit the calibration on **normal validation images** (PN 8, issue 20).
 
     Args:
         val_scores: raw scores of the validation images (no test image, no label: the split is normal-only).
-        val_map_max: baselines: largest residual-map value over the validation images; None for AVAGA.
+        val_map_values: values of the run's raw map on validation pixels (any shape); None: no map threshold.
+        image_quantile: quantile of ``val_scores`` that becomes the image decision threshold.
+        pixel_quantile: quantile of ``val_map_values`` that becomes the pixel threshold.
 
     Raises:
-        ValueError: no validation score, or a non-finite one.
+        ValueError: no validation score, a non-finite one, or a quantile outside (0, 1].
     """
     s = np.asarray(val_scores, dtype=np.float64).reshape(-1)
     if s.size == 0:
         raise ValueError("fit_calibration: no validation score (the normal validation split is empty)")
     if not np.all(np.isfinite(s)):
         raise ValueError(f"fit_calibration: {int((~np.isfinite(s)).sum())} non-finite validation scores")
-    return Calibration(float(s.min()), float(s.max()), None if val_map_max is None else float(val_map_max), s.size)
+    for name, q in (("image_quantile", image_quantile), ("pixel_quantile", pixel_quantile)):
+        if not 0.0 < q <= 1.0:
+            raise ValueError(f"fit_calibration: {name}={q} must be in (0, 1]")
+    pixel = None
+    if val_map_values is not None:
+        v = np.asarray(val_map_values, dtype=np.float64).reshape(-1)
+        pixel = float(np.quantile(v, pixel_quantile)) if v.size else None
+    return Calibration(float(s.min()), float(np.quantile(s, image_quantile)), pixel, float(image_quantile),
+                       float(pixel_quantile), s.size)
 
 
 def transductive_scores(test_raw: Any) -> np.ndarray:

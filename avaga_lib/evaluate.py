@@ -2,26 +2,25 @@
 
 Protocol (PROTOCOL_NOTES 8-11, 16):
 
-* **Detection score.** Raw score = mean |x - x_hat| (AVAGA) or ``baselines.image_score`` of the residual map.
-  It is normalised by a :class:`Calibration` fitted on the **normal validation split only**
-  (:func:`fit_calibration`): the validation range [min, max] maps linearly onto [0, 0.5], so the decision
-  threshold 0.5 sits at the largest normal validation score and a test image is called anomalous when its score
-  exceeds every normal validation score (values are clipped to [0, 1]). A plain min-max onto [0, 1] would put the
-  threshold in the *middle* of the normal range and call about half of the normal images anomalous by
-  construction; the half-range is our reading of "normalised to [0, 1], threshold 0.5" (documented deviation).
-  No test label or test score touches it (tested by shuffling test labels). The **transductive** variant (min-max
-  over the unlabeled test scores onto [0, 1], threshold 0.5, the paper's literal reading) is reported beside it as
-  ``mean_accuracy_transductive`` and flagged in ``metrics.json`` because it depends on the test set.
+* **One label-free threshold rule for every map** (issue 20, docs/PROTOCOL.md "Measurement"). A
+  :class:`Calibration` fitted on the **normal validation split only** (:func:`fit_calibration`) places the pixel
+  threshold at the ``eval.val_quantile`` (0.99) quantile of the run's own raw map over the validation pixels, and
+  the image threshold at the ``eval.image_val_quantile`` (0.95) quantile of the validation images' raw scores. Both
+  become 0.5 of the paper's "normalised to [0, 1], threshold 0.5" (scores: [validation min, threshold] -> [0, 0.5];
+  maps: x 0.5 / threshold), so ``calibrated > 0.5`` is ``raw > threshold``, for AVAGA's 1 - A, A^{c_a}, each
+  remedy and the baselines' residual maps alike. No test label or test score touches it (tested by shuffling test
+  labels). The paper's literal rule, AVAGA's attention map itself at 0.5, is scored beside it (``iou_literal``,
+  Table 7's ``iou_at``); the **transductive** variant of the image decision (min-max over the unlabeled test scores)
+  as ``mean_accuracy_transductive``, flagged because it depends on the test set.
 * **Maps.** AVAGA_u: 1 - A; AVAGA_w: A^{c_a}, gated by the classifier (an image called normal gets an empty
-  predicted mask, PN 4; the ungated map feeds the threshold-free pixel metrics). Baselines: the residual map
-  divided by twice the largest residual seen on the normal validation images (so again 0.5 = largest normal
-  validation value), clipped to [0, 1]. Predicted mask = map > 0.5 (strict, :func:`avaga_lib.metrics.binarize`).
+  predicted mask, PN 4; the ungated map feeds the threshold-free pixel metrics). Baselines: the residual map.
 * **Detection decision.** AVAGA_u and baselines: calibrated score > 0.5. AVAGA_w: the classifier (PN 4); the
   calibrated-score decision is reported as ``mean_accuracy_score``.
-
-* **Localization on equal terms** (:mod:`avaga_lib.localization`, issue 13): the run's map, its reconstruction
-  error |x - x_hat| and two position priors are scored alike; bin edges and a label-free pixel threshold (a quantile
-  of normal pixels) of each come from the normal validation maps (every 4th pixel of each axis).
+* **Localization on equal terms** (:mod:`avaga_lib.localization`): the run's map, its reconstruction error
+  |x - x_hat|, two position priors and the floors (:mod:`avaga_lib.floors`) are scored alike: exact pixel AUROC,
+  AUPRO, IoU at each map's own validation quantile. Beside every IoU, ``iou_grid_cap``: the best IoU the map's
+  native grid allows (test masks pooled to it: an upper bound, flagged). Per run, 95% bootstrap intervals over the
+  test images (``<metric>_ci_lo`` / ``_ci_hi``).
 
 Every number of ``metrics.json`` comes from :mod:`avaga_lib.metrics` / :mod:`avaga_lib.pixel_metrics` applied to the
 per-image maps and ``predictions.csv``. The maps (float32, so the metrics recomputed from them are exactly equal),
@@ -42,14 +41,21 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from avaga_lib import floors
 from avaga_lib import metrics as M
 from avaga_lib.attention import infer
 from avaga_lib.baselines import anomaly_map, image_score
 from avaga_lib.calibration import Calibration, fit_calibration, transductive_scores
-from avaga_lib.config import RunConfig
+from avaga_lib.config import RunConfig, latent_side
 from avaga_lib.data import AnomalyDataset
-from avaga_lib.localization import SCORED, LocalizationScorer, ValidationMaps, metrics_from_maps, recon_error_map
-from avaga_lib.pixel_metrics import PixelMetricAccumulator
+from avaga_lib.localization import (
+    LocalizationScorer,
+    ValidationMaps,
+    grid_cap,
+    metrics_from_maps,
+    recon_error_map,
+    test_intervals,
+)
 from avaga_lib.runtime import amp_dtype, autocast, configure_precision, configure_threads, iterate_batches
 from avaga_lib.train import baseline_kind
 
@@ -61,6 +67,7 @@ _EVAL_BATCH = 16  # images per inference batch (memory bound at 256 px on CPU)
 _VAL_PIXEL_STRIDE = 4  # every 4th validation pixel (each axis) places the bin edges and thresholds (memory bound)
 _MAP_UPPER = 2.0  # baselines: residual maps never exceed 2 (L2 <= 1, 1 - SSIM <= 2); top of the pixel bins
 _ATTENTION_UPPER = 1.0  # AVAGA: 1 - A and A^{c_a} lie in [0, 1]
+_RECON_UPPER = 1.0  # |x - x_hat|, intensities and residuals of images in [0, 1]
 
 
 # ------------------------------------------------------------------------------------------------------ results
@@ -79,12 +86,12 @@ class EvalResult:
             ``label`` lists.
         val_scores: raw validation scores (for the histogram).
         wall_time_s: seconds spent evaluating.
-        maps: per-image test maps, rows in the order of ``predictions``: ``maps`` float32 (N,H,W) (the map that is
-            thresholded, ungated: an image the weak classifier calls normal has ``pred_label`` 0 and an empty
-            predicted mask), ``gt`` bool (N,H,W), ``recon_maps`` float32 (N,H,W) (|x - x_hat|), ``pixel_edges``
-            and ``edges_<recon|prior_center|prior_mean>`` (bin edges, from validation maps), ``prior_center`` and
-            ``prior_mean`` (H,W), ``val_quantile_thresholds`` (label-free thresholds, ``localization.SCORED``
-            order); baselines also ``raw_maps`` (uncalibrated: what is binned and thresholded); letterbox runs also
+        maps: per-image test maps, rows in the order of ``predictions``: ``maps`` float32 (N,H,W) (calibrated,
+            thresholded at 0.5, ungated: an image the weak classifier calls normal has ``pred_label`` 0 and an empty
+            predicted mask), ``raw_maps`` (uncalibrated: what the threshold-free metrics rank), ``gt`` bool (N,H,W),
+            ``<name>_maps`` float32 (N,H,W) of every other scored map (``recon_maps`` = |x - x_hat|, floors),
+            ``prior_center`` / ``prior_mean`` (H,W), ``scored`` (the names), ``edges_<name>`` (AUPRO bin edges)
+            and ``val_quantile_thresholds`` (label-free thresholds, in ``scored`` order); letterbox runs also
             ``valid`` bool (N,H,W) (False on padding, which no pixel metric counts).
     """
 
@@ -101,8 +108,8 @@ class EvalResult:
 class _Batch:
     recon: torch.Tensor
     score_raw: torch.Tensor  # (B,)
-    amap: torch.Tensor  # (B,H,W) normalised map in [0, 1] (AVAGA: as inferred; baselines: calibrated)
-    raw_map: torch.Tensor  # (B,H,W) map before calibration (== amap for AVAGA)
+    amap: torch.Tensor  # (B,H,W) calibrated map in [0, 1]: 0.5 at the label-free pixel threshold (raw without one)
+    raw_map: torch.Tensor  # (B,H,W) map before calibration (AVAGA: the attention map as inferred)
     prob: torch.Tensor | None  # (B,) classifier probability of c_a (weak) or None
 
 
@@ -116,9 +123,10 @@ def infer_batch(cfg: RunConfig, model: nn.Module, x: torch.Tensor, calibration: 
     if cfg.method == "avaga":
         with autocast(x.device, dtype):
             inf = infer(model, x, cfg.model, cfg.train.setting)
-        amap = inf.amap.float()[:, 0]
+        raw = inf.amap.float()[:, 0]
         prob = None if inf.prob_anomalous is None else inf.prob_anomalous.float()
-        return _Batch(inf.recon.float(), inf.score_raw.float(), amap, amap, prob)
+        amap = raw if calibration is None else calibration.normalize_maps(raw)
+        return _Batch(inf.recon.float(), inf.score_raw.float(), amap, raw, prob)
     kind = baseline_kind(cfg.method)
     model.eval()
     with torch.no_grad(), autocast(x.device, dtype):
@@ -150,9 +158,8 @@ class Inferred:
     Attributes:
         score_raw: (N,) raw detection scores (float32).
         prob: (N,) classifier probability of c_a (weak AVAGA) or None.
-        maps: (N,H,W) float32 maps as :func:`infer_batch` normalises them (None when not kept).
-        raw_maps: (N,H,W) float32 uncalibrated baseline maps (None for AVAGA, whose maps are not calibrated, or
-            when not kept).
+        maps: (N,H,W) float32 maps as :func:`infer_batch` calibrates them (None when not kept).
+        raw_maps: (N,H,W) float32 uncalibrated maps (None when not kept).
     """
 
     score_raw: np.ndarray
@@ -196,8 +203,7 @@ def infer_dataset(
             on_batch(sl, b)
         if keep_maps:
             maps.append(b.amap.cpu().numpy())
-            if cfg.method != "avaga":
-                raws.append(b.raw_map.cpu().numpy())
+            raws.append(b.raw_map.cpu().numpy())
     return Inferred(np.concatenate(scores), _concat(probs), _concat(maps), _concat(raws))
 
 
@@ -205,11 +211,11 @@ def _concat(parts: list[np.ndarray]) -> np.ndarray | None:
     return np.concatenate(parts) if parts else None
 
 
-def calibrate(cfg: RunConfig, model: nn.Module, val_records: list[Any], device: torch.device) -> tuple[
-    Calibration, np.ndarray, ValidationMaps
-]:
+def calibrate(cfg: RunConfig, model: nn.Module, val_records: list[Any], device: torch.device,
+              extra: ExtraMaps | None = None) -> tuple[Calibration, np.ndarray, ValidationMaps]:
     """Fit the calibration on the normal validation records only, and collect what their maps give (label-free):
-    strided values of the run's map and of its reconstruction error, and the mean map (:class:`ValidationMaps`).
+    strided values of every scored map (the run's, its reconstruction error, the floors of ``extra``) and the mean
+    map (:class:`ValidationMaps`).
 
     Returns:
         (calibration, raw validation scores, validation maps).
@@ -223,30 +229,47 @@ def calibrate(cfg: RunConfig, model: nn.Module, val_records: list[Any], device: 
     vm = ValidationMaps(_VAL_PIXEL_STRIDE)
 
     def track(sl: slice, b: _Batch) -> None:  # letterbox padding: in none of them
-        vm.update(b.raw_map.cpu().numpy(), recon_error_map(ds.images[sl], b.recon), ds.valid[sl, 0].numpy())
+        scored = {"map": b.raw_map.cpu().numpy(), "recon": recon_error_map(ds.images[sl], b.recon)}
+        scored |= extra(ds.images[sl]) if extra is not None else {}
+        vm.update(scored, ds.valid[sl, 0].numpy())
 
     val = infer_dataset(cfg, model, ds, None, device, keep_maps=False, on_batch=track)
-    cal = fit_calibration(val.score_raw, vm.map_max if cfg.method != "avaga" else None)
+    cal = fit_calibration(val.score_raw, vm.samples("map"), cfg.eval.image_val_quantile, cfg.eval.val_quantile)
     return cal, val.score_raw, vm
 
 
-def _infer_test(cfg: RunConfig, model: nn.Module, ds: AnomalyDataset, cal: Calibration, vm: ValidationMaps,
-                device: torch.device, progress: bool) -> tuple[Inferred, LocalizationScorer, np.ndarray]:
-    """The test pass: maps, scores, the reconstruction-error maps, and every map streamed into the scorer (whose
-    edges, thresholds and priors come from the validation maps ``vm``)."""
-    upper = _ATTENTION_UPPER if cfg.method == "avaga" else _MAP_UPPER
-    refs = vm.references(cfg.eval.pixel_bins, cfg.eval.val_quantile, upper)
-    scorer = LocalizationScorer(refs, vm.priors(*ds.images.shape[-2:]), cfg.eval.aupro_max_fpr)
-    recon_maps: list[np.ndarray] = []
+ExtraMaps = Callable[[torch.Tensor], dict[str, np.ndarray]]  # uint8 images (B,3,H,W) -> name -> (B,H,W) floor map
 
-    def stream(sl: slice, b: _Batch) -> None:  # ungated, unclipped; letterbox padding left out
-        recon_maps.append(recon_error_map(ds.images[sl], b.recon))
-        if ds.has_masks:
-            scorer.update(b.raw_map.cpu().numpy(), recon_maps[-1], ds.masks[sl, 0].bool().numpy(),
-                          ds.valid[sl, 0].numpy())
 
-    test = infer_dataset(cfg, model, ds, cal, device, on_batch=stream, progress=progress)
-    return test, scorer, np.concatenate(recon_maps)
+def _infer_test(cfg: RunConfig, model: nn.Module, ds: AnomalyDataset, cal: Calibration, device: torch.device,
+                progress: bool, extra: ExtraMaps | None = None) -> tuple[Inferred, dict[str, np.ndarray]]:
+    """The test pass: calibrated and raw maps, scores, and the other scored maps (reconstruction error, floors)."""
+    other: dict[str, list[np.ndarray]] = {}
+
+    def collect(sl: slice, b: _Batch) -> None:  # ungated, unclipped
+        scored = {"recon": recon_error_map(ds.images[sl], b.recon)}
+        scored |= extra(ds.images[sl]) if extra is not None else {}
+        for name, m in scored.items():
+            other.setdefault(name, []).append(np.asarray(m, dtype=np.float32))
+
+    test = infer_dataset(cfg, model, ds, cal, device, on_batch=collect, progress=progress)
+    return test, {name: np.concatenate(parts) for name, parts in other.items()}
+
+
+def _uppers(cfg: RunConfig, names: Any) -> dict[str, float]:
+    """The largest value each scored map can take (top of its pixel bins): attention and images in [0, 1]."""
+    own = _ATTENTION_UPPER if cfg.method == "avaga" else _MAP_UPPER
+    return {name: own if name == "map" else floors.floor_upper(name, own) if name in floors.FLOORS else _RECON_UPPER
+            for name in names}
+
+
+def _floors(cfg: RunConfig, splits: Any, device: torch.device) -> ExtraMaps:
+    """The floors' map function (issue 26): network-free floors from the normal training images, and the run's
+    network at the trainer's initial weights for this seed, mapped by the run's own map function."""
+    mean = floors.train_mean_image(cfg, list(splits.train))  # normal training images only: no label
+    untrained = floors.untrained_model(cfg, device)
+    return floors.floor_map_fn(cfg, mean, untrained, device,
+                               infer=lambda m, x: infer_batch(cfg, m, x, None).raw_map)
 
 
 def evaluate_run(
@@ -256,8 +279,10 @@ def evaluate_run(
     device: torch.device | str | None = None,
     examples_per_defect: int = 2,
     progress: bool = False,
+    extra: ExtraMaps | None = None,
+    with_floors: bool = True,
 ) -> EvalResult:
-    """Evaluate a trained model on ``splits.test`` with a calibration fitted on ``splits.val`` (PN 8-11).
+    """Evaluate a trained model on ``splits.test`` with a calibration fitted on ``splits.val`` (PN 8-11, issue 20).
 
     Args:
         cfg: the run config (method, setting, thresholds).
@@ -266,6 +291,10 @@ def evaluate_run(
         device: where to run; None = the model's device.
         examples_per_defect: images kept (uint8) per defect type for the qualitative figure.
         progress: tqdm bar over test batches.
+        extra: more label-free maps to score alike; None: the floors of :mod:`avaga_lib.floors` (issue 26) when
+            ``with_floors``, else none.
+        with_floors: score the floors (raw intensity and its inverse, the residual to the mean training image, the
+            same network untrained) beside the run's map.
 
     Returns:
         :class:`EvalResult` with ``metrics`` keyed as docs/ARCHITECTURE.md's results contract.
@@ -278,31 +307,40 @@ def evaluate_run(
     was_training = model.training
     model.eval()
     has_masks = bool(splits.has_masks)
+    if extra is None and with_floors:
+        extra = _floors(cfg, splits, device)
     try:
-        cal, val_scores, vm = calibrate(cfg, model, list(splits.val), device)
+        cal, val_scores, vm = calibrate(cfg, model, list(splits.val), device, extra)
         if not splits.test:
             raise ValueError(f"no test image for {cfg.data.category}; check the dataset's test/ folder")
         ds = AnomalyDataset(list(splits.test), cfg.data.image_size, train=False, has_masks=has_masks,
                             geometry=cfg.data.geometry)
-        test, scorer, recon = _infer_test(cfg, model, ds, cal, vm, device, progress)
+        test, other = _infer_test(cfg, model, ds, cal, device, progress, extra)
     finally:
         model.train(was_training)
     thr = cfg.eval.threshold
-    assert test.maps is not None
+    assert test.maps is not None and test.raw_maps is not None
     gt = ds.masks[:, 0].bool().numpy()
     valid = None if bool(ds.valid.all()) else ds.valid[:, 0].numpy()  # None: every pixel is content (squash)
     gate = test.prob > thr if test.prob is not None else np.ones(len(test.score_raw), dtype=bool)  # PN 4
     pred = M.binarize(test.maps, thr) & gate[:, None, None] & (True if valid is None else valid)
     frame = _predictions(ds, test, cal, pred, gt, thr, has_masks, valid)
     thresholds = sorted({float(t) for t in cfg.eval.thresholds_study} | {thr})
-    acc = scorer.acc["map"] if has_masks else None
-    m = metrics_from_maps(frame, test.maps, gt, thr, thresholds, has_masks, acc, valid)
-    raw = test.raw_maps if test.raw_maps is not None else test.maps  # what the edges and thresholds are in
-    scored = {"map": raw, "recon": recon}
+    literal = test.raw_maps if cfg.method == "avaga" else None  # the paper's rule: the attention map at 0.5
+    m = metrics_from_maps(frame, test.maps, gt, thr, has_masks, valid, literal, thresholds)
+    y = frame["label"].to_numpy()
+    refs = vm.references(cfg.eval.pixel_bins, cfg.eval.val_quantile, _uppers(cfg, ["map", *other]))
+    scorer = LocalizationScorer(refs, cfg.eval.aupro_max_fpr)
+    priors = vm.priors(*ds.images.shape[-2:])
     if has_masks:
-        m.update(scorer.compute(scored, gt, frame["label"].to_numpy(), gate, valid))
-    m.update(_run_info(cfg, frame, len(val_scores), acc, t0))
-    maps = _maps_to_save(test, gt, valid, scored["recon"], scorer)
+        m.update(scorer.compute({"map": test.raw_maps, **other, **priors}, gt, y, gate, valid))
+        native = latent_side(cfg.data.image_size) if cfg.method == "avaga" else cfg.data.image_size
+        m["iou_grid_cap"] = grid_cap(gt, y, native, valid)
+        m["map_grid_side"] = int(native)
+    m.update(test_intervals(y, test.score_raw, frame["iou"].to_numpy(), test.raw_maps, gt if has_masks else None,
+                            valid, scorer.edges.get("map")))
+    m.update(_run_info(cfg, frame, len(val_scores), has_masks, t0))
+    maps = _maps_to_save(test, gt, valid, other, priors, scorer)
     examples = _examples(ds, test.maps, pred, examples_per_defect)
     return EvalResult(m, frame, cal, examples, val_scores, time.perf_counter() - t0, maps)
 
@@ -335,24 +373,32 @@ def _predictions(ds: AnomalyDataset, test: Inferred, cal: Calibration, pred: np.
     return frame
 
 
-def _run_info(cfg: RunConfig, predictions: pd.DataFrame, n_val: int, acc: PixelMetricAccumulator | None,
-              t0: float) -> dict[str, Any]:
+def _run_info(cfg: RunConfig, predictions: pd.DataFrame, n_val: int, has_masks: bool, t0: float) -> dict[str, Any]:
     """Counts, protocol choices and wall time written beside the metrics."""
     y = predictions["label"].to_numpy()
     weak = cfg.method == "avaga" and cfg.train.setting == "weak"
+    q, qi = cfg.eval.val_quantile, cfg.eval.image_val_quantile
     return {
         "n_test": int(len(y)),
         "n_anomalous": int((y == 1).sum()),
         "n_val": int(n_val),
-        "pixel_metrics_available": acc is not None,
+        "pixel_metrics_available": has_masks,
         "pixel_metrics_note": (
-            f"pixel AUROC / AUPRO streamed over {acc.bins} score bins placed by the normal validation maps "
-            "(pixel_metrics.validation_edges), for the run's map, its reconstruction error and the position priors"
-            if acc is not None
+            "pixel AUROC exact (scikit-learn, every scored pixel); AUPRO on bins from the normal validation maps "
+            "merged with quantiles of the unlabeled test values (pixel_metrics.covering_edges); the same for every "
+            "scored map (the run's, its reconstruction error, priors, floors)"
+            if has_masks
             else "dataset has image-level labels only: IoU, pixel AUROC and AUPRO unavailable (null)"
         ),
         "threshold": cfg.eval.threshold,
-        "score_calibration": "validation (normal-only split; its [min, max] -> [0, 0.5])",
+        "threshold_rule": (f"label-free: pixels above the {q:g} quantile of the run map's normal-validation pixels "
+                           f"(iou, fp_area_normal); images above the {qi:g} quantile of the normal-validation image "
+                           f"scores; iou_literal = the attention map itself at {cfg.eval.threshold:g} (the paper's "
+                           "rule, AVAGA only)"),
+        "score_calibration": f"validation (normal-only split; [min, {qi:g} quantile] -> [0, 0.5])",
+        "interval": (f"{M.CI_LEVEL:.0%} percentile bootstrap over test images ({M.BOOTSTRAP_RESAMPLES} stratified "
+                     "resamples; <metric>_ci_lo / _ci_hi)"),
+        "grid_cap_flag": "iou_grid_cap reads the TEST masks (pooled to the map's native grid): an upper bound only",
         "transductive_flag": TRANSDUCTIVE_FLAG,
         "detection_rule": "classifier (PN 4)" if weak else "calibrated score > threshold",
         "eval_wall_time_s": time.perf_counter() - t0,
@@ -360,15 +406,17 @@ def _run_info(cfg: RunConfig, predictions: pd.DataFrame, n_val: int, acc: PixelM
     }
 
 
-def _maps_to_save(test: Inferred, gt: np.ndarray, valid: np.ndarray | None, recon: np.ndarray,
-                  scorer: LocalizationScorer) -> dict[str, np.ndarray]:
-    """What ``maps/test_maps.npz`` holds: every map scored, its bin edges and label-free threshold (SCORED order)."""
-    maps = {"maps": test.maps, "gt": gt, "recon_maps": recon} | ({} if valid is None else {"valid": valid})
-    if test.raw_maps is not None:
-        maps["raw_maps"] = test.raw_maps
-    maps["pixel_edges"] = scorer.refs["map"].edges
-    maps |= {f"edges_{n}": scorer.refs[n].edges for n in SCORED[1:]} | dict(scorer.priors)
-    maps["val_quantile_thresholds"] = np.array([scorer.refs[n].threshold for n in SCORED])
+def _maps_to_save(test: Inferred, gt: np.ndarray, valid: np.ndarray | None, other: dict[str, np.ndarray],
+                  priors: dict[str, np.ndarray], scorer: LocalizationScorer) -> dict[str, np.ndarray]:
+    """What ``maps/test_maps.npz`` holds: the calibrated and raw maps, every other scored map, the AUPRO edges and
+    the label-free threshold of each (``scored`` names their order)."""
+    assert test.maps is not None and test.raw_maps is not None
+    maps = {"maps": test.maps, "raw_maps": test.raw_maps, "gt": gt} | ({} if valid is None else {"valid": valid})
+    maps |= {f"{name}_maps": m for name, m in other.items()} | dict(priors)
+    maps |= {f"edges_{n}": e for n, e in scorer.edges.items()}
+    names = list(scorer.refs)
+    maps["scored"] = np.array(names)
+    maps["val_quantile_thresholds"] = np.array([scorer.refs[n].threshold for n in names])
     return maps
 
 

@@ -26,7 +26,8 @@ from sklearn.metrics import roc_auc_score
 
 __all__ = ["binarize", "iou_per_image", "mean_iou", "pooled_iou", "mean_class_accuracy", "image_auroc",
            "fp_area_per_image", "fp_area", "iou_threshold_curve", "accuracy_threshold_curve", "oracle_best_iou",
-           "nan_to_none"]
+           "nan_to_none", "BOOTSTRAP_RESAMPLES", "CI_LEVEL", "stratified_draws", "percentile_interval",
+           "bootstrap_image_auroc", "bootstrap_mean"]
 
 
 def _np(x: Any) -> np.ndarray:
@@ -313,6 +314,63 @@ def oracle_best_iou(maps: Any, gt_masks: Any, labels: Any, gate: Any | None = No
         grid = np.linspace(grid[max(k - 1, 0)], grid[min(k + 1, grid.size - 1)], 34)[1:-1]
     best = max(scored, key=lambda t: scored[t])
     return float(scored[best]), float(best)
+
+
+# ------------------------------------------------------------------------- per-run intervals over test images
+# issue 20: seeds resample training only; these intervals add the test sample's own variance to every run's number.
+BOOTSTRAP_RESAMPLES = 1000  # draws of the test images per run (a fixed generator: the report is repeatable)
+CI_LEVEL = 0.95  # every interval of metrics.json (<metric>_ci_lo / _ci_hi) and of the report
+
+
+def stratified_draws(labels: Any, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0) -> np.ndarray:
+    """(R, N) counts: in each resample, as many normal and as many anomalous test images as the test set has, drawn
+    with replacement within their class (stratified: every resample keeps both classes, so AUROC stays defined).
+
+    Args:
+        labels: (N,) 0 normal / 1 anomalous; resamples: R; seed: generator seed.
+    """
+    y = _np(labels).reshape(-1).astype(np.int64)
+    rng = np.random.default_rng(seed)
+    counts = np.zeros((resamples, y.size), dtype=np.int64)
+    for cls in np.unique(y):
+        idx = np.flatnonzero(y == cls)
+        picks = rng.integers(0, idx.size, size=(resamples, idx.size))
+        for r in range(resamples):
+            counts[r, idx] += np.bincount(picks[r], minlength=idx.size)
+    return counts
+
+
+def percentile_interval(values: Any, level: float = CI_LEVEL) -> tuple[float, float]:
+    """The central ``level`` percentile interval of bootstrap statistics (NaN draws left out; NaN when none)."""
+    v = _np(values).reshape(-1).astype(np.float64)
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return float("nan"), float("nan")
+    a = (1.0 - level) / 2.0
+    return float(np.quantile(v, a)), float(np.quantile(v, 1.0 - a))
+
+
+def bootstrap_image_auroc(labels: Any, scores: Any, draws: np.ndarray) -> np.ndarray:
+    """Image AUROC of each resample of :func:`stratified_draws` (the draw counts are sample weights)."""
+    y = _np(labels).reshape(-1).astype(np.int64)
+    s = _np(scores).reshape(-1).astype(np.float64)
+    if set(np.unique(y).tolist()) != {0, 1} or not np.all(np.isfinite(s)):
+        return np.full(draws.shape[0], np.nan)
+    # AUROC = P(anomalous score > normal score) + half the ties, weighted by the draw counts: one matrix product
+    # per side instead of a scikit-learn call per resample (1000 calls took 8 s for 200 images)
+    sa, sn = s[y == 1], s[y == 0]
+    wins = (sa[:, None] > sn[None, :]) + 0.5 * (sa[:, None] == sn[None, :])  # (N_a, N_n)
+    wa, wn = draws[:, y == 1].astype(np.float64), draws[:, y == 0].astype(np.float64)
+    return ((wa @ wins) * wn).sum(axis=1) / (wa.sum(axis=1) * wn.sum(axis=1))
+
+
+def bootstrap_mean(values: Any, draws: np.ndarray) -> np.ndarray:
+    """Mean of the finite entries of ``values`` (N,) in each resample (e.g. per-image IoU, NaN for normal images)."""
+    v = _np(values).reshape(-1).astype(np.float64)
+    ok = np.isfinite(v)
+    w = draws[:, ok].astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (w @ v[ok]) / w.sum(axis=1)
 
 
 def nan_to_none(d: Mapping[str, Any]) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 from avaga_lib import paths
-from avaga_lib.claims import TIE_TOLERANCE, Claim, evaluate_claims
+from avaga_lib.claims import Claim, evaluate_claims
 from avaga_lib.config import MIN_LATENT_GRID, latent_side
 from avaga_lib.io import replace_dir, write_csv, write_text
 from avaga_lib.reference import CSV_NAME, Comparison, compare_with_reference, read_comparison
@@ -230,9 +230,15 @@ def render_report_md(runs: pd.DataFrame, tables: dict[str, Table], claims: Itera
         lines += ["", "## Observations", ""] + [f"- {o}" for o in obs]
     lines += ["", "## Verdicts per claim", ""]
     lines += [
-        "A category supports a claim when every seed (paired: the same seed trains both sides) agrees by more than "
-        f"{TIE_TOLERANCE}, contradicts it when every seed disagrees; otherwise the difference is within the seed "
-        "spread. Each verdict names the profile, image size, seeds and categories it rests on.",
+        "Each claim pairs its two sides by seed (the same seed trains both) in every category where both were "
+        "measured; the verdict reads the 95% Student t-interval of the mean paired difference over those "
+        "(category, seed) cells: **holds** when it lies above 0, **contradicted** when it lies below 0, "
+        "**undecided** when it contains 0 or when a single cell gives no interval. A side of several runs is the "
+        "best by mean on the test metric, picked on the test set: the sentence says so and lists every candidate. "
+        "Where the evaluator wrote them, each side also shows the mean of its runs' 95% bootstrap intervals over "
+        "test images. A localization claim is **cannot test** on a latent grid under 4x4, and an IoU claim when "
+        "the map's grid caps the best reachable IoU under the paper's number. Each verdict names the profile, "
+        "image size, seeds and categories it rests on.",
         "",
     ]
     lines += [c.sentence() for c in claims]

@@ -133,25 +133,34 @@ def aggregate(runs: pd.DataFrame, metric: str) -> pd.DataFrame:
     return pd.DataFrame(out, columns=cols)
 
 
-# The centred-Gaussian position prior scored like a method (issue 13: a method is credited only for beating position).
-# Its map knows nothing of the image, so its numbers are those of the test masks alone: the same in every run of a
-# category; the row takes them from the first run of each (dataset, category, seed).
+# The centred-Gaussian position prior and the network-free floors (issue 26) scored like a method (a method is
+# credited only for beating position and raw pixels). Their maps never see a training step, so their numbers are
+# the same in every run of a (dataset, category, seed): the row takes them from the first run of each.
 PRIOR_CENTER = "prior: centred Gaussian"
-_PRIOR_COLUMNS: dict[str, str] = {"pixel_auroc": "prior_center_pixel_auroc", "aupro": "prior_center_aupro",
-                                  "iou_val_quantile": "prior_center_iou_val_quantile"}
+FLOOR_ROWS: dict[str, str] = {  # row name -> metrics.json prefix
+    "floor: raw intensity": "floor_intensity",
+    "floor: inverse intensity": "floor_intensity_inv",
+    "floor: |x - mean training image|": "floor_train_residual",
+}
+REFERENCE_ROWS: dict[str, str] = {PRIOR_CENTER: "prior_center", **FLOOR_ROWS}  # every row that is no trained run
+_ROW_METRICS: tuple[str, ...] = ("pixel_auroc", "aupro", "iou")
 
 
 def with_prior_rows(runs: pd.DataFrame) -> pd.DataFrame:
-    """``runs`` plus one :data:`PRIOR_CENTER` row per (dataset, category, seed) whose runs scored that prior (its
-    pixel AUROC, AUPRO and label-free IoU under the method's metric names; every other metric NaN)."""
-    if runs.empty or "prior_center_pixel_auroc" not in runs.columns:
+    """``runs`` plus one row per (dataset, category, seed) for the centred-Gaussian prior (:data:`PRIOR_CENTER`) and
+    each network-free floor (:data:`FLOOR_ROWS`) its runs scored: pixel AUROC, AUPRO and label-free IoU under the
+    method's metric names; every other metric NaN."""
+    if runs.empty:
         return runs
-    scored = runs[runs["prior_center_pixel_auroc"].notna()]
     rows = []
-    for (dataset, category, seed), grp in scored.groupby(["dataset", "category", "seed"], sort=False):
-        first = grp.iloc[0]
-        row = {"dataset": dataset, "category": category, "method": PRIOR_CENTER, "seed": seed,
-               "profile": first["profile"], "image_size": first["image_size"], "epochs": first["epochs"]}
-        row |= {metric: first.get(column, math.nan) for metric, column in _PRIOR_COLUMNS.items()}
-        rows.append(row)
+    for name, prefix in REFERENCE_ROWS.items():
+        if f"{prefix}_pixel_auroc" not in runs.columns:
+            continue
+        scored = runs[runs[f"{prefix}_pixel_auroc"].notna()]
+        for (dataset, category, seed), grp in scored.groupby(["dataset", "category", "seed"], sort=False):
+            first = grp.iloc[0]
+            row = {"dataset": dataset, "category": category, "method": name, "seed": seed,
+                   "profile": first["profile"], "image_size": first["image_size"], "epochs": first["epochs"]}
+            row |= {metric: first.get(f"{prefix}_{metric}", math.nan) for metric in _ROW_METRICS}
+            rows.append(row)
     return pd.concat([runs, pd.DataFrame(rows)], ignore_index=True) if rows else runs

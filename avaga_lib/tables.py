@@ -14,9 +14,10 @@ from typing import Any
 
 import pandas as pd
 
+from avaga_lib import metrics as M
 from avaga_lib import study
 from avaga_lib.paper import PAPER_FILES, frame_value, paper_table
-from avaga_lib.results import PRIOR_CENTER, aggregate, with_prior_rows
+from avaga_lib.results import FLOOR_ROWS, PRIOR_CENTER, REFERENCE_ROWS, aggregate, with_prior_rows
 
 THRESHOLDS: tuple[float, ...] = (0.2, 0.3, 0.4, 0.5, 0.6)  # Table 7
 # Threshold-free metrics the paper lacks (PN 11), reported per method.
@@ -24,18 +25,31 @@ EXTRA_METRICS: tuple[str, ...] = (
     "image_auroc", "pixel_auroc", "aupro", "fp_area_normal", "iou_pooled",
     # issue 13: the reconstruction-error map beside the attention map, the label-free quantile threshold, and the
     # position priors a method must beat (their maps know nothing of the image)
-    "pixel_auroc_recon", "aupro_recon", "iou_val_quantile", "prior_center_pixel_auroc", "prior_mean_pixel_auroc",
+    "pixel_auroc_recon", "aupro_recon", "prior_center_pixel_auroc", "prior_mean_pixel_auroc",
     "iou_best_threshold_oracle",
+    # issue 20: the paper's literal rule beside the label-free one; issue 26: the floors
+    "iou_literal", "floor_intensity_pixel_auroc", "floor_intensity_inv_pixel_auroc", "floor_train_residual_pixel_auroc",
+    "floor_untrained_pixel_auroc",
 )  # fmt: skip
 # What each extra table is, in its title (the oracle is flagged: it reads the test masks, and nothing uses it)
 _EXTRA_TITLES: dict[str, str] = {
     "pixel_auroc_recon": "pixel AUROC of the reconstruction-error map |x - x_hat|",
     "aupro_recon": "AUPRO of the reconstruction-error map |x - x_hat|",
-    "iou_val_quantile": "IoU at the label-free 0.99 quantile of normal validation pixels",
+    "iou_literal": "IoU of the paper's literal rule: AVAGA's attention map itself at 0.5 (no baseline has one)",
+    "floor_intensity_pixel_auroc": "pixel AUROC of raw intensity (floor: no learning; its direction is not chosen)",
+    "floor_intensity_inv_pixel_auroc": "pixel AUROC of inverse intensity (floor: no learning)",
+    "floor_train_residual_pixel_auroc": "pixel AUROC of |x - mean normal training image| (floor: no learning)",
+    "floor_untrained_pixel_auroc": "pixel AUROC of the same network untrained (floor: its initial weights, same seed)",
     "prior_center_pixel_auroc": "pixel AUROC of a centred Gaussian (position prior: no image content)",
     "prior_mean_pixel_auroc": "pixel AUROC of the mean normal validation map (position prior)",
     "iou_best_threshold_oracle": "ORACLE IoU at the best threshold chosen on the test masks (flagged: test labels)",
 }
+# issue 20: the best IoU a map's native grid allows (test masks pooled to it), shown beside every IoU cell
+CAP = "iou_grid_cap"
+CAPPED: tuple[str, ...] = ("iou", "iou_literal")
+CAP_NOTE = ("(cap x) = iou_grid_cap: the best IoU the map's native grid allows (the test masks pooled to the latent "
+            "grid and upsampled as the attention is, best threshold; reads the test masks, an upper bound only); "
+            "per-pixel maps (the baselines) have cap 1, not shown")
 # Metrics that need pixel masks; an image-level-only dataset (no ground_truth/) says so instead of an empty table.
 PIXEL_METRICS: tuple[str, ...] = ("iou", "iou_pooled", "pixel_auroc", "aupro")
 NO_PIXEL_MASKS = "the dataset has no pixel masks (no ground_truth/ folder): localization (IoU) is not measurable"
@@ -87,6 +101,7 @@ def comparison_table(
     difference compares like with like.
     """
     agg = aggregate(runs[runs["dataset"] == dataset] if not runs.empty else runs, metric)
+    caps = aggregate(runs[runs["dataset"] == dataset], CAP) if metric in CAPPED and not runs.empty else None
     paper, paper_cols = _paper_lookup(dataset, metric, kind)
     measured_methods = set(agg["method"])
     methods = [
@@ -104,6 +119,9 @@ def comparison_table(
             row[m] = mean
             row[f"{m}_std"] = float(hit["std"].iloc[0]) if len(hit) else math.nan
             row[f"{m}_n"] = int(hit["n_seeds"].iloc[0]) if len(hit) else 0
+            if caps is not None:  # issue 20: the best IoU the map's grid allows, beside every IoU cell
+                cap = caps[(caps["category"] == cat) & (caps["method"] == m)]
+                row[f"{m}_cap"] = float(cap["mean"].iloc[0]) if len(cap) else math.nan
             if paper is not None:
                 pv = frame_value(paper, cat, paper_cols.get(m))
                 row[f"{m}_paper"] = pv
@@ -116,6 +134,8 @@ def comparison_table(
     profiles = sorted(set(runs[runs["dataset"] == dataset]["profile"])) if not runs.empty else []
     notes = [f"dataset {dataset}; metric {metric}; profile {', '.join(profiles) or 'n/a'}; seeds {seeds}"]
     notes.append("ours = mean ± sample std over seeds (std only with 2+ seeds); (n=k) marks cells with fewer seeds")
+    if caps is not None:
+        notes.append(CAP_NOTE)
     if paper is None:
         notes.append("paper values n/a: the paper reports no numbers for this dataset/table; orderings still apply")
     else:
@@ -134,6 +154,8 @@ def _mean_row(frame: pd.DataFrame, methods: Sequence[str], with_paper: bool) -> 
         # std of the mean row: spread of the per-category means is not a seed std; report seed-std average instead
         row[f"{m}_std"] = float(measured[f"{m}_std"].mean()) if measured[f"{m}_std"].notna().any() else math.nan
         row[f"{m}_n"] = int(measured[f"{m}_n"].min()) if len(measured) else 0
+        if f"{m}_cap" in frame:
+            row[f"{m}_cap"] = float(measured[f"{m}_cap"].mean()) if len(measured) else math.nan
         if with_paper:
             paired = measured[measured[f"{m}_paper"].notna()]
             row[f"{m}_paper"] = float(paired[f"{m}_paper"].mean()) if len(paired) else float(
@@ -161,6 +183,8 @@ def _markdown(frame: pd.DataFrame, methods: Sequence[str], with_paper: bool, max
                 ours += f" ± {_fmt(r[f'{m}_std'])}"
             if 0 < r[f"{m}_n"] < max_seeds and r["category"] != "mean":
                 ours += f" (n={r[f'{m}_n']})"
+            if f"{m}_cap" in r and not math.isnan(r[f"{m}_cap"]) and r[f"{m}_cap"] < 1.0:
+                ours += f" (cap {_fmt(r[f'{m}_cap'])})"
             cells.append(ours)
             if with_paper:
                 diff = r[f"{m}_diff"]
@@ -286,12 +310,15 @@ def build_tables(runs: pd.DataFrame) -> dict[str, Table]:
 # The study's one-glance table (issue 13): every run of a dataset on the metrics that say whether a map localizes.
 SUMMARY_METRICS: tuple[tuple[str, str], ...] = (
     ("pixel_auroc", "pixel AUROC (anomaly map)"),  # AVAGA: 1 - A (or A^{c_a}); baselines: the residual map
+    ("floor_untrained_pixel_auroc", "pixel AUROC, same net untrained"),  # issue 26: the run's own floor
     ("pixel_auroc_recon", "pixel AUROC (recon map)"),  # |x - x_hat| of every run, on equal terms
     ("aupro", "AUPRO"),
-    ("iou", "IoU@0.5"),  # label-free threshold (PN 16)
+    ("iou", "IoU (label-free q-quantile)"),  # issue 20: every map at its normal-validation quantile
+    ("iou_literal", "IoU, paper's rule (A at 0.5)"),  # AVAGA's attention map itself at 0.5 (PN 16)
     ("image_auroc", "image AUROC"),
     ("mean_accuracy", "mean accuracy"),
 )
+_SUMMARY_CI = {"pixel_auroc", "iou", "image_auroc"}  # cells with the mean per-run test-bootstrap interval
 
 
 def summary_order(methods: Sequence[str]) -> list[str]:
@@ -301,7 +328,7 @@ def summary_order(methods: Sequence[str]) -> list[str]:
     for run in study.RUNS:
         if run.group == "main":
             order += [run.name, *study.remedies_of(run.name)]
-    order += [*study.ABLATIONS, *study.BASELINES, PRIOR_CENTER]
+    order += [*study.ABLATIONS, *study.BASELINES, *REFERENCE_ROWS]
     order += sorted(present - set(order))  # runs outside the registry (none today) last
     return [m for m in order if m in present]
 
@@ -309,6 +336,8 @@ def summary_order(methods: Sequence[str]) -> list[str]:
 def _role(method: str) -> str:
     if method == PRIOR_CENTER:
         return "position prior"
+    if method in FLOOR_ROWS:
+        return "floor (no learning)"
     if method in study.REMEDIES:
         return "remedy (issue 13)"
     return {"main": "paper recipe", "ablations": "ablation", "baselines": "baseline"}.get(
@@ -329,6 +358,8 @@ def summary_table(runs: pd.DataFrame, dataset: str) -> Table:
     """Rows = runs (the paper's recipe first, each remedy under it, baselines, the centred-Gaussian prior);
     columns = :data:`SUMMARY_METRICS` as mean ± sample std over seeds of the per-seed mean over categories."""
     sub = with_prior_rows(runs[runs["dataset"] == dataset])
+    qs = sorted(set(sub["val_quantile"].dropna())) if "val_quantile" in sub else []
+    q = "/".join(f"{v:g}" for v in qs) or "n/a"
     rows: list[dict[str, Any]] = []
     for m in summary_order(list(dict.fromkeys(sub["method"]))):
         own = sub[sub["method"] == m]
@@ -338,6 +369,11 @@ def summary_table(runs: pd.DataFrame, dataset: str) -> Table:
             row[metric] = float(vals.mean()) if len(vals) else math.nan
             row[f"{metric}_std"] = float(vals.std(ddof=1)) if len(vals) > 1 else math.nan
             row[f"{metric}_n"] = len(vals)
+            for end in ("lo", "hi"):  # the per-run test-image bootstrap interval, averaged over seeds
+                ci = _seed_means(own, f"{metric}_ci_{end}") if metric in _SUMMARY_CI else pd.Series(dtype=float)
+                row[f"{metric}_ci_{end}"] = float(ci.mean()) if len(ci) else math.nan
+        cap = _seed_means(own, CAP)
+        row[CAP] = float(cap.mean()) if len(cap) else math.nan
         rows.append(row)
     frame = pd.DataFrame(rows)
     header = ["run", "role", *(label for _, label in SUMMARY_METRICS)]
@@ -346,15 +382,26 @@ def summary_table(runs: pd.DataFrame, dataset: str) -> Table:
         cells = [f"**{r['method']}**" if r["role"] == "paper recipe" else str(r["method"]), str(r["role"])]
         for metric, _ in SUMMARY_METRICS:
             cell = _fmt(r[metric], 3)
-            cells.append(cell + (f" ± {_fmt(r[f'{metric}_std'], 3)}" if not math.isnan(r[f"{metric}_std"]) else ""))
+            cell += f" ± {_fmt(r[f'{metric}_std'], 3)}" if not math.isnan(r[f"{metric}_std"]) else ""
+            if not math.isnan(r[f"{metric}_ci_lo"]):
+                cell += f" [{_fmt(r[f'{metric}_ci_lo'])}, {_fmt(r[f'{metric}_ci_hi'])}]"
+            if metric in CAPPED and not math.isnan(r[CAP]) and r[CAP] < 1.0 and not math.isnan(r[metric]):
+                cell += f" (cap {_fmt(r[CAP])})"
+            cells.append(cell)
         lines.append("| " + " | ".join(cells) + " |")
     seeds = sorted({int(s) for s in sub["seed"]}) if not sub.empty else []
     notes = [
         f"dataset {dataset}; profile {', '.join(sorted(set(sub['profile'].dropna()))) or 'n/a'}; image size "
         f"{', '.join(str(int(v)) for v in sorted(set(sub['image_size'].dropna())))} px; seeds {seeds}; "
         f"categories {sorted(set(sub['category']))}",
-        "cell = mean ± sample std over seeds of the per-seed mean over categories (std only with 2+ seeds)",
-        "the prior's map is a centred Gaussian that never sees the image: a run localizes only where it beats it",
+        "cell = mean ± sample std over seeds of the per-seed mean over categories (std only with 2+ seeds); "
+        f"[lo, hi] = the {M.CI_LEVEL:.0%} percentile bootstrap interval over test images of each run "
+        f"({M.BOOTSTRAP_RESAMPLES} stratified resamples), averaged over seeds",
+        f"IoU (label-free q-quantile): every map thresholded at the {q} quantile of its own normal-validation pixels; "
+        "IoU, paper's rule: AVAGA's attention map at 0.5 (no baseline has one); " + CAP_NOTE,
+        "the prior's map is a centred Gaussian that never sees the image, the floors' maps learn nothing (raw "
+        "intensity, its inverse, the residual to the mean training image; the same network untrained as a "
+        "column): a run localizes only where it beats every one of them",
     ]
     md = _NO_PIXEL_MASKS_MD if lacks_pixel_masks(runs, dataset) else "\n".join(lines) + "\n"
     return Table(f"{dataset}_summary", f"Summary ({dataset}): every run on the localization and detection metrics",

@@ -125,7 +125,7 @@ def threshold_study(
         if cfg.train.setting == "weak" and cfg.method == "avaga":
             scores01 = test_raw  # the classifier's probability is already in [0, 1] (PN 4)
         else:
-            scores01 = fit_calibration(val_raw).normalize_scores(test_raw)
+            scores01 = fit_calibration(val_raw, image_quantile=cfg.eval.image_val_quantile).normalize_scores(test_raw)
         rows += _curve_rows(norm, thresholds, test_maps, scores01, transductive_scores(test_raw), labels, masks,
                             splits.has_masks, valid)
         examples["maps"][norm] = test_maps[anomalous]

@@ -24,7 +24,7 @@ from avaga_lib import metrics as M
 from avaga_lib.config import make_config
 from avaga_lib.data import ImageRecord, generate_dataset, make_splits
 from avaga_lib.io import read_json
-from avaga_lib.pixel_metrics import PixelMetricAccumulator
+from avaga_lib.pixel_metrics import PixelMetricAccumulator, exact_pixel_auroc
 from avaga_lib.priors import center_gaussian
 from avaga_lib.run import load_maps, save_run
 from avaga_lib.runtime import seed_everything
@@ -33,7 +33,8 @@ from avaga_lib.train import build_networks, train_run
 CONTRACT_KEYS = {
     "iou", "iou_pooled", "mean_accuracy", "image_auroc", "image_auroc_classifier", "pixel_auroc", "aupro",
     "fp_area_normal", "mean_accuracy_transductive", "iou_at", "n_test", "n_anomalous", "wall_time_s",
-    "pixel_metrics_available",
+    "pixel_metrics_available", "iou_literal", "iou_grid_cap", "image_auroc_ci_lo", "image_auroc_ci_hi",
+    "pixel_auroc_ci_lo", "pixel_auroc_ci_hi", "iou_ci_lo", "iou_ci_hi",
 }
 
 
@@ -57,15 +58,59 @@ def _untrained(cfg):
     return model.eval()
 
 
-def test_calibration_maps_validation_max_to_threshold() -> None:
-    cal = C.fit_calibration([2.0, 3.0, 4.0])
-    s = cal.normalize_scores([2.0, 4.0, 5.0, 100.0, 0.0])
-    np.testing.assert_allclose(s, [0.0, 0.5, 0.75, 1.0, 0.0])
-    assert (s > 0.5).tolist() == [False, False, True, True, False]  # anomalous = above every normal val score
+def test_calibration_places_the_validation_quantiles_at_half() -> None:
+    scores = np.arange(1.0, 21.0)  # 20 normal validation scores 1..20
+    cal = C.fit_calibration(scores, np.linspace(0.0, 1.0, 101), image_quantile=0.95, pixel_quantile=0.99)
+    assert cal.score_threshold == pytest.approx(np.quantile(scores, 0.95))
+    assert cal.pixel_threshold == pytest.approx(0.99)
+    s = cal.normalize_scores([1.0, cal.score_threshold, 20.0, 100.0, 0.0])
+    np.testing.assert_allclose(s[:2], [0.0, 0.5])
+    assert (s > 0.5).tolist() == [False, False, True, True, False]  # anomalous = above the 0.95 quantile
+    m = cal.normalize_maps(torch.tensor([0.0, 0.5, 0.99, 0.995, 3.0]))
+    assert (m > 0.5).tolist() == [False, False, False, True, True]  # the same rule for maps: above the 0.99 quantile
     assert C.Calibration.from_dict(json.loads(json.dumps(cal.to_dict()))) == cal
     with pytest.raises(ValueError, match="validation"):
         C.fit_calibration([])
+    with pytest.raises(ValueError, match="image_quantile"):
+        C.fit_calibration([1.0], image_quantile=0.0)
     np.testing.assert_allclose(C.transductive_scores([1.0, 3.0, 2.0]), [0.0, 1.0, 0.5])
+
+
+@pytest.mark.parametrize("kind", ["saturated_attention", "remedy_attention", "l2_residual", "one_minus_ssim"])
+def test_quantile_rule_flags_one_percent_of_normal_pixels_whatever_the_range(kind: str) -> None:
+    rng = np.random.default_rng(0)
+    normal = {"saturated_attention": 1e-3 * rng.random(200_000),  # 1 - A of a collapsed sigmoid: ~0 everywhere
+              "remedy_attention": rng.beta(2, 5, 200_000),  # a max-normalised map spread over [0, 1]
+              "l2_residual": 1e-3 * rng.chisquare(2, 200_000),  # squared residuals around 1e-3
+              "one_minus_ssim": 2 * rng.beta(1, 8, 200_000)}[kind]  # 1 - SSIM in [0, 2]
+    cal = C.fit_calibration([0.0, 1.0], normal[:100_000], pixel_quantile=0.99)
+    flagged = cal.normalize_maps(torch.from_numpy(normal[100_000:])) > 0.5  # fresh normal pixels, same law
+    assert float(flagged.float().mean()) == pytest.approx(0.01, abs=0.002)
+
+
+def test_calibration_reads_files_written_before_issue_20() -> None:
+    old = C.Calibration.from_dict({"score_lo": 2.0, "score_hi": 4.0, "map_scale": 0.3, "n_val": 3,
+                                   "source": "validation"})
+    assert old.score_threshold == 4.0 and old.pixel_threshold == 0.3  # the largest validation value at 0.5
+    np.testing.assert_allclose(old.normalize_scores([4.0]), [0.5])
+
+
+@pytest.mark.parametrize("over", [{}, {"model.attention_norm": "max"}, {"method": "ae_l2"}, {"method": "ae_ssim"}],
+                         ids=["avaga", "maxnorm", "ae_l2", "ae_ssim"])
+def test_every_map_flags_the_stated_share_of_normal_validation_pixels(tiny_root: Path, tmp_path: Path,
+                                                                      over: dict[str, Any]) -> None:
+    """One rule for every map type (issue 20): its threshold is the 0.99 quantile of its own normal-validation
+    pixels, and a calibrated map above 0.5 is exactly a raw map above it."""
+    cfg = _cfg(tiny_root, tmp_path, **over)
+    splits = make_splits(cfg.data, "unsupervised")
+    model = _untrained(cfg)
+    cal, _, vm = E.calibrate(cfg, model, list(splits.val), torch.device("cpu"))
+    values = vm.samples("map")
+    assert cal.pixel_quantile == cfg.eval.val_quantile == 0.99
+    assert cal.pixel_threshold == float(np.quantile(values.astype(np.float64), 0.99))
+    ds = E.AnomalyDataset(list(splits.val), 64, train=False, has_masks=False)
+    inf = E.infer_dataset(cfg, model, ds, cal, torch.device("cpu"))
+    np.testing.assert_array_equal(inf.maps > 0.5, inf.raw_maps * (0.5 / cal.pixel_threshold) > 0.5)
 
 
 def test_shuffled_test_labels_change_no_threshold_or_score(tiny_root: Path, tmp_path: Path) -> None:
@@ -78,8 +123,8 @@ def test_shuffled_test_labels_change_no_threshold_or_score(tiny_root: Path, tmp_
     shuffled = replace(splits, test=[ImageRecord(r.path, lab, "x", r.mask_path) for r, lab in zip(splits.test, labels)])
     b = E.evaluate_run(cfg, model, shuffled)
     assert a.calibration == b.calibration  # the threshold/normalisation never sees a test label
-    for key in ("pixel_edges", "edges_recon", "edges_prior_mean", "prior_mean", "val_quantile_thresholds"):
-        np.testing.assert_array_equal(a.maps[key], b.maps[key])  # nor do the bin edges, priors, pixel thresholds
+    for key in ("prior_mean", "val_quantile_thresholds"):
+        np.testing.assert_array_equal(a.maps[key], b.maps[key])  # nor do the priors, pixel thresholds
     np.testing.assert_array_equal(a.predictions["score"], b.predictions["score"])
     np.testing.assert_array_equal(a.predictions["pred_label"], b.predictions["pred_label"])
     with pytest.raises(ValueError, match="normal images only"):
@@ -96,7 +141,10 @@ def test_avaga_unsupervised_metrics_contract(tiny_root: Path, tmp_path: Path) ->
     assert m["pixel_metrics_available"] is True
     assert 0.0 <= m["pixel_auroc"] <= 1.0 and 0.0 <= m["aupro"] <= 1.0
     assert set(m["iou_at"]) == {"0.2", "0.3", "0.4", "0.5", "0.6"}
-    assert math.isclose(m["iou_at"]["0.5"], m["iou"], rel_tol=1e-12) or (math.isnan(m["iou"]))
+    assert math.isclose(m["iou_at"]["0.5"], m["iou_literal"], rel_tol=1e-12) or (math.isnan(m["iou_literal"]))
+    assert m["map_grid_side"] == 2 and 0.0 <= m["iou_grid_cap"] <= 1.0  # 64 px: a 2x2 attention grid
+    for k in ("image_auroc", "pixel_auroc"):
+        assert m[f"{k}_ci_lo"] <= m[k] <= m[f"{k}_ci_hi"], k
     assert math.isnan(m["image_auroc_classifier"])
     p = ev.predictions
     assert p["score"].between(0, 1).all() and set(p["pred_label"]) <= {0, 1}
@@ -151,25 +199,22 @@ def _null(v: float) -> float | None:
 
 
 def _recomputed(cfg: Any, p: pd.DataFrame, maps: dict[str, np.ndarray], thresholds: list[float]) -> dict[str, Any]:
-    """metrics.json from predictions.csv + maps/test_maps.npz, with metrics.py only (no evaluate code)."""
+    """metrics.json from predictions.csv + maps/test_maps.npz, with metrics.py / pixel_metrics.py only."""
     y, thr = p["label"].to_numpy(), cfg.eval.threshold
     weak = "prob_anomalous" in p
     gate = p["pred_label"].to_numpy() == 1 if weak else np.ones(len(y), dtype=bool)  # the classifier gates (PN 4)
     pred = M.binarize(maps["maps"], thr) & gate[:, None, None]
     gt = maps["gt"]
-    if "pixel_edges" in maps:
-        acc = PixelMetricAccumulator(edges=maps["pixel_edges"], max_fpr=cfg.eval.aupro_max_fpr)
-    else:
-        acc = PixelMetricAccumulator(cfg.eval.pixel_bins, cfg.eval.aupro_max_fpr, (0.0, 1.0))
-    acc.update(maps.get("raw_maps", maps["maps"]), gt)
+    literal = cfg.method == "avaga"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        curve = M.iou_threshold_curve(maps["raw_maps"], gt, thresholds, y, gate) if literal else {}
         out = {"iou": M.mean_iou(pred, gt, y), "iou_pooled": M.pooled_iou(pred, gt, y),
+               "iou_literal": curve.get(thr, math.nan),
                "mean_accuracy": M.mean_class_accuracy(y, p["pred_label"]),
                "image_auroc": M.image_auroc(y, p["score_raw"]), "fp_area_normal": M.fp_area(pred[y == 0]),
                "mean_accuracy_transductive": M.mean_class_accuracy(y, M.binarize(p["score_transductive"], thr)),
-               "iou_at": {f"{t:g}": v for t, v in M.iou_threshold_curve(maps["maps"], gt, thresholds, y, gate).items()},
-               **acc.compute()}
+               "iou_at": {f"{t:g}": curve.get(t, math.nan) for t in thresholds}}
         if weak:
             out["image_auroc_classifier"] = M.image_auroc(y, p["prob_anomalous"])
             out["mean_accuracy_score"] = M.mean_class_accuracy(y, M.binarize(p["score"], thr))
@@ -181,27 +226,25 @@ def _recomputed(cfg: Any, p: pd.DataFrame, maps: dict[str, np.ndarray], threshol
 
 
 def _recomputed_localization(cfg: Any, maps: dict[str, np.ndarray], y: np.ndarray, gate: np.ndarray) -> dict[str, Any]:
-    """Issue 13's keys from the saved maps: the reconstruction-error map and the priors scored like the run's map,
-    with the saved validation edges and label-free thresholds; the oracle from the test masks."""
+    """Every scored map from the saved maps: exact pixel AUROC, AUPRO on the saved edges, IoU at the saved
+    label-free threshold; the oracle from the test masks."""
     gt = maps["gt"]
-    thr = dict(zip(L.SCORED, maps["val_quantile_thresholds"].tolist()))
-    scored = {"map": maps.get("raw_maps", maps["maps"]), "recon": maps["recon_maps"],
-              **{n: np.broadcast_to(maps[n], gt.shape) for n in ("prior_center", "prior_mean")}}
+    names = maps["scored"].tolist()
+    thr = dict(zip(names, maps["val_quantile_thresholds"].tolist()))
+    scored = {n: np.broadcast_to(maps[n], gt.shape) if n.startswith("prior_") else maps[f"{n}_maps"]
+              for n in names if n != "map"} | {"map": maps["raw_maps"]}
     every = np.ones(len(y), dtype=bool)
-    out = {"iou_val_quantile": M.mean_iou((scored["map"] > thr["map"]) & gate[:, None, None], gt, y),
-           "fp_area_normal_val_quantile": M.fp_area(((scored["map"] > thr["map"]) & gate[:, None, None])[y == 0]),
-           "iou_best_threshold_oracle": M.oracle_best_iou(scored["map"], gt, y, gate)[0],
-           "iou_val_quantile_recon": M.mean_iou(scored["recon"] > thr["recon"], gt, y),
-           "fp_area_normal_val_quantile_recon": M.fp_area((scored["recon"] > thr["recon"])[y == 0]),
+    out = {"iou_best_threshold_oracle": M.oracle_best_iou(scored["map"], gt, y, gate)[0],
+           "fp_area_normal_recon": M.fp_area((scored["recon"] > thr["recon"])[y == 0]),
            "iou_best_threshold_oracle_recon": M.oracle_best_iou(scored["recon"], gt, y, every)[0]}
-    for name, pre, post in (("recon", "", "_recon"), ("prior_center", "prior_center_", ""),
-                            ("prior_mean", "prior_mean_", "")):
+    for name in names:
+        key = L.metric_key
         acc = PixelMetricAccumulator(edges=maps[f"edges_{name}"], max_fpr=cfg.eval.aupro_max_fpr)
         acc.update(scored[name], gt)
-        r = acc.compute()
-        out[f"{pre}pixel_auroc{post}"], out[f"{pre}aupro{post}"] = r["pixel_auroc"], r["aupro"]
-        if name != "recon":
-            out[f"{pre}iou_val_quantile"] = M.mean_iou(scored[name] > thr[name], gt, y)
+        out[key(name, "pixel_auroc")] = exact_pixel_auroc(scored[name], gt)
+        out[key(name, "aupro")] = acc.compute()["aupro"]
+        if name != "map":
+            out[key(name, "iou")] = M.mean_iou(scored[name] > thr[name], gt, y)
     np.testing.assert_array_equal(maps["prior_center"], center_gaussian(*gt.shape[1:]))
     return out
 
@@ -215,7 +258,7 @@ def test_metrics_json_equals_metrics_functions_on_saved_files(tiny_root: Path, t
     metrics = read_json(run_dir / "metrics.json")
     maps = load_maps(run_dir)
     assert maps["maps"].dtype == np.float32 and maps["gt"].dtype == bool and len(maps["maps"]) == metrics["n_test"]
-    assert ("raw_maps" in maps) == (cfg.method != "avaga")
+    assert "raw_maps" in maps and maps["raw_maps"].shape == maps["maps"].shape
     thresholds = [float(t) for t in metrics["iou_at"]]
     expected = _recomputed(cfg, pd.read_csv(run_dir / "predictions.csv"), maps, thresholds)
     assert expected.keys() <= metrics.keys()

@@ -22,8 +22,10 @@ RU = {"train.setting": "unsupervised"}
 L2 = {"method": "ae_l2"}
 METRICS = {"iou": 0.25, "iou_pooled": 0.3, "mean_accuracy": 0.7, "image_auroc": 0.6, "pixel_auroc": 0.8,
            "aupro": 0.5, "fp_area_normal": 0.01, "pixel_metrics_available": True, "device": "cpu",
-           "pixel_auroc_recon": 0.85, "aupro_recon": 0.6, "iou_val_quantile": 0.2, "prior_center_pixel_auroc": 0.5,
-           "prior_mean_pixel_auroc": 0.52, "iou_best_threshold_oracle": 0.3,
+           "pixel_auroc_recon": 0.85, "aupro_recon": 0.6, "iou_literal": 0.2, "prior_center_pixel_auroc": 0.5,
+           "prior_mean_pixel_auroc": 0.52, "iou_best_threshold_oracle": 0.3, "floor_intensity_pixel_auroc": 0.55,
+           "floor_intensity_inv_pixel_auroc": 0.45, "floor_train_residual_pixel_auroc": 0.6,
+           "floor_untrained_pixel_auroc": 0.5,
            "iou_at": {"0.2": 0.1, "0.3": 0.2, "0.4": 0.3, "0.5": 0.25, "0.6": 0.2},
            "notes": ["pretrained_source=none (no pretrained encoder)"]}
 

@@ -45,7 +45,7 @@ def test_run_one_writes_run_folder(tiny_root: Path, tmp_path: Path) -> None:
     assert conf.method == "ae_ssim" and conf.setting_name == cfg.setting_name
     assert load_calibration(run_dir).source == "validation"
     maps = load_maps(run_dir)
-    assert maps["maps"].shape == (metrics["n_test"], 64, 64) and "raw_maps" in maps and "pixel_edges" in maps
+    assert maps["maps"].shape == (metrics["n_test"], 64, 64) and "raw_maps" in maps and "edges_map" in maps
 
 
 class _Trained:

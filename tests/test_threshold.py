@@ -7,11 +7,13 @@ import json
 import math
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
+from avaga_lib import metrics as M
 from avaga_lib.config import make_config
 from avaga_lib.data import generate_dataset
-from avaga_lib.run import run_one
+from avaga_lib.run import load_maps, run_one
 from avaga_lib.threshold import ATTENTION_NORMS, ThresholdStudy, missing_weights, threshold_study
 
 
@@ -41,7 +43,9 @@ def test_threshold_study_curves_match_the_evaluation(run_dir: Path) -> None:
     thr = metrics["threshold"]
     assert ours.loc[thr, "acc_validation"] == metrics["mean_accuracy"]  # same validation calibration (PN 8)
     assert ours.loc[thr, "acc_transductive"] == metrics["mean_accuracy_transductive"]
-    assert ours.loc[thr, "fp_area"] == pytest.approx(metrics["fp_area_normal"], abs=1e-12)
+    saved = load_maps(run_dir)  # the curves threshold the attention map itself (the paper's rule, iou_at)
+    y = pd.read_csv(run_dir / "predictions.csv")["label"].to_numpy()
+    assert ours.loc[thr, "fp_area"] == pytest.approx(M.fp_area((saved["raw_maps"] > thr)[y == 0]), abs=1e-12)
 
 
 def test_threshold_study_caps_images(run_dir: Path) -> None:
