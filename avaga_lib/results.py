@@ -95,9 +95,15 @@ def _run_row(dataset: str, category: str, run_dir: Path, metrics: dict[str, Any]
                 row[f"iou@{float(thr):.1f}"] = _num(iou)
         elif isinstance(value, bool) or not isinstance(value, dict | list):
             row[key] = _num(value) if not isinstance(value, bool) else value
+    # issue 20 changed what iou / pixel_auroc measure: runs evaluated before it are named, never mixed unawares
+    row["measurement"] = CURRENT_MEASUREMENT if "threshold_rule" in metrics else STALE_MEASUREMENT
     device = metrics.get("device")  # where it trained (cpu / cuda / mps): a record, kept as text
     row["device"] = str(device).split(":")[0] if isinstance(device, str) and device else None
     return row
+
+
+CURRENT_MEASUREMENT = "issue 20"  # one quantile threshold rule, exact pixel AUROC, grid caps, intervals, floors
+STALE_MEASUREMENT = "before issue 20"
 
 
 def _num(value: Any) -> float:

@@ -363,3 +363,14 @@ def test_remedies_sit_beside_the_recipe_in_table2(tmp_path: Path) -> None:
     assert "AVAGA-R_u-size (remedy) ours" in t.markdown
     assert t.markdown.index("AVAGA-R_u ours") < t.markdown.index("AVAGA-R_u-size (remedy) ours")
     assert math.isnan(t.frame.set_index("category").loc["bottle", "AVAGA-R_u-size_paper"])  # no paper column
+
+
+def test_runs_measured_before_issue_20_are_named_stale(tmp_path: Path) -> None:
+    from avaga_lib.report import stale_measurement
+    from avaga_lib.results import CURRENT_MEASUREMENT, STALE_MEASUREMENT
+
+    runs = pd.DataFrame({"dataset": ["mtd", "mtd", "embedded"], "measurement": [STALE_MEASUREMENT] * 2 +
+                         [CURRENT_MEASUREMENT]})
+    lines = stale_measurement(runs)
+    assert len(lines) == 1 and "mtd: 2 runs measured before issue 20" in lines[0] and "embedded" not in lines[0]
+    assert stale_measurement(runs[runs["dataset"] == "embedded"]) == []
