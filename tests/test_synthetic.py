@@ -1,5 +1,5 @@
-"""Embedded dataset generator: determinism, layout, masks, defect sizes and placement (no position bias), speed,
-atomic / skip behaviour."""
+"""Embedded dataset generator: determinism, layout, masks, defect sizes (Magnetic Tile's area distribution) and
+placement (no position bias), normal test images like training ones, speed, atomic / skip behaviour."""
 
 from __future__ import annotations
 
@@ -9,18 +9,25 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from sklearn.metrics import roc_auc_score
 
 from avaga_lib.cli import main as cli_main
 from avaga_lib.data.synthetic import (
     CATEGORIES,
     MARKER,
+    MT_AREA_MEDIAN,
+    MT_AREA_P10,
+    MT_AREA_P25,
+    MT_AREA_P75,
+    MT_AREA_P90,
     anomalous_test_image,
     defects_of,
     generate_dataset,
     make_image,
 )
-from avaga_lib.pixel_metrics import PixelMetricAccumulator, validation_edges
 from avaga_lib.priors import center_gaussian
+
+N_BAD = 100  # anomalous test images per category at the defaults (25 per defect type)
 
 
 def _arr(p: Path) -> np.ndarray:
@@ -89,15 +96,28 @@ def test_skip_when_complete_and_refuse_foreign_folder(tmp_path: Path) -> None:
 def test_default_category_is_fast_and_cli_make_data(tmp_path: Path) -> None:
     t0 = time.perf_counter()
     assert cli_main(["make-data", "--root", str(tmp_path / "emb"), "--categories", "washer"]) == 0
-    assert time.perf_counter() - t0 < 8.0  # one of 3 categories ~1.5 s alone; slack for a busy 2-core machine
-    assert len(list((tmp_path / "emb" / "washer" / "train" / "good").iterdir())) == 80
-    assert len(list((tmp_path / "emb" / "washer" / "ground_truth").rglob("*_mask.png"))) == 24
+    assert time.perf_counter() - t0 < 15.0  # one category ~1.5 s alone (all 3: ~5 s); slack for a busy 2-core machine
+    cat = tmp_path / "emb" / "washer"
+    assert len(list((cat / "train" / "good").iterdir())) == 100
+    assert len(list((cat / "test" / "good").iterdir())) == 100
+    for defect in defects_of("washer"):
+        assert len(list((cat / "ground_truth" / defect).glob("*_mask.png"))) == 25, defect
 
 
 @pytest.fixture(scope="module")
 def defect_masks() -> dict[str, np.ndarray]:
-    """The anomalous test masks of the default embedded set (seed 0, 24 per category, 128 px), per category."""
-    return {c: np.stack([anomalous_test_image(c, 0, i, 128)[1] > 0 for i in range(24)]) for c in CATEGORIES}
+    """The anomalous test masks of the default embedded set (seed 0, 100 per category, 128 px), per category."""
+    return {c: np.stack([anomalous_test_image(c, 0, i, 128)[1] > 0 for i in range(N_BAD)]) for c in CATEGORIES}
+
+
+def test_defect_areas_follow_magnetic_tile(defect_masks: dict[str, np.ndarray]) -> None:
+    # tolerance: each quantile within a factor 2 of Magnetic Tile's, the median within [0.25%, 1%] and the 90th
+    # percentile within [20%, 50%]; measured at seeds 0-3, the generator's are within 0.8-1.5x of them
+    for cat, masks in defect_masks.items():
+        quantiles = np.quantile(masks.mean((1, 2)), [0.10, 0.25, 0.50, 0.75, 0.90])
+        for got, want in zip(quantiles, (MT_AREA_P10, MT_AREA_P25, MT_AREA_MEDIAN, MT_AREA_P75, MT_AREA_P90)):
+            assert want / 2 <= got <= 2 * want, (cat, got, want)
+        assert 0.0025 <= quantiles[2] <= 0.01 and 0.20 <= quantiles[4] <= 0.50, (cat, quantiles)
 
 
 def test_defect_centroids_cover_the_image(defect_masks: dict[str, np.ndarray]) -> None:
@@ -106,19 +126,37 @@ def test_defect_centroids_cover_the_image(defect_masks: dict[str, np.ndarray]) -
         cy = np.array([np.nonzero(m)[0].mean() for m in masks])
         cx = np.array([np.nonzero(m)[1].mean() for m in masks])
         quadrant = (cx >= 63.5).astype(int) + 2 * (cy >= 63.5)
-        assert np.bincount(quadrant, minlength=4).min() >= 3, cat  # each quadrant gets a share of the 24
+        assert np.bincount(quadrant, minlength=4).min() >= 15, cat  # each quadrant gets a share of the 100
         assert cx.min() < 32 and cx.max() > 96 and cy.min() < 32 and cy.max() > 96, cat  # near every border
 
 
+def _centred_prior_auroc(masks: np.ndarray, n_good: int) -> float:
+    """Pixel AUROC of a centred Gaussian (sigma = side/4, issue 13) scored like a method over ``n_good`` normal test
+    images plus the anomalous ones of ``masks``: every image gets the same map, so each pixel counts as a positive
+    as often as it is defective and as a negative otherwise (sample weights, exact)."""
+    prior = center_gaussian(*masks.shape[1:]).ravel()
+    hits = masks.sum(0).ravel().astype(np.float64)
+    labels = np.r_[np.ones_like(prior), np.zeros_like(prior)]
+    weights = np.r_[hits, n_good + len(masks) - hits]
+    return float(roc_auc_score(labels, np.r_[prior, prior], sample_weight=weights))
+
+
 def test_a_centred_prior_cannot_find_the_defects(defect_masks: dict[str, np.ndarray]) -> None:
-    # issue 13: a centred Gaussian (sigma = side/4) scored like a method over normal + anomalous test images
-    prior = center_gaussian(128, 128)
-    edges = validation_edges(prior, 1000, 1.0)  # a prior's validation maps are the prior itself
+    # measured at seeds 0-3: 0.49-0.52 on the textures; 0.57 on the washer, which is what defects spread evenly over
+    # its ring score (the prior tells the ring from the empty corners)
     for cat, masks in defect_masks.items():
-        gt = np.concatenate([np.zeros((16, 128, 128), bool), masks])
-        acc = PixelMetricAccumulator(edges=edges)
-        acc.update(np.broadcast_to(prior, gt.shape), gt)
-        assert acc.compute()["pixel_auroc"] <= 0.6, cat
+        assert 0.4 <= _centred_prior_auroc(masks, N_BAD) <= 0.6, cat
+        small = masks[masks.mean((1, 2)) < 0.01]  # small defects are not pushed to the border either
+        assert len(small) >= 40 and 0.4 <= _centred_prior_auroc(small, N_BAD) <= 0.6, cat
+
+
+def test_normal_test_images_are_like_training_images(tmp_path: Path) -> None:
+    root = generate_dataset(tmp_path / "n", n_train=100, n_test_good=100, n_test_bad=0, size=32)
+    for cat in CATEGORIES:
+        train = np.array([_arr(p).mean() for p in (root / cat / "train" / "good").glob("*.png")])
+        test = np.array([_arr(p).mean() for p in (root / cat / "test" / "good").glob("*.png")])
+        se = np.sqrt(train.var(ddof=1) / len(train) + test.var(ddof=1) / len(test))
+        assert len(train) == len(test) == 100 and abs(train.mean() - test.mean()) < 3 * se, cat
 
 
 def test_written_anomalies_are_the_generator_function(tmp_path: Path) -> None:
