@@ -146,7 +146,7 @@ PRIOR_CENTER = "prior: centred Gaussian"
 FLOOR_ROWS: dict[str, str] = {  # row name -> metrics.json prefix
     "floor: raw intensity": "floor_intensity",
     "floor: inverse intensity": "floor_intensity_inv",
-    "floor: |x - mean training image|": "floor_train_residual",
+    "floor: residual to the mean training image": "floor_train_residual",
 }
 REFERENCE_ROWS: dict[str, str] = {PRIOR_CENTER: "prior_center", **FLOOR_ROWS}  # every row that is no trained run
 _ROW_METRICS: tuple[str, ...] = ("pixel_auroc", "aupro", "iou")
