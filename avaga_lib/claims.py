@@ -7,7 +7,9 @@ same seed trains both: the same split, the same initialisation stream). The pair
 a mean and a Student t-interval (95%, df = cells - 1); the verdict is read off that interval: **holds** when it lies
 above 0, **contradicted** when it lies below 0, **undecided** when it contains 0 or when a single cell gives no
 interval. A claim on localization is **cannot test** on runs whose latent grid is under 4x4 (64 px), and an IoU claim
-is **cannot test** when the grid caps the best reachable IoU of the claimed-better side under the paper's number.
+is **cannot test** when the grid caps the best reachable IoU of the claimed-better side under the paper's number. A
+classification claim is **cannot test** when a side predicts one class for every test image (its mean accuracy is
+then 0.500 whatever it learned) or when the t-interval of a side's mean accuracy does not lie above chance (0.5).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,7 +29,7 @@ from avaga_lib.config import MIN_LATENT_GRID, latent_side
 from avaga_lib.paper import PAPER_FILES, frame_value, paper_table
 from avaga_lib.results import FLOOR_ROWS, PRIOR_CENTER, REFERENCE_ROWS, aggregate, with_prior_rows
 from avaga_lib.study import BASELINES
-from avaga_lib.tables import NO_PIXEL_MASKS, PIXEL_METRICS, THRESHOLDS, lacks_pixel_masks
+from avaga_lib.tables import PIXEL_METRICS, THRESHOLDS, lacks_pixel_masks, needs_pixel_masks, no_pixel_masks
 
 CONFIDENCE = 0.95  # level of the t-interval of the mean paired difference
 LOCALIZATION_METRICS: tuple[str, ...] = (*PIXEL_METRICS, "pixel_auroc_recon", "aupro_recon")
@@ -124,7 +127,8 @@ class Claim:
         if self.n == 0:
             return f"- **{self.claim}** ({self.source}, {self.dataset}): not measured — {self.detail}"
         head = f"- **{self.claim}** ({self.source}, {self.dataset}; {self.basis}): **{self.verdict}**"
-        body = f"{self.statistic()}; the means order as claimed in {self.k} of {self.n} categories. {self.detail}"
+        cats = f"categor{'y' if self.n == 1 else 'ies'}"  # issue 23: never "1 categories"
+        body = f"{self.statistic()}; the means order as claimed in {self.k} of {self.n} {cats}. {self.detail}"
         if self.untestable:
             return f"{head} — {self.untestable}. Measured anyway: {body}"
         return f"{head} — {body}"
@@ -331,6 +335,97 @@ def _grid_cap(sub: pd.DataFrame, dataset: str, metric: str, cats: Sequence[_Cate
             "threshold, caps what any map of this grid can score")
 
 
+def _not_run(sub: pd.DataFrame, better: Any, worse: Any) -> str:
+    """``not run: no run of X`` for each side without a run in the dataset ``sub``; "" when both sides ran.
+
+    A side of only the prior or the floors is never "not run": those rows exist only where pixel masks do."""
+    absent = []
+    for side in (better, worse):
+        names = [m for m in _as_list(side) if m not in REFERENCE_ROWS]
+        if names and not sub["method"].isin(names).any():
+            absent.append(names[0] if len(names) == 1 else f"any of {', '.join(names)}")
+    return f"not run: no run of {' nor '.join(absent)}" if absent else ""
+
+
+def _unmeasured(sub: pd.DataFrame, runs: pd.DataFrame, dataset: str, metric: str, better: Any, worse: Any) -> str:
+    """Why a claim has no category with both sides measured: a side never run, a metric the dataset's missing
+    masks cannot give (named), or no category in common."""
+    if not_run := _not_run(sub, better, worse):
+        return not_run
+    if needs_pixel_masks(metric) and lacks_pixel_masks(runs, dataset):
+        return no_pixel_masks(metric)
+    return "no category where both sides were measured"
+
+
+CHANCE = 0.5  # the mean (balanced) accuracy of a classifier that ignores the image
+CALLED = "share_called_anomalous"  # per run: the fraction of its test images it called anomalous (predictions.csv)
+
+
+def with_decisions(runs: pd.DataFrame) -> pd.DataFrame:
+    """``runs`` with :data:`CALLED`, read from each run's ``predictions.csv`` (``pred_label``) where the runs frame
+    names a ``run_dir`` holding one; NaN elsewhere (hand-made frames, runs without the file)."""
+    if CALLED in runs.columns or "run_dir" not in runs.columns:
+        return runs
+    shares = []
+    for run_dir in runs["run_dir"]:
+        path = Path(str(run_dir)) / "predictions.csv" if isinstance(run_dir, str) else None
+        share = math.nan
+        if path is not None and path.is_file():
+            try:
+                labels = pd.read_csv(path, usecols=["pred_label"])["pred_label"]
+                share = float(pd.to_numeric(labels, errors="coerce").dropna().mean())
+            except (ValueError, OSError):  # an unreadable or older file: the mean-accuracy rule decides instead
+                share = math.nan
+        shares.append(share)
+    return runs.assign(**{CALLED: shares})
+
+
+def _one_class(values: pd.DataFrame, column: str) -> str:
+    """How the runs in ``values`` show one class for every test image, or "".
+
+    The decisions themselves (:data:`CALLED` 0 or 1 in every run) are read first; without them a mean accuracy of
+    exactly 0.500 in every run is taken as the sign: it is the balanced accuracy of a constant classifier (one class
+    right, the other wrong), and a classifier that is not constant yet scores exactly chance in every seed would be
+    untestable by the chance rule anyway."""
+    shares = pd.to_numeric(values[CALLED], errors="coerce") if CALLED in values else pd.Series(math.nan, values.index)
+    if shares.notna().all() and len(shares):
+        if not shares.isin([0.0, 1.0]).all():
+            return ""
+        called = {0.0: "normal", 1.0: "anomalous"}
+        kinds = sorted({called[float(v)] for v in shares})
+        what = f"every test image called {kinds[0]}" if len(kinds) == 1 else "one class per run"
+        return f"{what} in {'all ' if len(shares) > 1 else ''}{len(shares)} run{'s' if len(shares) > 1 else ''}"
+    acc = pd.to_numeric(values[column], errors="coerce")
+    if len(acc) and acc.notna().all() and bool(np.isclose(acc, CHANCE, rtol=0, atol=1e-9).all()):
+        return f"mean accuracy exactly {CHANCE:.3f} in every run, what a one-class classifier scores"
+    return ""
+
+
+def _classifier(sub: pd.DataFrame, column: str, metric: str, cats: Sequence[_Category]) -> str:
+    """Why a classification claim cannot be tested: a side predicts one class (issue 23: two constant classifiers
+    were ranked by ties of 0.500), or the t-interval of a side's mean accuracy over its (category, seed) cells does
+    not lie above chance; "" for every other metric, or when both sides classify."""
+    if metric != "mean_accuracy":
+        return ""
+    reasons = []
+    for role in ("better", "worse"):
+        picks = [(c.category, getattr(c, role).method) for c in cats]
+        rows = pd.concat([sub[(sub["category"] == cat) & (sub["method"] == m)] for cat, m in picks])
+        rows = rows[rows[column].notna()]
+        names = "/".join(dict.fromkeys(m for _, m in picks))
+        if rows.empty:
+            continue
+        if one := _one_class(rows, column):
+            reasons.append(f"{names} predicts one class ({one})")
+            continue
+        ci = t_interval(rows[column].astype(float).to_numpy())
+        if ci is not None and ci[0] <= CHANCE:
+            where = "below" if ci[1] < CHANCE else "at"
+            reasons.append(f"{names} classifies {where} chance (mean accuracy {rows[column].mean():.3f}, 95% "
+                           f"t-interval [{ci[0]:.3f}, {ci[1]:.3f}] over its runs does not lie above {CHANCE})")
+    return "; ".join(reasons)
+
+
 # (claim text, source in the paper, metric, better, worse)
 CLAIMS: tuple[tuple[str, str, str, Any, Any], ...] = (
     ("AVAGA-R_w localizes better than AVAGA-R_u (IoU)", "Table 2/4, Sec. 4", "iou", "AVAGA-R_w", "AVAGA-R_u"),
@@ -403,11 +498,7 @@ def _judge(runs: pd.DataFrame, dataset: str, text: str, source: str, metric: str
     sub = runs[runs["dataset"] == dataset]
     cats = _compare(sub, column, better, worse) if column in sub.columns else []
     if not cats:
-        missing = [m for m in _sides(better, worse) if not (runs["method"] == m).any()]
-        detail = f"no runs of {', '.join(missing) or 'both sides in a common category'}"
-        if metric in PIXEL_METRICS and lacks_pixel_masks(runs, dataset):
-            detail = NO_PIXEL_MASKS
-        return Claim(text, source, dataset, detail=detail)
+        return Claim(text, source, dataset, detail=_unmeasured(sub, runs, dataset, metric, better, worse))
     methods = _sides(better, worse)
     return Claim(
         text, source, dataset,
@@ -415,7 +506,8 @@ def _judge(runs: pd.DataFrame, dataset: str, text: str, source: str, metric: str
         n=len(cats),
         detail=prefix + "; ".join(_line(c, sub, column, metric) for c in cats),
         basis=_basis(runs, dataset, methods),
-        untestable=_untestable(runs, dataset, methods, metric) or _grid_cap(sub, dataset, metric, cats),
+        untestable=(_untestable(runs, dataset, methods, metric) or _grid_cap(sub, dataset, metric, cats)
+                    or _classifier(sub, column, metric, cats)),
         diffs=tuple(float(v) for c in cats for v in c.diffs),
         cells=_cells([c.diffs.size for c in cats]),
     )
@@ -427,7 +519,7 @@ def evaluate_claims(runs: pd.DataFrame, questions: bool = False) -> list[Claim]:
     out: list[Claim] = []
     if runs.empty:
         return out
-    runs = with_prior_rows(runs)
+    runs = with_prior_rows(with_decisions(runs))
     for dataset in sorted(set(runs["dataset"])):
         for text, source, metric, better, worse in STUDY_QUESTIONS if questions else CLAIMS:
             out.append(check(runs, dataset, text, source, metric, better, worse))
@@ -447,8 +539,9 @@ def _threshold_claim(runs: pd.DataFrame, dataset: str) -> Claim:
     """
     text = "AVAGA-R_u beats the best baseline at every threshold 0.2-0.6 (threshold insensitivity)"
     source = "Table 7, App."
-    if lacks_pixel_masks(runs, dataset):
-        return Claim(text, source, dataset, detail=NO_PIXEL_MASKS)
+    if lacks_pixel_masks(runs, dataset):  # "not run" first: a run never made is not a mask-less run
+        sub = runs[runs["dataset"] == dataset]
+        return Claim(text, source, dataset, detail=_not_run(sub, "AVAGA-R_u", BASELINES) or no_pixel_masks("iou@0.5"))
     sub = runs[runs["dataset"] == dataset].copy()
     cols = [f"iou@{t:.1f}" for t in THRESHOLDS]
     worst = sub[cols].astype(float).min(axis=1, skipna=False) if all(c in sub for c in cols) else math.nan

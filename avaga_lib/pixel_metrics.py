@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 from scipy import ndimage
+from sklearn.metrics import roc_auc_score
 
 from avaga_lib.metrics import _as_maps, _as_masks, _np
 
@@ -232,8 +233,6 @@ def exact_pixel_auroc(maps: Any, gt_masks: Any, valid: Any | None = None) -> flo
     Returns:
         The AUROC, or NaN with a warning when a class has no pixel.
     """
-    from sklearn.metrics import roc_auc_score  # heavy import, only where scored
-
     m, g = _as_maps(maps, "maps"), _as_masks(gt_masks, "gt_masks")
     if m.shape != g.shape:
         raise ValueError(f"maps {m.shape} and gt_masks {g.shape} differ in shape")

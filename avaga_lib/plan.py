@@ -156,6 +156,28 @@ def _categories(categories: str | Sequence[str] | None, spec_file: dict[str, Any
     return cats
 
 
+MAX_SEED = 2**32 - 1  # numpy's 32-bit seed range: one seed means the same streams in python, numpy and torch
+
+
+def _seeds(seeds: str | Sequence[int | str] | None, spec_file: dict[str, Any], params_file: Path | str) -> list[int]:
+    """``SEEDS=`` (else the params file's ``seeds``, else 0) as non-negative whole numbers.
+
+    Raises:
+        PipelineError: a seed that is not a whole number in 0 .. 2**32 - 1 (``SEEDS=-1`` would name a run
+            ``...-seed-1``; ``SEEDS=abc`` would end in a traceback), naming where it came from.
+    """
+    given = _split_list(seeds)
+    where = "SEEDS" if given else f"{params_file}: seeds"
+    out: list[int] = []
+    # as text, so a YAML true / 1.5 / -1 is refused like SEEDS=abc
+    for text in given or _split_list(spec_file.get("seeds")) or ["0"]:
+        if not re.fullmatch(r"[0-9]+", text) or int(text) > MAX_SEED:
+            raise PipelineError(f"{where}={text!r}: seeds must be whole numbers from 0 to {MAX_SEED}, e.g. "
+                                "SEEDS=0,1,2")
+        out.append(int(text))
+    return out
+
+
 def _file_parameters(spec_file: dict[str, Any], profile: str) -> dict[str, Any]:
     """Epochs and image size of the profile (explicit, so the planned config does not depend on notebook defaults),
     then the params file's common parameters (None = the profile's value)."""
@@ -204,7 +226,7 @@ def plan_runs(
     if profile not in PROFILES:
         raise PipelineError(f"PROFILE={profile} unknown; choose one of {sorted(PROFILES)}")
     cats = _categories(categories, spec_file, root, params_file)
-    seed_list = [int(s) for s in (_split_list(seeds) or _split_list(spec_file.get("seeds")) or ["0"])]
+    seed_list = _seeds(seeds, spec_file, params_file)
     try:
         runs = study.select(_split_list(variants), spec_file["runs"])
     except ValueError as exc:

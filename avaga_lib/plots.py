@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import matplotlib.colors
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -184,11 +185,13 @@ def plot_score_histogram(predictions: Any, threshold: float = 0.5, path: Path | 
 
 def plot_qualitative_grid(examples: dict[str, Any], path: Path | str | None = None, title: str = "",
                           max_columns: int = 12, close: bool = False) -> Any:
-    """Qualitative grid like the paper's Fig. 2: input, ground truth, anomalous map in red over the image.
+    """Qualitative grid like the paper's Fig. 2: input, ground truth, predicted pixels, the anomaly map.
 
-    Rows: input image; ground-truth mask (red over the image); predicted anomalous pixels (map > threshold, red over
-    the image); the continuous anomaly map. One column per example (a few per defect type, from
-    ``EvalResult.examples``).
+    Rows: input image; ground-truth mask; predicted anomalous pixels (map > threshold); the continuous anomaly map.
+    The mask rows are drawn over a grey copy of the input, outlined and tinted in colours a grey image cannot hold
+    (:data:`GT_COLOUR`, :data:`PRED_COLOUR`): a red defect in the input is never read as a prediction (issue 23), and
+    an empty row says "no pixel above threshold" instead of showing the bare input. One column per example (a few per
+    defect type, from ``EvalResult.examples``).
 
     Args:
         examples: dict with ``image`` (K,3,H,W) uint8, ``gt`` (K,H,W), ``map`` (K,H,W) uint8 (255 = 1.0),
@@ -199,19 +202,21 @@ def plot_qualitative_grid(examples: dict[str, Any], path: Path | str | None = No
         close: close the figure after saving.
     """
     k = min(len(examples["defect"]), max_columns)
-    row_names = ("input", "ground truth", "predicted (red)", "anomaly map")
+    row_names = ("input", f"ground truth ({GT_COLOUR})", f"predicted ({PRED_COLOUR})", "anomaly map")
     fig, axes = plt.subplots(len(row_names), max(k, 1), figsize=(1.6 * max(k, 1), 1.7 * len(row_names)),
                              squeeze=False)
     for j in range(k):
         img = _hwc(examples["image"][j])
-        panels = (img, red_overlay(img, examples["gt"][j]), red_overlay(img, examples["pred"][j]),
-                  examples["map"][j])
-        for i, panel in enumerate(panels):
+        for i in range(len(row_names)):
             ax = axes[i, j]
-            if i == 3:
-                ax.imshow(panel, cmap="inferno", vmin=0, vmax=255)
+            if i == 0:
+                ax.imshow(img)
+            elif i == 3:
+                ax.imshow(examples["map"][j], cmap="inferno", vmin=0, vmax=255)
             else:
-                ax.imshow(panel)
+                gt = i == 1
+                _outlined(ax, img, examples["gt" if gt else "pred"][j], GT_COLOUR if gt else PRED_COLOUR,
+                          "no mask" if gt else "no pixel\nabove threshold")
             ax.set_xticks([])
             ax.set_yticks([])
             if j == 0:
@@ -221,6 +226,26 @@ def plot_qualitative_grid(examples: dict[str, Any], path: Path | str | None = No
     fig.tight_layout()
     _save(fig, path, close=close)
     return fig
+
+
+GT_COLOUR = "lime"  # ground truth in the qualitative grid: saturated, so absent from the grey copy it is drawn on
+PRED_COLOUR = "cyan"  # predicted anomalous pixels: saturated too, and distinct from the ground truth's green
+
+
+def _outlined(ax: Any, image: np.ndarray, mask: np.ndarray, colour: str, empty: str) -> None:
+    """A mask over a grey copy of ``image``: tinted and outlined in ``colour``; ``empty`` written when no pixel is
+    set (an empty row would otherwise look like the bare input)."""
+    grey = image.astype(np.float32).mean(axis=-1) if image.ndim == 3 else image.astype(np.float32)
+    ax.imshow(grey, cmap="gray", vmin=0, vmax=255)
+    m = np.asarray(mask).astype(bool)
+    if not m.any():
+        ax.text(0.5, 0.5, empty, transform=ax.transAxes, ha="center", va="center", fontsize=6, color="white",
+                bbox={"facecolor": "black", "alpha": 0.6, "pad": 2, "linewidth": 0})
+        return
+    rgba = np.zeros((*m.shape, 4), dtype=np.float32)
+    rgba[m] = (*matplotlib.colors.to_rgb(colour), 0.35)  # translucent: the image stays visible beneath
+    ax.imshow(rgba)
+    ax.contour(m.astype(np.float32), levels=[0.5], colors=[colour], linewidths=0.8)
 
 
 def save_map_png(amap01: np.ndarray, path: Path | str) -> Path:

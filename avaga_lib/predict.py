@@ -8,13 +8,15 @@ calibration (PROTOCOL_NOTES 8), so the decisions match what ``metrics.json`` mea
 resolution: the square map goes back to each image's own size with the same geometry
 (:func:`avaga_lib.data.to_image_size`: squash = resize; letterbox = crop the padding, then resize), is thresholded
 there, and the overlay is drawn on the original pixels. Unreadable files are reported by name (a warning and an
-``error`` cell in the CSV) and the others are still processed.
+``error`` cell in the CSV) and the others are still processed. Where no pixel of an image crossed the threshold its
+overlay is the input unchanged: :func:`predict_folder` says so (a note naming those images) and says where it wrote.
 """
 
 from __future__ import annotations
 
 import warnings
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +38,10 @@ PREDICTIONS_NAME = "predictions.csv"
 _BATCH = 16  # images per inference batch
 _COLUMNS = ["file", "width", "height", "score", "score_raw", "prob_anomalous", "pred_label", "decision",
             "anomalous_area", "map_png", "overlay_png", "error"]
+# Integer columns: pandas' nullable Int64 keeps them integers when an unreadable image leaves them empty (a float
+# column would write 500.0 and 0.0 into predictions.csv)
+_INT_COLUMNS = ("width", "height", "pred_label")
+_NAMED = 10  # images named in the no-pixel note before "and N more"
 
 
 def _list_files(images_dir: Path) -> list[Path]:
@@ -104,6 +110,7 @@ def predict_folder(
     images_dir: Path | str,
     out_dir: Path | str | None = None,
     device: str = "auto",
+    log: Callable[[str], None] | None = print,
 ) -> pd.DataFrame:
     """Score every image of ``images_dir`` with the trained run in ``run_dir``.
 
@@ -117,11 +124,16 @@ def predict_folder(
     Args:
         run_dir: a finished run folder (config.json, checkpoint.pt, calibration.json).
         images_dir: folder of images (any size; converted to RGB; sub-folders are not visited).
-        out_dir: output folder; default ``<run_dir>/maps/<images_dir name>`` (git-ignored).
+        out_dir: output folder; default ``<run_dir>/maps/<images_dir name>`` (inside the run folder, git-ignored;
+            ``make predict OUT=<folder>`` chooses another).
         device: ``auto`` (cuda, mps, cpu) or a torch device string.
+        log: where the notes go (default ``print``; None: silent): the folder written and, when some image had no
+            pixel above the threshold, which ones (their overlays are the input unchanged).
 
     Returns:
-        The predictions table (also written as ``predictions.csv`` in ``out_dir``).
+        The predictions table (also written as ``predictions.csv`` in ``out_dir``); ``width``, ``height`` and
+        ``pred_label`` are nullable integers (empty for an unreadable file), and ``frame.attrs["notes"]`` holds the
+        notes given to ``log``.
 
     Raises:
         FileNotFoundError: missing run files or image folder (named in the message).
@@ -140,8 +152,26 @@ def predict_folder(
     frame = pd.DataFrame(rows).reindex(columns=_COLUMNS)
     frame["error"] = frame["error"].fillna("")
     frame = frame.sort_values("file", key=lambda s: s.map(order)).reset_index(drop=True)
-    write_csv(out / PREDICTIONS_NAME, frame)
+    for column in _INT_COLUMNS:
+        frame[column] = pd.to_numeric(frame[column]).astype("Int64")
+    csv = write_csv(out / PREDICTIONS_NAME, frame)
+    frame.attrs["notes"] = _notes(frame, out, csv)
+    for note in frame.attrs["notes"] if log is not None else ():
+        log(note)
     return frame
+
+
+def _notes(frame: pd.DataFrame, out: Path, csv: Path) -> list[str]:
+    """Where the files went, and the images whose map crossed the threshold nowhere (an overlay without a mark)."""
+    done = frame[frame["error"] == ""]
+    notes = [f"predict: wrote {len(done)} maps and overlays (<name>_map.png, <name>_overlay.png) and {csv.name} "
+             f"to {out}"]
+    empty = list(done.loc[done["anomalous_area"] == 0, "file"])
+    if empty:
+        named = ", ".join(empty[:_NAMED]) + (f" and {len(empty) - _NAMED} more" if len(empty) > _NAMED else "")
+        notes.append(f"predict: no pixel above the threshold in {len(empty)} of {len(done)} images ({named}): their "
+                     "overlays are the input unchanged (anomalous_area 0 in the CSV)")
+    return notes
 
 
 __all__ = ["PREDICTIONS_NAME", "predict_folder"]

@@ -4,8 +4,8 @@ The public entry points of the report, in one place for notebooks 05-07 and the 
 (:mod:`avaga_lib.results`), :func:`build_tables` / :func:`comparison_table` / :func:`threshold_table`
 (:mod:`avaga_lib.tables`), :func:`evaluate_claims` (:mod:`avaga_lib.claims`), :func:`compare_with_reference`
 (:mod:`avaga_lib.reference`), and here :func:`write_report`, :func:`render_report_md`, :func:`reference_comparison`,
-:func:`reference_summary`, :func:`refresh_reference`, :func:`export_html`, :func:`table_html`,
-:func:`qualitative_figures`. Which runs exist,
+:func:`reference_summary`, :func:`reference_exit_code`, :func:`refresh_reference`, :func:`export_html`,
+:func:`table_html`, :func:`qualitative_figures`. Which runs exist,
 their table columns and the paper's columns come from the study registry (:mod:`avaga_lib.study`).
 """
 
@@ -22,12 +22,13 @@ import pandas as pd
 
 from avaga_lib import paths
 from avaga_lib.claims import Claim, evaluate_claims
-from avaga_lib.config import MIN_LATENT_GRID, latent_side
-from avaga_lib.io import replace_dir, write_csv, write_text
+from avaga_lib.config import MIN_LATENT_GRID, DataConfig, latent_side
+from avaga_lib.io import read_json, replace_dir, write_csv, write_text
+from avaga_lib.model import NOTE_NO_PRETRAINED
 from avaga_lib.reference import CSV_NAME, Comparison, compare_with_reference, read_comparison
 from avaga_lib.results import STALE_MEASUREMENT, ReportError, aggregate, collect_runs
 from avaga_lib.study import BASELINES
-from avaga_lib.tables import Table, build_tables, comparison_table, threshold_table
+from avaga_lib.tables import Table, build_tables, comparison_table, lacks_pixel_masks, threshold_table
 
 __all__ = [
     "Claim",
@@ -37,6 +38,7 @@ __all__ = [
     "ReportPaths",
     "Table",
     "aggregate",
+    "answer_key",
     "build_tables",
     "collect_runs",
     "compare_with_reference",
@@ -48,11 +50,15 @@ __all__ = [
     "observations",
     "qualitative_figures",
     "reference_comparison",
+    "reference_exit_code",
     "reference_summary",
     "refresh_reference",
     "render_report_md",
+    "report_section",
+    "scope_banner",
     "table_html",
     "threshold_table",
+    "with_geometry",
     "write_report",
 ]
 
@@ -75,11 +81,40 @@ REFERENCE_FIGURES = "fig_collapse_*.png"  # of <results>/figures/: the collapse 
 
 def headline_key(tables: dict[str, Table]) -> str | None:
     """The table shown first: Table 2 (IoU) of the most paper-like dataset present."""
-    for dataset in ("mvtec", "stc", "mtd", "folder", "embedded"):
+    for dataset in _PAPER_LIKE:
         for key in tables:
             if key.startswith(f"{dataset}_table2_iou") or key.startswith(f"{dataset}_table4_iou"):
                 return key
     return next(iter(tables), None)
+
+
+_PAPER_LIKE = ("mvtec", "stc", "mtd", "folder", "embedded")  # the dataset whose numbers answer first
+
+
+def answer_key(tables: dict[str, Table]) -> str | None:
+    """The study's answer in one table (report.html opens with it): the summary of the most paper-like dataset."""
+    summaries = [k for k in tables if k.endswith("_summary")]
+    for dataset in _PAPER_LIKE:
+        if f"{dataset}_summary" in summaries:
+            return f"{dataset}_summary"
+    return summaries[0] if summaries else headline_key(tables)
+
+
+def with_geometry(runs: pd.DataFrame) -> pd.DataFrame:
+    """``runs`` with a ``geometry`` column (``data.geometry`` of each run's ``config.json``: squash / letterbox).
+
+    A config written before the option existed was squashed (the default then and now); a frame without
+    ``run_dir`` (made by hand) gets ``n/a``. The column is kept when present.
+    """
+    if runs.empty or "geometry" in runs.columns:
+        return runs
+    default = DataConfig().geometry
+    out = []
+    for run_dir in runs["run_dir"] if "run_dir" in runs.columns else [None] * len(runs):
+        config = Path(str(run_dir)) / "config.json" if isinstance(run_dir, str) else None
+        data = read_json(config).get("data", {}) if config is not None and config.is_file() else None
+        out.append("n/a" if data is None else str(data.get("geometry", default)))
+    return runs.assign(geometry=out)
 
 
 def write_report(
@@ -110,6 +145,7 @@ def write_report(
             f"no finished run under {results_dir} (expected <dataset>/<category>/<setting>/metrics.json); "
             "run `make reproduce` first"
         )
+    runs = with_geometry(runs)  # issue 23: runs.csv and the protocol line say squash or letterbox
     tables = build_tables(runs)
     written: dict[str, Path] = {}
     for key, table in tables.items():
@@ -154,10 +190,20 @@ def reference_comparison(runs: pd.DataFrame, reference_dir: Path | str | None = 
     return compare_with_reference(runs, ref_runs, reference=shown, unavailable=why)
 
 
-def reference_summary(results_dir: Path | str = "results") -> str | None:
-    """The one terminal line of the comparison the report last wrote under ``results_dir`` (None: none written)."""
+def reference_summary(results_dir: Path | str = "results", strict: bool = False) -> str | None:
+    """The one terminal line of the comparison the report last wrote under ``results_dir`` (None: none written):
+    the cells reproduced exactly, within seed spread, differing and not in the reference; with ``strict`` and a cell
+    not reproduced exactly it also names the exit status :func:`reference_exit_code` gives."""
     comparison = read_comparison(Path(results_dir) / "tables" / CSV_NAME)
-    return None if comparison is None else comparison.summary_line(f"{results_dir}/REPORT.md")
+    return None if comparison is None else comparison.summary_line(f"{results_dir}/REPORT.md", strict)
+
+
+def reference_exit_code(results_dir: Path | str = "results", strict: bool = False) -> int:
+    """The exit status the comparison under ``results_dir`` asks for (``--strict``, ``make reproduce STRICT=1``):
+    :data:`avaga_lib.reference.STRICT_EXIT` when ``strict`` and a cell is not reproduced exactly, else 0 (also when
+    no comparison was written: a study that compared nothing has no difference to fail on)."""
+    comparison = read_comparison(Path(results_dir) / "tables" / CSV_NAME)
+    return 0 if comparison is None else comparison.exit_code(strict)
 
 
 def refresh_reference(results_dir: Path | str = "results", reference_dir: Path | str | None = None,
@@ -205,13 +251,16 @@ def render_report_md(runs: pd.DataFrame, tables: dict[str, Table], claims: Itera
     if banner:
         lines += [f"> {banner}", ""]
     lines += ["## Protocol", ""]
+    runs = with_geometry(runs)
     for dataset, grp in runs.groupby("dataset"):
         seeds = sorted(set(int(s) for s in grp["seed"]))
         lines.append(
-            f"- **{dataset}**: {grp['category'].nunique()} categories ({', '.join(sorted(set(grp['category'])))}), "
-            f"{grp['method'].nunique()} methods, {len(grp)} runs; profile {', '.join(sorted(set(grp['profile'])))}; "
+            f"- **{dataset}**: {_count(grp['category'].nunique(), 'category', 'categories')} "
+            f"({', '.join(sorted(set(grp['category'])))}), {_count(grp['method'].nunique(), 'method')}, "
+            f"{_count(len(grp), 'run')}; profile {', '.join(sorted(set(grp['profile'])))}; "
             f"seeds {seeds}; epochs {_uniq(grp['epochs'])}; image size {_uniq(grp['image_size'])}; "
-            f"score calibration {_uniq(grp['calibration'])}; attention normalization {_uniq(grp['attention_norm'])}; "
+            f"image geometry {_uniq(grp['geometry'])}; score calibration {_uniq(grp['calibration'])}; "
+            f"attention normalization {_uniq(grp['attention_norm'])}; "
             f"trained on {_devices(grp)}."
         )
     lines += [
@@ -242,7 +291,9 @@ def render_report_md(runs: pd.DataFrame, tables: dict[str, Table], claims: Itera
         "best by mean on the test metric, picked on the test set: the sentence says so and lists every candidate. "
         "Where the evaluator wrote them, each side also shows the mean of its runs' 95% bootstrap intervals over "
         "test images. A localization claim is **cannot test** on a latent grid under 4x4, and an IoU claim when "
-        "the map's grid caps the best reachable IoU under the paper's number. Each verdict names the profile, "
+        "the map's grid caps the best reachable IoU under the paper's number; a classification claim is **cannot "
+        "test** when a side predicts one class for every test image or its mean accuracy is not above chance "
+        "(the t-interval over its runs reaches 0.5). Each verdict names the profile, "
         "image size, seeds and categories it rests on.",
         "",
     ]
@@ -265,6 +316,11 @@ def _devices(grp: pd.DataFrame) -> str:
     """``cpu`` / ``cuda (bf16 autocast: train.amp=auto)`` ... of a group of runs, or ``not recorded``."""
     names = _uniq(grp["device"]) if "device" in grp else "n/a"
     return "not recorded" if names == "n/a" else names.replace("cuda", "cuda (bf16 autocast where train.amp=auto)")
+
+
+def _count(n: int, one: str, many: str = "") -> str:
+    """``1 category`` / ``2 categories``."""
+    return f"{n} {one if n == 1 else (many or one + 's')}"
 
 
 def _uniq(series: pd.Series) -> str:
@@ -294,10 +350,18 @@ def deviations(runs: pd.DataFrame) -> list[str]:
     seeds = runs.groupby(["dataset", "category", "method"])["seed"].nunique()
     if (seeds < 3).any():
         out.append(f"{int((seeds < 3).sum())} of {len(seeds)} cells have fewer than 3 seeds")
-    notes = sorted({n for ns in runs["notes"] for n in ns})
+    no_weights = runs[runs["notes"].map(lambda ns: NOTE_NO_PRETRAINED in ns)]
+    if len(no_weights):  # said once, for the runs whose encoder asked for ImageNet weights (AVAGA, not the AEs)
+        out.append(f"recorded fallback ({_count(len(no_weights), 'run')}: "
+                   f"{', '.join(sorted(set(no_weights['method'])))}): no ImageNet weights in the torch hub cache, "
+                   "so the ResNet-18 encoder started from random weights (no download offline)")
+    # pretrained_source=... records where an encoder's weights came from: a record, not a fallback; the missing
+    # weights are the line above, and the AE baselines have no pretrained encoder to miss
+    notes = sorted({n for ns in runs["notes"] for n in ns
+                    if n != NOTE_NO_PRETRAINED and not n.startswith("pretrained_source=")})
     for n in notes:
         count = int(sum(n in ns for ns in runs["notes"]))
-        out.append(f"recorded fallback ({count} runs): {n}")
+        out.append(f"recorded fallback ({_count(count, 'run')}): {n}")
     return out
 
 
@@ -318,14 +382,25 @@ def stale_measurement(runs: pd.DataFrame) -> list[str]:
 
 
 def scope_banner(runs: pd.DataFrame) -> str:
-    """The report's first line when its runs cannot judge localization (every run at a latent grid under 4x4)."""
+    """The report's first lines when its runs cannot judge localization: datasets without pixel masks (no
+    localization verdict exists for them), and every run at a latent grid under 4x4."""
+    parts = []
+    maskless = [d for d in sorted(set(runs.get("dataset", ()))) if lacks_pixel_masks(runs, d)]
+    if maskless:
+        parts.append(f"**{', '.join(maskless)}: the dataset has no pixel masks** (no ground_truth/ folder): only "
+                     "image-level results (image AUROC, mean accuracy) and classification verdicts are measured; "
+                     "no pixel metric or localization verdict exists for it.")
     sizes = pd.to_numeric(runs.get("image_size", pd.Series(dtype=float)), errors="coerce").dropna()
     if sizes.empty or (latent_side(sizes) >= MIN_LATENT_GRID).any():
-        return ""
-    return (f"**A pipeline check, not a study.** Every run is at {_uniq(runs['image_size'])} px (profile "
-            f"{_uniq(runs['profile'])}): a latent grid under {MIN_LATENT_GRID}x{MIN_LATENT_GRID} cannot localize, so "
-            "no localization claim is tested here. `make reproduce PROFILE=cpu` is the smallest study that can show "
-            "a signal (results/reference holds its committed results).")
+        return " ".join(parts)
+    # the localization sentence only where a dataset has masks: a mask-less one has no localization verdict at all
+    judged = ("a latent grid under {g}x{g} cannot localize, so no localization claim is tested here"
+              if len(maskless) < runs["dataset"].nunique() else "a latent grid under {g}x{g} could not localize "
+              "even with masks").format(g=MIN_LATENT_GRID)
+    parts.append(f"**A pipeline check, not a study.** Every run is at {_uniq(runs['image_size'])} px (profile "
+                 f"{_uniq(runs['profile'])}): {judged}. `make reproduce PROFILE=cpu` is the smallest study that can "
+                 f"show a signal ({paths.results_tree_for('cpu')}/reference holds its committed results).")
+    return " ".join(parts)
 
 
 def observations(runs: pd.DataFrame) -> list[str]:
@@ -350,14 +425,45 @@ def observations(runs: pd.DataFrame) -> list[str]:
             out.append(
                 f"{len(small)} of {len(runs)} runs were trained at {sizes}: the encoders downsample 32x, so the latent "
                 f"grid is under {MIN_LATENT_GRID}x{MIN_LATENT_GRID} and an attention map of so few cells cannot "
-                "localize, whatever the loss. Their localization verdicts test the pipeline, not the paper's claims "
-                "(use PROFILE=cpu, 128 px, or the paper profile)."
+                "localize, whatever the loss. " + ("Their localization verdicts test the pipeline, not the paper's "
+                "claims (use PROFILE=cpu, 128 px, or the paper profile)." if not all(
+                    lacks_pixel_masks(runs, d) for d in set(small["dataset"])) else
+                    "(Without pixel masks no localization verdict is made for them anyway.)")
             )
     return out
 
 
+def report_section(md: str, heading: str) -> str:
+    """The ``## <heading>`` section of REPORT.md's text ``md``, its heading line included, up to the next ``## ``
+    heading; "" when there is none (report.html takes its answer and its protocol from REPORT.md this way).
+
+    Args:
+        md: the text of REPORT.md (:func:`render_report_md`).
+        heading: the section's title, without the ``## `` (e.g. ``Verdicts per claim``); a prefix suffices.
+    """
+    out: list[str] = []
+    for line in md.splitlines():
+        if line.startswith("## "):
+            if out:
+                break
+            if line[3:].startswith(heading):
+                out.append(line)
+        elif out:
+            out.append(line)
+    return "\n".join(out).strip() + "\n" if out else ""
+
+
+# Cells report.html leaves out (cell tags of notebooks/07_report.py): the parameters, papermill's injected ones, and
+# the plumbing that reads and writes folders; a reader gets the answer, the tables and the figures (issue 23)
+HTML_REMOVE_CELL_TAGS: tuple[str, ...] = ("parameters", "injected-parameters", "remove-cell")
+HTML_REMOVE_OUTPUT_TAGS: tuple[str, ...] = ("remove-output",)
+
+
 def export_html(executed_notebook: Path | str, html_path: Path | str) -> Path:
     """Convert an executed notebook to a self-contained HTML file (figures embedded as data URIs), atomically.
+
+    Code inputs and prompts are hidden; cells tagged with :data:`HTML_REMOVE_CELL_TAGS` are left out whole, and
+    the outputs of cells tagged :data:`HTML_REMOVE_OUTPUT_TAGS` (printed progress, paths) are dropped.
 
     Raises:
         ReportError: when the notebook does not exist.
@@ -366,6 +472,7 @@ def export_html(executed_notebook: Path | str, html_path: Path | str) -> Path:
     # needed by this one function only: imported here so every other CLI command starts without it
     import nbformat
     from nbconvert import HTMLExporter
+    from nbconvert.preprocessors import TagRemovePreprocessor
 
     src = Path(executed_notebook)
     if not src.exists():
@@ -374,6 +481,9 @@ def export_html(executed_notebook: Path | str, html_path: Path | str) -> Path:
     # readers get tables, figures and text: the code stays in the executed notebook beside it
     exporter = HTMLExporter(embed_images=True, exclude_input=True, exclude_input_prompt=True,
                             exclude_output_prompt=True)
+    exporter.register_preprocessor(TagRemovePreprocessor(remove_cell_tags=set(HTML_REMOVE_CELL_TAGS),
+                                                         remove_all_outputs_tags=set(HTML_REMOVE_OUTPUT_TAGS),
+                                                         enabled=True), enabled=True)
     body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": "AVAGA reproduction report"}})
     return write_text(html_path, body)
 

@@ -11,6 +11,11 @@
 - ``slurm`` (reads ``cluster/slurm.yaml``) or a cluster YAML file: a ``dask_jobqueue`` cluster (SLURM, PBS, LSF,
   SGE) with the job resources of the file (extra ``avaga_lib[cluster]``; schema in ``cluster/slurm.yaml``).
 
+Before anything starts, :func:`parse_cluster` checks the value, its cluster file and its extra, and
+:func:`check_submitter` the jobqueue's submit command (``sbatch``); :func:`job_script` shows a jobqueue cluster's
+batch script without starting it (``--dry-run``). The dashboard of a cluster started here binds ``127.0.0.1`` unless
+asked otherwise (:data:`DASHBOARD`, ``pipeline --dashboard``).
+
 Fault tolerance: a run whose worker dies is resubmitted by the Dask scheduler to another worker, at most
 ``retries`` times (``distributed.scheduler.allowed-failures`` of the schedulers made here; an existing scheduler
 keeps its own setting), and the trainer resumes from the run folder's checkpoint. A run that fails by itself comes
@@ -22,7 +27,9 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import shutil
 import sys
+import tempfile
 import time
 import types
 from collections.abc import Callable, Iterator, Sequence
@@ -45,6 +52,15 @@ from avaga_lib.plan import RunSpec
 
 LOST_WORKER_RETRIES = 2  # a run is resubmitted at most this often after its worker died (3 attempts in all)
 JOBQUEUE_KINDS = {"slurm": "SLURMCluster", "pbs": "PBSCluster", "lsf": "LSFCluster", "sge": "SGECluster"}
+SUBMIT_COMMANDS = {"slurm": "sbatch", "pbs": "qsub", "lsf": "bsub", "sge": "qsub"}  # what dask-jobqueue calls
+# Arguments of a dask_jobqueue cluster class that are not its job class's (JobQueueCluster.__init__): left out when
+# the job script is made without a cluster (--dry-run).
+CLUSTER_ONLY_KEYS = ("n_workers", "loop", "security", "shared_temp_directory", "silence_logs", "name", "asynchronous",
+                     "dashboard_address", "host", "scheduler_options", "scheduler_cls")
+SCHEDULER_PLACEHOLDER = "tcp://<scheduler-address>:8786"  # the real address exists once the cluster starts
+# The dashboard of a cluster started here shows file paths and logs and accepts no login: this machine only unless
+# asked (pipeline --dashboard); ":8787" would listen on every interface.
+DASHBOARD = "127.0.0.1:8787"
 CLUSTER_FILE_KEYS = ("kind", "workers", "job")
 RUN_RESOURCE = {"run": 1}  # a jobqueue worker has many cores but runs one run at a time
 POLL_S = 1.0  # progress-bar refresh: each poll asks the scheduler what is running (a run lasts minutes)
@@ -87,12 +103,30 @@ class ClusterChoice:
 
 @dataclass
 class Session:
-    """A started client and how its runs are sized (threads / gpus None: decided on each worker)."""
+    """A started client and how its runs are sized (threads / gpus None: decided on each worker); ``dashboard``:
+    where the dashboard of a cluster started here listens ("" = the client's link)."""
 
     client: Client
     threads: int | None = None
     gpus: list[str] | None = None
     resources: dict[str, int] | None = None
+    dashboard: str = ""
+
+
+def bound_dashboard(cluster: Any) -> str:
+    """The dashboard address a cluster started here really listens on (``http://127.0.0.1:8787/status``).
+
+    ``Client.dashboard_link`` is built from the scheduler's address, not from the dashboard's socket: it printed
+    127.0.0.1 while the dashboard listened on every interface, and prints the machine's address for a loopback
+    dashboard of an in-process scheduler. "" when there is no dashboard socket to read.
+    """
+    server = getattr(getattr(cluster, "scheduler", None), "http_server", None)
+    sockets = list(getattr(server, "_sockets", {}).values())
+    if not sockets:
+        return ""
+    host, port = sockets[0].getsockname()[:2]
+    host = f"[{host}]" if ":" in host else host
+    return f"http://{host}:{port}/status" + ("  (every interface)" if host in ("0.0.0.0", "[::]") else "")
 
 
 def default_cluster_file(queue: str = "slurm") -> Path:
@@ -153,6 +187,57 @@ def read_cluster_file(path: Path) -> ClusterChoice:
     return ClusterChoice("jobqueue", file=path, queue=kind, workers=workers, job=job)
 
 
+def check_submitter(choice: ClusterChoice) -> None:
+    """A jobqueue cluster submits its workers with ``sbatch`` / ``qsub`` / ``bsub``: check it is on PATH.
+
+    Without it, dask-jobqueue logs one traceback per job submission and the study waits forever for workers.
+
+    Raises:
+        ClusterError: the submit command is missing (named, with the fix).
+    """
+    if choice.kind != "jobqueue":
+        return
+    command = SUBMIT_COMMANDS[choice.queue]
+    if shutil.which(command) is None:
+        raise ClusterError(f"CLUSTER={choice.file} ({choice.queue}) submits its workers with `{command}`, which is "
+                           f"not on PATH: run the study on a {choice.queue.upper()} login node (where `{command} "
+                           "--version` works), or use CLUSTER=local")
+
+
+def _job_kwargs(choice: ClusterChoice) -> dict[str, Any]:
+    """Arguments of the dask_jobqueue cluster class: the file's ``job``, each worker taking one run at a time."""
+    job = dict(choice.job)
+    job["worker_extra_args"] = [*job.get("worker_extra_args", []), "--resources", "run=1"]
+    return job
+
+
+def job_script(choice: ClusterChoice) -> str:
+    """The batch script each worker job of a jobqueue cluster is submitted with, made without starting a cluster
+    (dask-jobqueue's ``job_script()`` of the cluster class's job class); the scheduler address is a placeholder.
+
+    Raises:
+        ClusterError: not a jobqueue cluster, the extra is missing, or the file's ``job`` is refused by the job class.
+    """
+    if choice.kind != "jobqueue":
+        raise ClusterError(f"CLUSTER={choice.kind}: no batch job script (only slurm / pbs / lsf / sge clusters)")
+    module = require_extra("dask_jobqueue", "avaga_lib[cluster]", f"CLUSTER={choice.file}")
+    job_cls = getattr(module, JOBQUEUE_KINDS[choice.queue]).job_cls
+    kwargs = {k: v for k, v in _job_kwargs(choice).items() if k not in CLUSTER_ONLY_KEYS}
+    log_dir = kwargs.pop("log_directory", None)
+    with tempfile.TemporaryDirectory() as tmp:
+        # the job class creates its log_directory; a dry run writes nothing, so a throw-away folder stands in and
+        # the real path is put back in the text
+        stand_in = os.path.join(tmp, "log_directory")
+        try:
+            job = job_cls(SCHEDULER_PLACEHOLDER, name="dummy-name", **kwargs,
+                          **({"log_directory": stand_in} if log_dir else {}))
+            text = job.job_script()
+        except (TypeError, ValueError) as exc:
+            raise ClusterError(f"{choice.file}: job: {type(exc).__name__}: {exc} (the keys under 'job' are "
+                               f"dask_jobqueue.{JOBQUEUE_KINDS[choice.queue]} arguments)") from exc
+    return text.replace(stand_in, str(log_dir)) if log_dir else text
+
+
 def visible_gpus() -> list[str]:
     """The GPUs this process may use: ``CUDA_VISIBLE_DEVICES`` when set, else ``0 .. device_count - 1``."""
     listed = os.environ.get("CUDA_VISIBLE_DEVICES")
@@ -188,43 +273,51 @@ def _workers_skip_main() -> Iterator[None]:
 
 
 def _local_session(stack: ExitStack, jobs: int, gpus: list[str], in_process: bool,
-                   log: Callable[[str], None]) -> Session:
+                   log: Callable[[str], None], dashboard: str = DASHBOARD) -> Session:
     workers, threads = local_layout(jobs, gpus, os.cpu_count() or 1)
     if gpus and jobs > len(gpus):
         log(f"dask: {len(gpus)} GPU(s) visible: {workers} runs at a time, one per GPU (asked for {jobs})")
     with _workers_skip_main():
         cluster = stack.enter_context(LocalCluster(
             n_workers=workers, threads_per_worker=1, processes=not in_process, memory_limit=0,
-            dashboard_address=":8787", silence_logs=logging.WARNING))
+            dashboard_address=dashboard, silence_logs=logging.WARNING))
     log(f"dask: local cluster, {workers} worker(s) x 1 run, {threads} CPU thread(s) per run"
         + (f", GPUs {','.join(gpus[:workers])} (one per worker)" if gpus else ""))
-    return Session(stack.enter_context(Client(cluster)), threads, gpus[:workers] or None)
+    return Session(stack.enter_context(Client(cluster)), threads, gpus[:workers] or None,
+                   dashboard=bound_dashboard(cluster))
 
 
-def _cuda_session(stack: ExitStack, log: Callable[[str], None]) -> Session:
+def _cuda_session(stack: ExitStack, log: Callable[[str], None], dashboard: str = DASHBOARD) -> Session:
     dask_cuda = require_extra("dask_cuda", "avaga_lib[cuda]", "CLUSTER=cuda")
     with _workers_skip_main():
-        cluster = stack.enter_context(dask_cuda.LocalCUDACluster(threads_per_worker=1, memory_limit=0))
+        cluster = stack.enter_context(dask_cuda.LocalCUDACluster(threads_per_worker=1, memory_limit=0,
+                                                                 dashboard_address=dashboard))
     n = len(cluster.workers)
     log(f"dask: LocalCUDACluster, {n} worker(s), one GPU each")
-    return Session(stack.enter_context(Client(cluster)), max(1, (os.cpu_count() or 1) // max(1, n)))
+    return Session(stack.enter_context(Client(cluster)), max(1, (os.cpu_count() or 1) // max(1, n)),
+                   dashboard=bound_dashboard(cluster))
 
 
-def _jobqueue_session(stack: ExitStack, choice: ClusterChoice, log: Callable[[str], None]) -> Session:
+def _jobqueue_session(stack: ExitStack, choice: ClusterChoice, log: Callable[[str], None],
+                      dashboard: str = DASHBOARD) -> Session:
     module = require_extra("dask_jobqueue", "avaga_lib[cluster]", f"CLUSTER={choice.file}")
-    job = dict(choice.job)
-    job["worker_extra_args"] = [*job.get("worker_extra_args", []), "--resources", "run=1"]
+    check_submitter(choice)  # before the cluster object exists: it would log a traceback per failed submission
+    job = _job_kwargs(choice)
+    # the file's scheduler_options.dashboard_address is an explicit request; without one, this machine only
+    job["scheduler_options"] = {"dashboard_address": dashboard, **(job.get("scheduler_options") or {})}
     cluster = stack.enter_context(getattr(module, JOBQUEUE_KINDS[choice.queue])(**job))
     cluster.scale(jobs=choice.workers)
     threads = max(1, int(job.get("cores", 1)) // max(1, int(job.get("processes", 1))))
     log(f"dask: {choice.queue} cluster from {choice.file}, {choice.workers} job(s) submitted, {threads} CPU "
         "thread(s) per run; runs start as the jobs do")
-    return Session(stack.enter_context(Client(cluster)), threads, resources=RUN_RESOURCE)
+    return Session(stack.enter_context(Client(cluster)), threads, resources=RUN_RESOURCE,
+                   dashboard=bound_dashboard(cluster))
 
 
 @contextmanager
 def open_session(choice: ClusterChoice, jobs: int = 1, use_gpus: bool = False, retries: int = LOST_WORKER_RETRIES,
-                 log: Callable[[str], None] = print, in_process: bool = False) -> Iterator[Session]:
+                 log: Callable[[str], None] = print, in_process: bool = False,
+                 dashboard: str = DASHBOARD) -> Iterator[Session]:
     """Start (or connect to) the cluster of ``choice``; everything started here stops on exit.
 
     Args:
@@ -234,14 +327,16 @@ def open_session(choice: ClusterChoice, jobs: int = 1, use_gpus: bool = False, r
         retries: resubmissions of a run whose worker died (schedulers started here).
         log: progress lines (the dashboard address first).
         in_process: local cluster of threads instead of processes (tests with a stand-in runner).
+        dashboard: address the dashboard of a cluster started here binds (``host:port``; ``:8787`` = every
+            interface); a jobqueue cluster file's ``scheduler_options.dashboard_address`` wins.
     """
     with ExitStack() as stack, dask.config.set({**QUIET_DASK, "distributed.scheduler.allowed-failures": int(retries)}):
         if choice.kind == "local":
-            session = _local_session(stack, jobs, visible_gpus() if use_gpus else [], in_process, log)
+            session = _local_session(stack, jobs, visible_gpus() if use_gpus else [], in_process, log, dashboard)
         elif choice.kind == "cuda":
-            session = _cuda_session(stack, log)
+            session = _cuda_session(stack, log, dashboard)
         elif choice.kind == "jobqueue":
-            session = _jobqueue_session(stack, choice, log)
+            session = _jobqueue_session(stack, choice, log, dashboard)
         else:
             try:
                 client = stack.enter_context(Client(choice.address, timeout="30s"))
@@ -250,7 +345,7 @@ def open_session(choice: ClusterChoice, jobs: int = 1, use_gpus: bool = False, r
                                    "one with `dask scheduler` or fix the address") from exc
             log(f"dask: scheduler {choice.address}, {len(client.nthreads())} worker(s) connected now")
             session = Session(client)
-        log(f"dask: dashboard {session.client.dashboard_link}")
+        log(f"dask: dashboard {session.dashboard or session.client.dashboard_link}")
         yield session
 
 
@@ -341,7 +436,7 @@ def _watch(session: Session, futures: dict[Future, RunSpec], progress: RunProgre
 
 def run_all(specs: Sequence[RunSpec], choice: ClusterChoice, jobs: int = 1, kernel: str = DEFAULT_KERNEL,
             log: Callable[[str], None] = print, runner: Runner | None = None, retries: int = LOST_WORKER_RETRIES,
-            progress: bool | None = None) -> list[Outcome]:
+            progress: bool | None = None, dashboard: str = DASHBOARD) -> list[Outcome]:
     """Run every spec as one Dask task on the cluster of ``choice``; never stops at a failure.
 
     Args:
@@ -353,13 +448,15 @@ def run_all(specs: Sequence[RunSpec], choice: ClusterChoice, jobs: int = 1, kern
         runner: replaces :func:`avaga_lib.job.run_papermill` (tests; the local cluster then runs in threads).
         retries: resubmissions of a run whose worker died.
         progress: one progress bar (default: when stderr is a terminal), else one line per finished run.
+        dashboard: address the dashboard of a cluster started here binds.
 
     Returns:
         One :class:`Outcome` per spec, in order.
     """
     use_gpus = any(s.config.train.device in GPU_DEVICES for s in specs) and torch.cuda.is_available()
     show_bar = sys.stderr.isatty() if progress is None else progress
-    with open_session(choice, jobs, use_gpus, retries, log, in_process=runner is not None) as session:
+    with open_session(choice, jobs, use_gpus, retries, log, in_process=runner is not None,
+                      dashboard=dashboard) as session:
         futures = {session.client.submit(run_job, s, kernel, session.threads, session.gpus, runner, key=task_key(s),
                                          resources=session.resources): s for s in specs}
         bar = RunProgress(len(specs), log, show_bar)
@@ -369,6 +466,7 @@ def run_all(specs: Sequence[RunSpec], choice: ClusterChoice, jobs: int = 1, kern
             bar.close()
 
 
-__all__ = ["CLUSTER_HELP", "LOST_WORKER_RETRIES", "ClusterChoice", "ClusterError", "RunProgress", "Session",
-           "default_cluster_file", "eta_seconds", "local_layout", "open_session", "parse_cluster",
-           "read_cluster_file", "require_extra", "run_all", "task_key", "visible_gpus"]
+__all__ = ["CLUSTER_HELP", "DASHBOARD", "LOST_WORKER_RETRIES", "SUBMIT_COMMANDS", "ClusterChoice", "ClusterError",
+           "RunProgress", "Session", "bound_dashboard", "check_submitter", "default_cluster_file", "eta_seconds",
+           "job_script", "local_layout", "open_session", "parse_cluster", "read_cluster_file", "require_extra",
+           "run_all", "task_key", "visible_gpus"]

@@ -52,8 +52,31 @@ CAP_NOTE = ("(cap x) = iou_grid_cap: the best IoU the map's native grid allows (
             "per-pixel maps (the baselines) have cap 1, not shown")
 # Metrics that need pixel masks; an image-level-only dataset (no ground_truth/) says so instead of an empty table.
 PIXEL_METRICS: tuple[str, ...] = ("iou", "iou_pooled", "pixel_auroc", "aupro")
-NO_PIXEL_MASKS = "the dataset has no pixel masks (no ground_truth/ folder): localization (IoU) is not measurable"
-_NO_PIXEL_MASKS_MD = f"_The {NO_PIXEL_MASKS.removeprefix('the ')}._\n"  # where the table would be
+# What each mask-less reason names: a pixel-AUROC question must not be told that IoU is unmeasurable (issue 23)
+_PIXEL_LABELS: dict[str, str] = {
+    "iou": "localization (IoU)", "iou_pooled": "localization (pooled IoU)", "iou_literal": "localization (IoU)",
+    "pixel_auroc": "pixel AUROC", "aupro": "AUPRO", "pixel_auroc_recon": "pixel AUROC",
+    "aupro_recon": "AUPRO",
+}  # fmt: skip
+
+
+def needs_pixel_masks(metric: str) -> bool:
+    """True for a metric only ground-truth masks can measure (IoU of any rule, pixel AUROC, AUPRO, grid cap)."""
+    return metric.startswith(("iou", "aupro", "floor_", "prior_")) or "pixel_auroc" in metric
+
+
+def no_pixel_masks(metric: str = "iou") -> str:
+    """The reason a mask-less dataset cannot measure ``metric``, naming that metric."""
+    label = _PIXEL_LABELS.get(metric, "IoU at each threshold" if metric.startswith("iou@") else metric)
+    return f"the dataset has no pixel masks (no ground_truth/ folder): {label} is not measurable"
+
+
+NO_PIXEL_MASKS = no_pixel_masks("iou")
+
+
+def _no_pixel_masks_md(metric: str) -> str:
+    """Where a table of ``metric`` would be, for a caller that asks for one on a mask-less dataset."""
+    return f"_The {no_pixel_masks(metric).removeprefix('the ')}._\n"
 
 
 def lacks_pixel_masks(runs: pd.DataFrame, dataset: str) -> bool:
@@ -141,8 +164,9 @@ def comparison_table(
     else:
         notes.append("mean row: paper averaged over the same categories we measured")
     md = _markdown(frame, methods, paper is not None, max((len(seeds), 1)))
-    if metric in PIXEL_METRICS and lacks_pixel_masks(runs, dataset):
-        md = _NO_PIXEL_MASKS_MD  # not a table header without columns
+    if needs_pixel_masks(metric) and lacks_pixel_masks(runs, dataset):
+        md = _no_pixel_masks_md(metric)  # not a table header without columns
+        notes = notes[:1]  # the cap and paper footnotes would annotate a table that is not there
     return Table(name=name or f"{dataset}_{metric}", title=title, frame=frame, markdown=md, notes=notes)
 
 
@@ -243,7 +267,10 @@ def threshold_table(runs: pd.DataFrame, dataset: str, method: str = "AVAGA-R_u")
         cells.append(_fmt(r["spread"]))
         lines.append("| " + " | ".join(cells) + " |")
     notes = [f"{method} IoU at each threshold of the anomalous attention map (Table 7); spread = max - min"]
-    md = _NO_PIXEL_MASKS_MD if lacks_pixel_masks(runs, dataset) else "\n".join(lines) + "\n"
+    if lacks_pixel_masks(runs, dataset):
+        md, notes = _no_pixel_masks_md("iou@0.5"), []
+    else:
+        md = "\n".join(lines) + "\n"
     return Table(f"{dataset}_table7_thresholds", f"Table 7 ({dataset}): IoU vs threshold", frame, md, notes)
 
 
@@ -275,9 +302,13 @@ def build_tables(runs: pd.DataFrame) -> dict[str, Table]:
         return tables
     for dataset in sorted(set(runs["dataset"])):
         tables[f"{dataset}_summary"] = summary_table(runs, dataset)
+        # issue 23: without masks a pixel table would be a category column alone; the summary says it is left out
+        masks = not lacks_pixel_masks(runs, dataset)
         is_stc = dataset == "stc"
         t_iou, t_acc = ("Table 4", "Table 5") if is_stc else ("Table 2", "Table 3")
         for metric, tname, label in (("iou", t_iou, "IoU"), ("mean_accuracy", t_acc, "mean accuracy")):
+            if needs_pixel_masks(metric) and not masks:
+                continue
             key = f"{dataset}_{tname.lower().replace(' ', '')}_{metric}"
             tables[key] = comparison_table(
                 runs, dataset, metric, MAIN_COLUMNS, "main", key,
@@ -287,15 +318,15 @@ def build_tables(runs: pd.DataFrame) -> dict[str, Table]:
             )
         key = f"{dataset}_table8_ablation_iou"
         sub = runs[runs["dataset"] == dataset]
-        if sub["method"].isin(study.ABLATIONS).any():
+        if sub["method"].isin(study.ABLATIONS).any() and masks:
             tables[key] = comparison_table(
                 runs, dataset, "iou", study.ABLATION_METHODS, "ablation", key,
                 f"Tables 6/8 ({dataset}): ablation IoU (cols 1-6 of Sec. 5)",
             )
-        if any(c.startswith("iou@") for c in sub.columns) and (sub["method"] == THRESHOLD_METHOD).any():
+        if masks and any(c.startswith("iou@") for c in sub.columns) and (sub["method"] == THRESHOLD_METHOD).any():
             tables[f"{dataset}_table7_thresholds"] = threshold_table(runs, dataset, THRESHOLD_METHOD)
         for metric in EXTRA_METRICS:
-            if metric in sub.columns and sub[metric].notna().any():
+            if metric in sub.columns and sub[metric].notna().any() and (masks or not needs_pixel_masks(metric)):
                 key = f"{dataset}_extra_{metric}"
                 methods = list(dict.fromkeys([*study.MAIN_METHODS, *study.ABLATION_METHODS,
                                               *sorted(set(sub["method"]))]))
@@ -356,15 +387,20 @@ def _seed_means(sub: pd.DataFrame, metric: str) -> pd.Series:
 
 def summary_table(runs: pd.DataFrame, dataset: str) -> Table:
     """Rows = runs (the paper's recipe first, each remedy under it, baselines, the centred-Gaussian prior);
-    columns = :data:`SUMMARY_METRICS` as mean ± sample std over seeds of the per-seed mean over categories."""
+    columns = :data:`SUMMARY_METRICS` as mean ± sample std over seeds of the per-seed mean over categories.
+
+    A dataset without pixel masks keeps every run on the image-level columns (image AUROC, mean accuracy) and says
+    which columns and tables it leaves out (issue 23: its image-level numbers must stay in REPORT.md)."""
     sub = with_prior_rows(runs[runs["dataset"] == dataset])
+    masks = not lacks_pixel_masks(runs, dataset)
+    shown = [(m, label) for m, label in SUMMARY_METRICS if masks or not needs_pixel_masks(m)]
     qs = sorted(set(sub["val_quantile"].dropna())) if "val_quantile" in sub else []
     q = "/".join(f"{v:g}" for v in qs) or "n/a"
     rows: list[dict[str, Any]] = []
     for m in summary_order(list(dict.fromkeys(sub["method"]))):
         own = sub[sub["method"] == m]
         row: dict[str, Any] = {"method": m, "role": _role(m), "n_categories": int(own["category"].nunique())}
-        for metric, _ in SUMMARY_METRICS:
+        for metric, _ in shown:
             vals = _seed_means(own, metric)
             row[metric] = float(vals.mean()) if len(vals) else math.nan
             row[f"{metric}_std"] = float(vals.std(ddof=1)) if len(vals) > 1 else math.nan
@@ -376,11 +412,11 @@ def summary_table(runs: pd.DataFrame, dataset: str) -> Table:
         row[CAP] = float(cap.mean()) if len(cap) else math.nan
         rows.append(row)
     frame = pd.DataFrame(rows)
-    header = ["run", "role", *(label for _, label in SUMMARY_METRICS)]
+    header = ["run", "role", *(label for _, label in shown)]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
     for _, r in frame.iterrows():
         cells = [f"**{r['method']}**" if r["role"] == "paper recipe" else str(r["method"]), str(r["role"])]
-        for metric, _ in SUMMARY_METRICS:
+        for metric, _ in shown:
             cell = _fmt(r[metric], 3)
             cell += f" ± {_fmt(r[f'{metric}_std'], 3)}" if not math.isnan(r[f"{metric}_std"]) else ""
             if not math.isnan(r[f"{metric}_ci_lo"]):
@@ -403,6 +439,15 @@ def summary_table(runs: pd.DataFrame, dataset: str) -> Table:
         "intensity, its inverse, the residual to the mean training image; the same network untrained as a "
         "column): a run localizes only where it beats every one of them",
     ]
-    md = _NO_PIXEL_MASKS_MD if lacks_pixel_masks(runs, dataset) else "\n".join(lines) + "\n"
-    return Table(f"{dataset}_summary", f"Summary ({dataset}): every run on the localization and detection metrics",
-                 frame, md, notes)
+    if not masks:  # the IoU, cap, prior and floor notes would annotate columns that are not there
+        notes = [notes[0], notes[1], _NO_MASK_SUMMARY]
+    what = "the localization and detection metrics" if masks else "the image-level metrics (no pixel masks)"
+    return Table(f"{dataset}_summary", f"Summary ({dataset}): every run on {what}", frame,
+                 "\n".join(lines) + "\n", notes)
+
+
+_NO_MASK_SUMMARY = (
+    "the dataset has no pixel masks (no ground_truth/ folder): pixel AUROC, AUPRO and IoU are not measurable, so "
+    "their columns, the prior and floor rows and Tables 2/4 (IoU), 6/8 (ablation IoU) and 7 (IoU vs threshold) "
+    "are left out; image AUROC and mean accuracy are measured for every run, the ablations included"
+)

@@ -4,6 +4,7 @@ grid cap."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -177,3 +178,68 @@ def test_a_cap_above_the_papers_number_or_no_cap_column_leaves_the_interval_to_j
                      prior_center_pixel_auroc=0.6)]
     position = "AVAGA-R_u's attention map beats the centred-Gaussian position prior (pixel AUROC)"
     assert judged(pd.DataFrame(rows), position, questions=True).verdict == "holds"
+
+
+# ------------------------------------------------------------------- issue 23: classifiers that cannot be ranked
+
+RW_RU_ACC = "AVAGA-R_w classifies better than AVAGA-R_u (mean accuracy)"
+RU_BASELINE_ACC = "AVAGA-R_u classifies better than the best baseline (mean accuracy)"
+
+
+def accuracy_runs(ru: list[float], rw: list[float], **extra: Any) -> pd.DataFrame:
+    """AVAGA-R_u and AVAGA-R_w with the given mean accuracies per seed (``extra``: columns of both sides' rows)."""
+    rows = [row("AVAGA-R_u", s, mean_accuracy=a, **extra) for s, a in enumerate(ru)]
+    return pd.DataFrame(rows + [row("AVAGA-R_w", s, mean_accuracy=a, **extra) for s, a in enumerate(rw)])
+
+
+def test_a_side_whose_decisions_are_one_class_cannot_be_ranked() -> None:
+    """The strips of issue 23: both sides call every test image normal (0.500), one seed slightly under it."""
+    runs = accuracy_runs([0.487, 0.490, 0.485], [0.5, 0.5, 0.5])
+    shares = {"AVAGA-R_u": [0.02, 0.03, 0.01], "AVAGA-R_w": [0.0, 0.0, 0.0]}  # from predictions.csv
+    runs[claims.CALLED] = [v for m in ("AVAGA-R_u", "AVAGA-R_w") for v in shares[m]]
+    claim = judged(runs, RW_RU_ACC)
+    assert claim.verdict == "cannot test"  # the paired differences alone would say "holds"
+    assert claims.t_interval(claim.diffs) is not None and claims.t_interval(claim.diffs)[0] > 0
+    sentence = claim.sentence()
+    assert "AVAGA-R_w predicts one class (every test image called normal in all 3 runs)" in sentence
+    assert "AVAGA-R_u classifies below chance" in sentence  # its interval lies under 0.5
+    assert "Measured anyway" in sentence
+
+
+def test_without_decisions_an_exact_chance_accuracy_in_every_run_means_one_class() -> None:
+    claim = judged(accuracy_runs([0.70, 0.72, 0.71], [0.5, 0.5, 0.5]), RW_RU_ACC)
+    assert claim.verdict == "cannot test"
+    assert "AVAGA-R_w predicts one class (mean accuracy exactly 0.500 in every run" in claim.sentence()
+    # a baseline side too: the best baseline is named as the side that predicts one class
+    rows = [row("AVAGA-R_u", s, mean_accuracy=0.7 + 0.01 * s) for s in range(3)]
+    rows += [row("AE-SSIM", s, mean_accuracy=0.5) for s in range(3)]
+    baseline = judged(pd.DataFrame(rows), RU_BASELINE_ACC)
+    assert baseline.verdict == "cannot test" and "AE-SSIM predicts one class" in baseline.sentence()
+
+
+def test_a_side_at_chance_within_its_interval_cannot_be_ranked() -> None:
+    claim = judged(accuracy_runs([0.46, 0.55, 0.52], [0.80, 0.86, 0.83]), RW_RU_ACC)
+    assert claim.verdict == "cannot test"
+    assert "AVAGA-R_u classifies at chance (mean accuracy 0.510, 95% t-interval [" in claim.sentence()
+    assert "AVAGA-R_w" not in claim.untestable  # the side above chance is not blamed
+
+
+def test_two_classifiers_above_chance_are_judged_by_the_interval() -> None:
+    runs = accuracy_runs([0.70, 0.72, 0.71], [0.80, 0.83, 0.81])
+    runs[claims.CALLED] = 0.4  # both call some images anomalous, some normal
+    assert judged(runs, RW_RU_ACC).verdict == "holds"
+    # the rule is for classification only: an IoU claim next to a 0.500 mean accuracy is judged as before
+    iou = paired_runs([0.05, 0.06, 0.04], mean_accuracy=0.5)
+    assert judged(iou).verdict == "holds"
+
+
+def test_decisions_are_read_from_each_runs_predictions_csv(tmp_path: Path) -> None:
+    one_class, mixed = tmp_path / "a", tmp_path / "b"
+    for folder, labels in ((one_class, [0, 0, 0, 0]), (mixed, [0, 1, 1, 0])):
+        folder.mkdir()
+        pd.DataFrame({"label": [0, 0, 1, 1], "pred_label": labels}).to_csv(folder / "predictions.csv", index=False)
+    runs = pd.DataFrame([row("AVAGA-R_u", 0, run_dir=str(one_class)), row("AVAGA-R_w", 0, run_dir=str(mixed)),
+                         row("AE-L2", 0, run_dir=str(tmp_path / "none"))])
+    shares = claims.with_decisions(runs)[claims.CALLED]
+    assert shares.iloc[0] == 0.0 and shares.iloc[1] == 0.5 and math.isnan(shares.iloc[2])
+    assert claims.with_decisions(pd.DataFrame([row("AVAGA-R_u", 0)])).columns.tolist()[-1] != claims.CALLED

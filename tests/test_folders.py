@@ -167,9 +167,9 @@ def test_predict_answers_at_each_images_own_size(letterbox_run: Path, tmp_path: 
 
 
 # ------------------------------------------------------------------------------------ image-level-only folders
-def _fake_run(base: Path, name: str, metrics: dict) -> None:
-    cfg = make_config("smoke", {"data.dataset": "folder", "data.category": "strip", "results_dir": str(base)},
-                      run=name)
+def _fake_run(base: Path, name: str, metrics: dict, geometry: str = "letterbox") -> None:
+    cfg = make_config("smoke", {"data.dataset": "folder", "data.category": "strip", "results_dir": str(base),
+                                "data.geometry": geometry}, run=name)
     cfg.save(cfg.run_dir / "config.json")
     write_json(cfg.run_dir / "metrics.json", {
         "iou": None, "iou_pooled": None, "pixel_auroc": None, "aupro": None, "image_auroc": 0.7,
@@ -179,18 +179,38 @@ def _fake_run(base: Path, name: str, metrics: dict) -> None:
 
 def test_image_level_only_folder_report_says_there_are_no_masks(tmp_path: Path) -> None:
     base = tmp_path / "results"
-    for name, acc in (("AVAGA-R_u", 0.7), ("AVAGA-R_w", 0.8), ("AE-L2", 0.6)):
-        _fake_run(base, name, {"mean_accuracy": acc})
+    for name, acc in (("AVAGA-R_u", 0.7), ("AVAGA-R_w", 0.8), ("AE-L2", 0.6), ("AVAGA-R_u-noattn", 0.65)):
+        _fake_run(base, name, {"mean_accuracy": acc, "image_auroc": acc + 0.05})
     paths = report.write_report(base)
     md = paths.report_md.read_text()
-    iou_section = md.split("### Table 2 (folder): IoU per category")[1].split("###")[0]
-    assert "dataset has no pixel masks" in iou_section and "| category |" not in iou_section
+    # issue 23: no IoU table of a category column alone, in REPORT.md or as a CSV; the image-level ones stay
+    assert "### Table 2 (folder)" not in md and "### Table 7" not in md and "### Tables 6/8" not in md
+    for csv in (base / "tables").glob("folder_*.csv"):
+        assert len(pd.read_csv(csv).columns) > 1, f"{csv.name} holds only its first column"
+    assert not (base / "tables" / "folder_table2_iou.csv").exists()
     acc_section = md.split("### Table 3 (folder): mean accuracy per category")[1].split("###")[0]
     assert "| category | AE-L2 | AVAGA-R_u | AVAGA-R_w |" in acc_section  # image-level tables kept, with columns
     assert "| strip | 0.60 | 0.70 | 0.80 |" in acc_section
+    # the summary stays, image-level only, the ablation included, with no footnote of the left-out pixel columns
+    summary = md.split("### Summary (folder)")[1].split("###")[0]
+    assert "| run | role | image AUROC | mean accuracy |" in summary
+    assert "| AVAGA-R_u-noattn | ablation | 0.700 | 0.650 |" in summary
+    assert "has no pixel masks" in summary and "cap x" not in md and "centred Gaussian that never" not in md
+    # the banner says why, without promising localization verdicts
+    banner = md.splitlines()[2]
+    assert banner.startswith("> **folder: the dataset has no pixel masks**") and "no localization claim is" not in md
+    assert "results/cpu/reference holds" in banner  # the cpu profile's own reference (smoke: 64 px)
+    # each reason names its own metric; a run never made is "not run", not the mask-less reason
     verdicts = [line for line in md.splitlines() if line.startswith("- **") and ", folder" in line]
-    localization = [v for v in verdicts if ("IoU" in v or "locali" in v or "threshold" in v) and "image AUROC" not in v]
-    assert localization and all("dataset has no pixel masks" in v for v in localization)
+    by_metric = {"(IoU)": "localization (IoU) is not measurable", "(pixel AUROC": "pixel AUROC is not measurable"}
+    for marker, reason in by_metric.items():
+        asked = [v for v in verdicts if marker in v and "not run" not in v]
+        assert asked and all(reason in v for v in asked), (marker, asked)
+    flat = next(v for v in verdicts if "flat latent" in v)
+    assert "not run: no run of AVAGA-R_u-flat" in flat and "pixel masks" not in flat
     assert not any("both sides in a common category" in v for v in verdicts)
     one_seed = "**undecided (one seed: no interval)**"
     assert any("classifies better than AVAGA-R_u" in v and one_seed in v for v in verdicts)
+    # the geometry each run was read at: in the protocol line and in runs.csv
+    assert "image geometry letterbox" in md and "1 category (strip)" in md and "1 categories" not in md
+    assert set(pd.read_csv(paths.runs_csv)["geometry"]) == {"letterbox"}

@@ -238,6 +238,47 @@ def test_execute_parallel_and_data_errors(tmp_path: Path, monkeypatch: pytest.Mo
     assert len(summary.by_status("ok")) == 2 and len(runner.calls) == 4
 
 
+def test_a_study_that_started_nothing_keeps_the_last_summary(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    summary_json = tmp_path / "res" / "runs" / "summary.json"
+    write_json(summary_json, {"seconds": 900.0, "runs": [{"run": "embedded/weave/AVAGA-R_u-seed0", "status": "ok"}]})
+    before = summary_json.read_bytes()
+    specs = _plan(tmp_path, categories="good,bad")
+    monkeypatch.setattr(pipeline, "prepare_data", lambda s: {("folder", str(tmp_path / "data"), ""): "DataLayoutError"})
+    lines: list[str] = []
+    summary = pipeline.execute(specs, runner=FakeRunner(tmp_path / "calls.txt"), log=lines.append)
+    assert summary.nothing_started and summary.started == 0 and summary.exit_code == 1
+    assert summary_json.read_bytes() == before  # before: overwritten by this study's 4 data failures
+    assert any("no run started" in line and "left as it was" in line for line in lines)
+    # a study whose runs started writes its own summary
+    monkeypatch.setattr(pipeline, "prepare_data", lambda s: {})
+    ran = pipeline.execute(specs, runner=FakeRunner(tmp_path / "calls.txt"), log=lambda s: None)
+    assert not ran.nothing_started and ran.started == 4 and summary_json.read_bytes() != before
+
+
+def test_a_failed_study_never_prints_up_to_date_or_another_reference(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    from avaga_lib import cli, report
+
+    (tmp_path / "data" / "good").mkdir(parents=True)
+    # the data checks pass; the data then fails to prepare for every run (the backstop behind check_study)
+    monkeypatch.setattr(pipeline, "check_study", lambda *a, **k: pipeline.StudyCheck())
+    monkeypatch.setattr(pipeline, "prepare_data", lambda s: {("folder", str(tmp_path / "data"), ""): "OSError: gone"})
+    monkeypatch.setattr(pipeline, "report_notebooks_to_run", lambda *a, **k: [])  # the last study's report is fresh
+    monkeypatch.setattr(report, "reference_summary", lambda *a, **k: "reference: 188/315 cells reproduced")
+    argv = ["pipeline", "--dataset", "folder", "--root", str(tmp_path / "data"), "--categories", "good",
+            "--variants", "AE-L2", "--results-dir", str(tmp_path / "res"), "--report"]
+    assert cli.main(argv) == 1
+    out = capsys.readouterr().out
+    assert "FAILED folder/good/AE-L2-seed0: data: OSError: gone" in out
+    assert "report: not refreshed (no run of this study started)" in out
+    assert "up to date" not in out and "188/315" not in out  # before: both, from the previous study
+    # runs that ran but failed: the report of the finished runs is current, and says what it lacks
+    summary = pipeline.Summary([pipeline.Outcome(_plan(tmp_path, categories="good")[0], "failed", 1.0, "boom")],
+                               started=1)
+    cli._report_step(cli.parse_args(argv), summary)
+    assert "1 run(s) of this study failed and are not in it" in capsys.readouterr().out
+
+
 class FakeNotebooks:
     """Stands in for papermill in run_report_notebooks: notebooks named in ``failing`` exit non-zero."""
 

@@ -57,6 +57,26 @@ def test_predict_folder_writes_maps_overlays_and_reports_unreadable(run_dir: Pat
             assert m.size == o.size == (row["width"], row["height"]) and o.mode == "RGB"
     assert tuple(ok.set_index("file").loc["gray_small.jpg", ["width", "height"]]) == (50, 30)
     assert len(pd.read_csv(out / "predictions.csv")) == 5
+    # issue 23: integers stay integers beside the unreadable file's empty cells (not 50.0 / 0.0)
+    assert all(str(frame[c].dtype) == "Int64" for c in ("width", "height", "pred_label"))
+    lines = (out / "predictions.csv").read_text().splitlines()
+    assert lines[1].startswith("broken.png,,,") and lines[2].startswith("gray_small.jpg,50,30,")
+    raw = pd.read_csv(out / "predictions.csv", dtype=str, keep_default_na=False)
+    assert not raw[["width", "height", "pred_label"]].apply(lambda c: c.str.contains(".", regex=False)).any().any()
+    assert frame.attrs["notes"][0].startswith("predict: wrote 4 maps and overlays") and str(out) in frame.attrs[
+        "notes"][0]
+
+
+def test_predict_says_when_no_pixel_crossed_the_threshold(tmp_path: Path) -> None:
+    from avaga_lib import predict
+
+    frame = pd.DataFrame({"file": ["a.png", "b.png", "c.png"], "anomalous_area": [0.0, 0.1, None],
+                          "error": ["", "", "unreadable"]})
+    notes = predict._notes(frame, tmp_path, tmp_path / "predictions.csv")
+    assert notes[0] == f"predict: wrote 2 maps and overlays (<name>_map.png, <name>_overlay.png) and predictions.csv " \
+        f"to {tmp_path}"
+    assert notes[1].startswith("predict: no pixel above the threshold in 1 of 2 images (a.png): their overlays")
+    assert len(predict._notes(frame.iloc[1:], tmp_path, tmp_path / "p.csv")) == 1  # nothing to say: no such line
 
 
 def test_cli_predict(run_dir: Path, images: Path, capsys: pytest.CaptureFixture[str]) -> None:

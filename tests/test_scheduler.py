@@ -256,3 +256,17 @@ def test_cluster_values_and_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     monkeypatch.setitem(sys.modules, "dask_jobqueue", None)
     with pytest.raises(scheduler.ClusterError, match=r"pip install avaga_lib\[cluster\]"):
         scheduler.parse_cluster("slurm")  # the shipped example is valid; only the extra is missing
+
+
+def test_dashboard_binds_this_machine_only_unless_asked() -> None:
+    """Issue 22: the dashboard (no login, shows paths and logs) listened on 0.0.0.0 while the log said 127.0.0.1."""
+    lines: list[str] = []
+    with scheduler.open_session(scheduler.ClusterChoice("local"), jobs=1, log=lines.append, in_process=True) as s:
+        bound = [sock.getsockname()[0] for sock in s.client.cluster.scheduler.http_server._sockets.values()]
+        link = s.dashboard
+    assert bound == ["127.0.0.1"]  # whatever port: 8787 may be taken by another study on this machine
+    assert link.startswith("http://127.0.0.1:") and any(f"dask: dashboard {link}" == line for line in lines)
+    assert scheduler.DASHBOARD == "127.0.0.1:8787" and cli.parse_args(["pipeline"]).dashboard == scheduler.DASHBOARD
+    with scheduler.open_session(scheduler.ClusterChoice("local"), jobs=1, log=lines.append, in_process=True,
+                                dashboard=":0") as s:  # asked for every interface: said so
+        assert "(every interface)" in s.dashboard
