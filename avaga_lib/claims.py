@@ -245,7 +245,7 @@ def _floor(c: _Category, sub: pd.DataFrame, column: str) -> str:
     common = own.index.intersection(best.index)
     wins = int((own[common] > best[common]).sum())
     clears = "clears it" if wins == len(common) and wins > 0 else f"does not clear it ({wins} of {len(common)} seeds)"
-    return f"; best floor {name} {best.mean():.3f}: {c.better.method} {clears}"
+    return f"; best floor ({name.removeprefix('floor: ')}) {best.mean():.3f}: {c.better.method} {clears}"
 
 
 def _cells(counts: Sequence[int]) -> str:

@@ -1,6 +1,8 @@
 """File writing of the study: atomic JSON / CSV / torch checkpoints (temp file in the same folder, then rename).
 
-Every other module writes through here, so an interrupted run never leaves a half-written file behind.
+Every other module writes through here, so an interrupted run never leaves a half-written file behind. Files and
+swapped-in folders end with the mode a plain ``open()`` / ``mkdir()`` would give (``0666`` / ``0777`` minus the
+umask), not the ``0600`` / ``0700`` of :mod:`tempfile`, so results on a shared file system stay readable by others.
 """
 
 from __future__ import annotations
@@ -17,8 +19,29 @@ from typing import Any
 import yaml
 
 
+def current_umask() -> int:
+    """This process's umask, read without changing it where the system allows.
+
+    ``os.umask`` can only be read by setting it, and another thread creating a file in between would get the
+    temporary value, so Linux's ``/proc/self/status`` is read first; the set-and-restore is the fallback.
+    """
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: Path | str, writer: Callable[[Path], None]) -> Path:
-    """Call ``writer(tmp_path)`` then rename the temp file onto ``path`` (same folder, so the rename is atomic)."""
+    """Call ``writer(tmp_path)`` then rename the temp file onto ``path`` (same folder, so the rename is atomic).
+
+    The file ends with mode ``0666 & ~umask``, as ``open(path, "w")`` would create it (``mkstemp`` makes ``0600``).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -26,6 +49,8 @@ def atomic_write(path: Path | str, writer: Callable[[Path], None]) -> Path:
     tmp_path = Path(tmp)
     try:
         writer(tmp_path)
+        # the writer may have replaced the temp file (or written through a path): set the mode on what is there now
+        os.chmod(tmp_path, 0o666 & ~current_umask())
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
@@ -79,9 +104,11 @@ def replace_dir(tmp: Path | str, dst: Path | str) -> Path:
     """Swap a fully written temporary folder ``tmp`` in as ``dst`` (same parent, so each rename is atomic).
 
     An existing ``dst`` is first moved aside and deleted only after the new folder is in place, so at every moment
-    either the old or the new complete folder exists under ``dst``.
+    either the old or the new complete folder exists under ``dst``. ``tmp`` gets the mode ``mkdir`` would have given
+    it (``0777 & ~umask``): callers make it with ``tempfile.mkdtemp``, whose ``0700`` would hide it from others.
     """
     tmp, dst = Path(tmp), Path(dst)
+    os.chmod(tmp, 0o777 & ~current_umask())
     if dst.exists():
         old = Path(tempfile.mkdtemp(prefix=f".{dst.name}.old-", dir=dst.parent))
         os.replace(dst, old / "d")

@@ -14,6 +14,12 @@ papermill subprocess, and its :class:`Outcome`.
 - executes the notebook in a papermill subprocess that dies with its worker (``PR_SET_PDEATHSIG`` on Linux; the
   Jupyter kernel below it exits when papermill does), so a retried run never races its lost predecessor.
 
+Nothing finished is lost (issue 22): a job that waits for the lock says so, and skips the run when the holder (a
+second study into the same results tree) finished it meanwhile; a run folder made from another ``data.root`` (two
+folder datasets with one category name) is refused, not replaced, unless forced (:func:`run_folder_conflict`); and a
+finished run the job replaces is moved aside (:func:`replaced_dir`) and deleted only once its replacement finished,
+put back when it failed.
+
 A run that fails by itself (non-zero papermill exit, or an exception in the job) returns a failed :class:`Outcome`
 with the reason and its log: the task succeeds, so Dask never retries it. Only a lost worker makes Dask resubmit
 the task; the retry appends to the log and the trainer resumes from the run folder's ``checkpoint.pt``.
@@ -25,6 +31,7 @@ import fcntl
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -39,7 +46,7 @@ import yaml
 from distributed import get_worker
 
 from avaga_lib.paths import project_root
-from avaga_lib.plan import RunSpec
+from avaga_lib.plan import RunSpec, absolute, is_finished, saved_config
 
 DEFAULT_KERNEL = "python3"  # the venv's own kernel (jupyter_client maps "python" to the running interpreter)
 GPU_DEVICES = ("auto", "cuda")  # train.device values a job pins to one GPU (an explicit cuda:N is left alone)
@@ -225,7 +232,9 @@ def claim_run(spec: RunSpec, log: Callable[[str], None] | None = None,
                 break
             except BlockingIOError:
                 if not waited and log:
-                    log(f"{spec.label}: waiting for {path} (held by {_read_claim(fd)})")
+                    log(f"{spec.label}: waiting for the run-folder lock {path} (held by {_read_claim(fd)}: another "
+                        f"study or an earlier attempt is writing {spec.run_dir}); the run is skipped if that one "
+                        "finishes it")
                 waited = True
                 time.sleep(poll_s)
         previous = _read_claim(fd)
@@ -238,6 +247,83 @@ def claim_run(spec: RunSpec, log: Callable[[str], None] | None = None,
         os.close(fd)  # releases the lock unless a child still holds it
 
 
+def _say(line: str) -> None:
+    """Default ``log`` of a job: a line on stdout, flushed (a Dask worker's stdout reaches the study's terminal)."""
+    print(line, flush=True)
+
+
+def _same_root(a: str, b: str) -> bool:
+    """Whether two ``data.root`` values name one folder ("" = the dataset's default location)."""
+    if a == b:
+        return True
+    if not a or not b:
+        return False
+    return absolute(Path(a).expanduser()).resolve() == absolute(Path(b).expanduser()).resolve()
+
+
+def run_folder_conflict(spec: RunSpec, force: bool = False) -> str | None:
+    """Why ``spec`` must not write its run folder, or None.
+
+    Two folder datasets with one category name share ``<results>/folder/<category>/<run>``; the run folder's
+    ``config.json`` names the ``data.root`` it was made from. Replacing a finished run of another root would delete
+    results the other dataset cannot get back, so it is refused unless ``force`` (FORCE=1) asks for it.
+
+    Returns:
+        The message (both roots, both ways out), or None when the folder is free, of this root, or ``force``.
+    """
+    if force:
+        return None
+    saved = saved_config(spec.run_dir)
+    if saved is None or _same_root(saved.data.root, spec.config.data.root):
+        return None
+    return (f"{spec.run_dir} holds a run of data.root={saved.data.root or '(default)'}, this run reads "
+            f"data.root={spec.config.data.root or '(default)'}: two datasets with the category name "
+            f"'{spec.config.data.category}' share that folder. Not replacing it: give this study its own results "
+            "tree (RESULTS=<folder>, --results-dir), or FORCE=1 (--force) to replace the other root's run")
+
+
+def replaced_dir(run_dir: Path) -> Path:
+    """Where a finished run waits while a job replaces it: ``<category>/.replaced/<run>``.
+
+    One level deeper than run folders, so the results readers (``<results>/*/*/*/metrics.json``) never count it,
+    and on the same file system, so setting it aside and putting it back are single renames.
+    """
+    return run_dir.parent / ".replaced" / run_dir.name
+
+
+def _set_aside(run_dir: Path) -> bool:
+    """Move a finished run (``metrics.json`` present) out of ``run_dir`` before it is replaced; whether one waits
+    aside now (also one left by an attempt whose worker was lost: its replacement is still unfinished)."""
+    aside = replaced_dir(run_dir)
+    if (run_dir / "metrics.json").exists():
+        if aside.exists():
+            shutil.rmtree(aside)  # an older copy: the finished run in run_dir replaced it already
+        aside.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(run_dir, aside)
+    return aside.exists()
+
+
+def _settle_aside(run_dir: Path, replaced_ok: bool, log: Callable[[str], None]) -> None:
+    """After the job: drop the set-aside run once its replacement finished, else put it back in place."""
+    aside = replaced_dir(run_dir)
+    if not aside.exists():
+        return
+    if replaced_ok and (run_dir / "metrics.json").exists():
+        shutil.rmtree(aside)
+    else:
+        if run_dir.exists():
+            failed = aside.parent / f"{run_dir.name}.failed"
+            shutil.rmtree(failed, ignore_errors=True)
+            os.replace(run_dir, failed)  # one rename first, so the finished run goes back in one rename too
+            shutil.rmtree(failed, ignore_errors=True)
+        os.replace(aside, run_dir)
+        log(f"{run_dir}: the replacement failed; the previous finished run was put back")
+    try:
+        aside.parent.rmdir()
+    except OSError:
+        pass  # other runs of the category are set aside too
+
+
 def _worker_slots() -> tuple[object, int]:
     """(name, task slots) of the Dask worker running this task; (0, 1) outside a worker."""
     try:
@@ -248,8 +334,14 @@ def _worker_slots() -> tuple[object, int]:
 
 
 def run_job(spec: RunSpec, kernel: str = DEFAULT_KERNEL, threads: int | None = None,
-            gpus: Sequence[str] | None = None, runner: Runner | None = None) -> Outcome:
+            gpus: Sequence[str] | None = None, runner: Runner | None = None, force: bool = False,
+            log: Callable[[str], None] | None = None) -> Outcome:
     """The Dask task of one run: pick its GPU and threads, claim its folder, execute it, never raise.
+
+    Under the claim, before anything is written: a run that is finished now is skipped (a second study that waited
+    for the lock while the first finished it; forced runs only when it finished during the wait), and a folder of
+    another ``data.root`` is refused (:func:`run_folder_conflict`). A finished run that the job replaces (forced,
+    or of another config) is set aside and deleted only after the new run finished (:func:`replaced_dir`).
 
     Args:
         spec: the run.
@@ -258,20 +350,36 @@ def run_job(spec: RunSpec, kernel: str = DEFAULT_KERNEL, threads: int | None = N
             own ``train.threads`` wins.
         gpus: GPUs the client spread over its local workers (None = the worker's own ``CUDA_VISIBLE_DEVICES``).
         runner: replaces :func:`run_papermill` (tests).
+        force: the study reruns finished runs (FORCE=1).
+        log: progress lines (waiting for the lock, skipped, put back); default: stdout.
 
     Returns:
         The run's :class:`Outcome` with ``attempts`` (a failure is an outcome, not an exception: no retry).
     """
+    say = log or _say
     name, slots = _worker_slots()
     job = Job(kernel=kernel, gpu=job_gpu(spec, gpus, name, os.environ),
               threads=spec.config.train.threads or threads or job_threads(slots, os.environ))
     t0 = time.perf_counter()
-    with claim_run(spec) as (attempt, fd):
+    finished_before = is_finished(spec)
+    with claim_run(spec, log=say) as (attempt, fd):
+        if is_finished(spec) and not (force and finished_before):
+            say(f"{spec.label}: already finished by another process (a study into the same results tree) while "
+                f"this one waited; skipped ({spec.run_dir})")
+            return Outcome(spec, "skipped", time.perf_counter() - t0, attempts=attempt)
+        conflict = run_folder_conflict(spec, force)
+        if conflict:
+            return Outcome(spec, "failed", time.perf_counter() - t0, conflict, attempts=attempt)
         try:
+            _set_aside(spec.run_dir)
             out = (runner or run_papermill)(spec, replace(job, attempt=attempt, keep_fds=(fd,)))
         except Exception:  # noqa: BLE001 - recorded with its traceback; the other runs go on
             spec.log.parent.mkdir(parents=True, exist_ok=True)
             with open(spec.log, "a") as fh:
                 fh.write(traceback.format_exc())
             out = Outcome(spec, "failed", time.perf_counter() - t0, error_from_log(spec.log))
+        try:
+            _settle_aside(spec.run_dir, out.status == "ok", say)
+        except OSError as exc:  # the run's own outcome stands; the set-aside copy stays where the message says
+            say(f"{spec.label}: could not settle {replaced_dir(spec.run_dir)}: {exc}")
     return replace(out, attempts=attempt)

@@ -41,7 +41,16 @@ from avaga_lib.config import RunConfig
 from avaga_lib.data import SOURCES, DataLayoutError, generate_dataset, resolve_root, scan_category, synthetic
 from avaga_lib.data import mtd as mtd_source
 from avaga_lib.io import write_json, write_text
-from avaga_lib.job import DEFAULT_KERNEL, Job, Outcome, Runner, error_from_log, papermill_command, run_papermill
+from avaga_lib.job import (
+    DEFAULT_KERNEL,
+    Job,
+    Outcome,
+    Runner,
+    error_from_log,
+    papermill_command,
+    run_folder_conflict,
+    run_papermill,
+)
 from avaga_lib.networks import build_networks
 from avaga_lib.paths import project_root, reference_dir, reference_for, shared_magnetic_tile
 from avaga_lib.plan import (
@@ -192,18 +201,29 @@ def run_inline(spec: RunSpec | RunConfig, figures: bool = True) -> Path:
 
 
 def _runs_to_do(specs: Sequence[RunSpec], force: bool, summary: Summary, log: Callable[[str], None]) -> list[RunSpec]:
-    """Record finished runs as skipped; clear the folders of forced or stale runs; return the runs to execute."""
+    """Record finished runs as skipped and runs whose folder holds another root's run as failed (issue 22: never
+    deleted); clear unfinished folders of forced or stale runs; return the runs to execute. A *finished* forced or
+    stale run is not cleared here: the job sets it aside under its lock and deletes it only once the new run
+    finished (:func:`avaga_lib.job.run_job`)."""
     todo: list[RunSpec] = []
     for s in specs:
         if not force and is_finished(s):
             summary.outcomes.append(Outcome(s, "skipped"))
             continue
-        if s.run_dir.exists() and (force or saved_config(s.run_dir) is not None):
-            # forced, or a stale run of another config: start clean (no resume of a checkpoint of the old config)
+        conflict = run_folder_conflict(s, force)
+        if conflict is not None:
+            summary.outcomes.append(Outcome(s, "failed", error=conflict))
+            log(f"not run: {conflict}")
+            continue
+        stale = force or saved_config(s.run_dir) is not None
+        if s.run_dir.exists() and stale and not (s.run_dir / "metrics.json").exists():
+            # an unfinished folder of a forced or stale run: start clean (no resume of the old config's
+            # checkpoint); nothing finished is in it
             shutil.rmtree(s.run_dir)
         todo.append(s)
-    if summary.outcomes:
-        log(f"skipping {len(summary.outcomes)} finished run(s) (metrics.json present, config unchanged)")
+    skipped = sum(o.status == "skipped" for o in summary.outcomes)
+    if skipped:
+        log(f"skipping {skipped} finished run(s) (metrics.json present, config unchanged)")
     return todo
 
 
@@ -267,7 +287,7 @@ def execute(
     summary.started = len(runnable)
     if runnable:
         summary.outcomes += scheduler.run_all(runnable, choice, jobs=jobs, kernel=kernel, log=log, runner=runner,
-                                              retries=retries, progress=progress, dashboard=dashboard)
+                                              retries=retries, progress=progress, dashboard=dashboard, force=force)
     summary.seconds = time.perf_counter() - t0
     if not specs:
         return summary

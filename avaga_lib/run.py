@@ -2,8 +2,9 @@
 
 :func:`run_one` is what the command line (``python -m avaga_lib.cli train``), the pipeline and the notebooks call;
 :func:`save_run` writes the run folder of the results contract (docs/ARCHITECTURE.md): ``config.json`` (the
-config only), ``metrics.json`` (metrics, run record and ``notes``: the fallbacks that happened), ``predictions.csv``,
-``calibration.json``, ``maps/test_maps.npz`` (git-ignored), ``losses.csv`` and the figures.
+config only), ``predictions.csv``, ``calibration.json``, ``maps/test_maps.npz`` (git-ignored), ``losses.csv``, the
+figures, and last ``metrics.json`` (metrics, run record with the machine, and ``notes``: the fallbacks that
+happened), the marker that the run is finished.
 """
 
 from __future__ import annotations
@@ -12,14 +13,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from avaga_lib import metrics as M
 from avaga_lib import plots
 from avaga_lib.calibration import CALIBRATION_NAME
 from avaga_lib.config import RunConfig
 from avaga_lib.data import make_splits
+from avaga_lib.data.dataset import relative_to_root
 from avaga_lib.evaluate import EvalResult, evaluate_run
-from avaga_lib.io import atomic_write, write_csv, write_json
+from avaga_lib.io import atomic_write, read_json, write_csv, write_json
 from avaga_lib.train import train_run
 
 MAPS_NAME = "maps/test_maps.npz"  # per-image test maps of a run folder (git-ignored: results/*/*/*/maps/)
@@ -68,9 +71,27 @@ def config_dict(cfg: RunConfig) -> dict[str, Any]:
     return d
 
 
+def machine_record() -> dict[str, str]:
+    """What tells two machines' numbers apart: ``torch_version`` and ``cpu_capability`` (the instruction set ATen's
+    CPU kernels dispatch to, e.g. ``AVX2`` / ``AVX512``; ``ATEN_CPU_CAPABILITY`` can lower it). Bit-identical
+    results hold per (torch version, CPU capability), not across machines, so the reference comparison reads these.
+    """
+    try:
+        capability = str(torch.backends.cpu.get_cpu_capability())
+    except (AttributeError, RuntimeError):  # torch builds without the query
+        capability = "unknown"
+    return {"torch_version": str(torch.__version__), "cpu_capability": capability}
+
+
 def save_run(cfg: RunConfig, train_result: Any, eval_result: EvalResult, figures: bool = True) -> Path:
-    """Write a run folder: config.json, metrics.json, predictions.csv, calibration.json, maps/test_maps.npz,
-    losses.csv, fig_*.png.
+    """Write a run folder: config.json, calibration.json, predictions.csv, maps/test_maps.npz, losses.csv,
+    fig_*.png, and metrics.json last.
+
+    ``metrics.json`` is the finished marker (:func:`avaga_lib.plan.is_finished`), so it is written after every
+    other file and a stale one is removed first: a process killed while saving leaves a run that counts as
+    unfinished (and is run again), never one that counts as finished with files missing. It records the machine
+    (``device``, ``torch_version``, ``cpu_capability``: :func:`machine_record`). Image paths in predictions.csv
+    are relative to the dataset root named by the run's splits.json (as in splits.json itself).
 
     Args:
         cfg: the run config (the train result's config is preferred when present).
@@ -84,9 +105,12 @@ def save_run(cfg: RunConfig, train_result: Any, eval_result: EvalResult, figures
     run_cfg = getattr(train_result, "cfg", None) or cfg
     out = Path(run_cfg.run_dir)
     out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").unlink(missing_ok=True)  # the folder's files are being rewritten: not finished until done
     metrics = dict(eval_result.metrics)
     if train_result is not None:
         metrics["device"] = train_result.device
+    metrics |= machine_record()
+    if train_result is not None:
         metrics["train_wall_time_s"] = train_result.wall_time_s
         metrics["epochs_done"] = train_result.epochs_done
         metrics["wall_time_s"] = train_result.wall_time_s + eval_result.wall_time_s
@@ -96,14 +120,26 @@ def save_run(cfg: RunConfig, train_result: Any, eval_result: EvalResult, figures
     metrics["setting_name"] = run_cfg.setting_name
     metrics["notes"] = run_notes(run_cfg, train_result)
     write_json(out / "config.json", config_dict(run_cfg))
-    write_json(out / "metrics.json", M.nan_to_none(metrics))
     write_json(out / CALIBRATION_NAME, eval_result.calibration.to_dict())
-    write_csv(out / "predictions.csv", eval_result.predictions)
+    write_csv(out / "predictions.csv", _portable_predictions(eval_result.predictions, out))
     if eval_result.maps:
         save_maps(out / MAPS_NAME, eval_result.maps)
     if figures:
         _save_figures(out, run_cfg, train_result, eval_result)
+    write_json(out / "metrics.json", M.nan_to_none(metrics))  # last: the finished marker
     return out
+
+
+def _portable_predictions(predictions: Any, out: Path) -> Any:
+    """``predictions`` with its ``path`` column relative to the dataset root of the run's splits.json (unchanged
+    when the folder has none, e.g. an evaluation-only save, or the frame has no path column)."""
+    splits = out / "splits.json"
+    if "path" not in getattr(predictions, "columns", ()) or not splits.is_file():
+        return predictions
+    root = read_json(splits).get("root")
+    frame = predictions.copy()
+    frame["path"] = [relative_to_root(p, root) for p in frame["path"]]
+    return frame
 
 
 def _save_figures(out: Path, cfg: RunConfig, train_result: Any, eval_result: EvalResult) -> None:
@@ -138,4 +174,4 @@ def load_maps(run_dir: Path | str) -> dict[str, np.ndarray]:
         return {k: f[k] for k in f.files}
 
 
-__all__ = ["MAPS_NAME", "config_dict", "load_maps", "run_notes", "run_one", "save_maps", "save_run"]
+__all__ = ["MAPS_NAME", "config_dict", "load_maps", "machine_record", "run_notes", "run_one", "save_maps", "save_run"]

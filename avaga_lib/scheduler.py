@@ -436,7 +436,7 @@ def _watch(session: Session, futures: dict[Future, RunSpec], progress: RunProgre
 
 def run_all(specs: Sequence[RunSpec], choice: ClusterChoice, jobs: int = 1, kernel: str = DEFAULT_KERNEL,
             log: Callable[[str], None] = print, runner: Runner | None = None, retries: int = LOST_WORKER_RETRIES,
-            progress: bool | None = None, dashboard: str = DASHBOARD) -> list[Outcome]:
+            progress: bool | None = None, dashboard: str = DASHBOARD, force: bool = False) -> list[Outcome]:
     """Run every spec as one Dask task on the cluster of ``choice``; never stops at a failure.
 
     Args:
@@ -449,6 +449,7 @@ def run_all(specs: Sequence[RunSpec], choice: ClusterChoice, jobs: int = 1, kern
         retries: resubmissions of a run whose worker died.
         progress: one progress bar (default: when stderr is a terminal), else one line per finished run.
         dashboard: address the dashboard of a cluster started here binds.
+        force: FORCE=1: each job replaces a finished run (set aside until the new one finished).
 
     Returns:
         One :class:`Outcome` per spec, in order.
@@ -457,8 +458,8 @@ def run_all(specs: Sequence[RunSpec], choice: ClusterChoice, jobs: int = 1, kern
     show_bar = sys.stderr.isatty() if progress is None else progress
     with open_session(choice, jobs, use_gpus, retries, log, in_process=runner is not None,
                       dashboard=dashboard) as session:
-        futures = {session.client.submit(run_job, s, kernel, session.threads, session.gpus, runner, key=task_key(s),
-                                         resources=session.resources): s for s in specs}
+        futures = {session.client.submit(run_job, s, kernel, session.threads, session.gpus, runner, force,
+                                         key=task_key(s), resources=session.resources): s for s in specs}
         bar = RunProgress(len(specs), log, show_bar)
         try:
             return _watch(session, futures, bar, retries)

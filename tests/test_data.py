@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import warnings
 from dataclasses import replace
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from avaga_lib.data import (
     scan_category,
     split_counts,
 )
-from avaga_lib.data.dataset import _n_of
+from avaga_lib.data.dataset import _n_of, read_split_paths
 
 
 def _cfg(root: Path, category: str = "weave", **kw) -> DataConfig:
@@ -51,7 +52,7 @@ def test_splits_val_weak_and_json(tiny_dataset: Path, tmp_path: Path) -> None:
     cfg = _cfg(tiny_dataset)
     u = make_splits(cfg, "unsupervised", save_dir=tmp_path / "u")
     w = make_splits(cfg, "weak", save_dir=tmp_path / "w")
-    assert len(u.val) == 2 and len(u.train) == 10  # ceil(0.1 * 12) = 2
+    assert len(u.val) == 3 and len(u.train) == 9  # ceil(0.2 * 12) = 3 (val_fraction 0.2 since issue 20)
     assert u.weak == [] and len(u.test) == 12
     assert [r.path for r in u.val] == [r.path for r in w.val]  # same validation split in both settings
     assert len(w.weak) == 1 and all(r.label == 1 and r.mask_path is None for r in w.weak)  # ceil(0.02 * 8) = 1
@@ -59,11 +60,30 @@ def test_splits_val_weak_and_json(tiny_dataset: Path, tmp_path: Path) -> None:
     assert len(w.test) == 11 and not weak_paths & {r.path for r in w.test}
     assert not {r.path for r in u.val} & {r.path for r in u.train}
     saved = json.loads((tmp_path / "w" / "splits.json").read_text())
-    assert saved["weak"] == [r.path for r in w.weak] and saved["seed"] == 0 and saved["val"] == [r.path for r in w.val]
+    assert saved["weak"] == [str(Path(r.path).relative_to(tiny_dataset)) for r in w.weak] and saved["seed"] == 0
+    assert [tiny_dataset / p for p in saved["val"]] == [Path(r.path) for r in w.val]  # relative to the root
     # more weak images at a higher fraction; a different seed picks other images
     assert len(make_splits(replace(cfg, weak_fraction=0.3), "weak").weak) == 3
     other = [make_splits(replace(cfg, seed=s), "unsupervised").val for s in range(1, 6)]
     assert any({r.path for r in v} != {r.path for r in u.val} for v in other)
+
+
+def test_splits_json_is_portable_and_old_absolute_records_still_read(tiny_dataset: Path, tmp_path: Path) -> None:
+    """Issue 22: splits.json named the absolute paths of the machine that made it."""
+    splits = make_splits(_cfg(tiny_dataset), "weak", save_dir=tmp_path / "run")
+    saved = json.loads((tmp_path / "run" / "splits.json").read_text())
+    assert saved["root"] == str(tiny_dataset) and saved["paths_relative_to"] == "root"
+    assert all(not Path(p).is_absolute() and p.startswith("weave/") for k in ("train", "val", "test", "weak")
+               for p in saved[k])
+    elsewhere = _copy(tiny_dataset, tmp_path / "other_machine")  # the same dataset under another root
+    paths = read_split_paths(tmp_path / "run" / "splits.json", root=elsewhere)
+    assert paths["test"] == [elsewhere / Path(r.path).relative_to(tiny_dataset) for r in splits.test]
+    assert all(p.is_file() for k in paths for p in paths[k])
+    assert read_split_paths(tmp_path / "run" / "splits.json")["val"] == [Path(r.path) for r in splits.val]
+    old = dict(saved, val=[r.path for r in splits.val])  # a record written before: absolute paths
+    old.pop("paths_relative_to")
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    assert read_split_paths(tmp_path / "old.json", root=elsewhere)["val"] == [Path(r.path) for r in splits.val]
 
 
 def test_split_depends_only_on_seed_and_files(tiny_dataset: Path, tmp_path: Path) -> None:
@@ -81,7 +101,7 @@ def test_ceil_fraction_is_robust_to_float_error() -> None:
 def test_split_counts_table(tiny_dataset: Path) -> None:
     t = split_counts(make_splits(_cfg(tiny_dataset), "weak"))
     assert list(t.columns) == ["train", "val", "test", "weak", "total"]
-    assert t.loc["good", "train"] == 10 and t.loc["total", "total"] == 24 and t.loc["total", "weak"] == 1
+    assert t.loc["good", "train"] == 9 and t.loc["total", "total"] == 24 and t.loc["total", "weak"] == 1
 
 
 # ------------------------------------------------------------------------------------------------------ roots
@@ -113,7 +133,7 @@ def test_dataset_geometry_and_items(tiny_dataset: Path) -> None:
     s = make_splits(_cfg(tiny_dataset, "washer"), "unsupervised")
     tr = AnomalyDataset(s.train, image_size=32, train=True)
     te = AnomalyDataset(s.test, image_size=32, train=False)
-    assert tr.images.shape == (10, 3, 36, 36) and tr.images.dtype == torch.uint8  # round(32 * 1.125) = 36
+    assert tr.images.shape == (9, 3, 36, 36) and tr.images.dtype == torch.uint8  # round(32 * 1.125) = 36
     assert te.images.shape == (12, 3, 32, 32) and te.masks.shape == (12, 1, 32, 32)
     assert set(te.masks.unique().tolist()) <= {0, 1}
     normal = te.labels == 0
@@ -131,6 +151,47 @@ def test_grayscale_becomes_three_channels(tmp_path: Path) -> None:
     ds = AnomalyDataset([ImageRecord(str(p), 0, "good", None)], image_size=32, train=False)
     assert ds.images.shape == (1, 3, 32, 32)
     assert torch.equal(ds.images[0, 0], ds.images[0, 1]) and torch.equal(ds.images[0, 1], ds.images[0, 2])
+
+
+def test_sixteen_bit_grayscale_is_scaled_by_257_not_clipped_white(tmp_path: Path) -> None:
+    """Issue 22: PIL's convert("RGB") clips I;16 above 255, so a 16-bit PNG read as a solid white image."""
+    values = np.linspace(0, 65535, 16 * 16).round().astype(np.uint16).reshape(16, 16)
+    values[0, :4] = [0, 128, 129, 65535]  # round(v / 257): 128 -> 0, 129 -> 1 (v >> 8 gives 0 for both)
+    values[1, :3] = [200 * 257, 17 * 257, 255 * 257]  # an 8-bit image widened to 16 bits comes back exactly
+    p = tmp_path / "gray16.png"
+    Image.fromarray(values).save(p)
+    with Image.open(p) as im:
+        assert im.mode.startswith("I")  # the fixture really is 16-bit
+    ds = AnomalyDataset([ImageRecord(str(p), 0, "good", None)], image_size=16, train=False)
+    got = ds.images[0].numpy()
+    expected = ((values.astype(np.int64) + 128) // 257).astype(np.uint8)
+    assert (got == expected[None]).all()  # all three channels, every pixel
+    assert got[0, 0, :4].tolist() == [0, 0, 1, 255] and got[0, 1, :3].tolist() == [200, 17, 255]
+    assert 100 < got.mean() < 155  # a gradient, not white
+
+
+def test_rgba_is_composited_on_black_and_named(tmp_path: Path) -> None:
+    """Issue 22: the alpha channel was dropped silently (transparent pixels kept their hidden colour)."""
+    rgba = np.zeros((8, 8, 4), np.uint8)
+    rgba[..., 0] = 200  # red everywhere, but...
+    rgba[..., 3] = 255
+    rgba[:4, :, 3] = 0  # ...the top half is transparent
+    rgba[4, :, 3] = 128  # and one row half transparent
+    p = tmp_path / "rgba.png"
+    Image.fromarray(rgba, "RGBA").save(p)
+    with pytest.warns(UserWarning, match=f"{p}.*composited on black"):
+        ds = AnomalyDataset([ImageRecord(str(p), 0, "good", None)], image_size=8, train=False)
+    img = ds.images[0].numpy()
+    assert (img[:, :4] == 0).all()  # transparent: the stated background
+    assert abs(int(img[0, 4, 0]) - 100) <= 1 and (img[0, 5:] == 200).all() and (img[1:, 4:] == 0).all()
+    opaque = tmp_path / "opaque" / "rgba.png"
+    opaque.parent.mkdir()
+    rgba[..., 3] = 255
+    Image.fromarray(rgba, "RGBA").save(opaque)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # fully opaque: nothing lost, nothing to say
+        ds = AnomalyDataset([ImageRecord(str(opaque), 0, "good", None)], image_size=8, train=False)
+    assert (ds.images[0, 0] == 200).all()
 
 
 def test_mask_binarized_above_127(tmp_path: Path) -> None:
@@ -236,6 +297,19 @@ def test_unknown_layout_no_test(tiny_dataset: Path, tmp_path: Path) -> None:
     with pytest.raises(DataLayoutError, match="unknown layout") as e:
         make_splits(_cfg(root), "unsupervised")
     assert str(root / "weave" / "test") in str(e.value)
+
+
+def test_category_without_test_good_is_a_clear_error(tiny_dataset: Path, tmp_path: Path) -> None:
+    """Issue 22: no normal test images ran with exit 0 and an unexplained mean accuracy of 0.000."""
+    root = _copy(tiny_dataset, tmp_path)
+    good = root / "weave" / "test" / "good"
+    shutil.rmtree(good)
+    with pytest.raises(DataLayoutError, match="does not exist: the test set needs normal images") as e:
+        make_splits(_cfg(root), "unsupervised")
+    assert str(good) in str(e.value) and "Put normal test images in" in str(e.value)
+    good.mkdir()  # present but empty: the same problem
+    with pytest.raises(DataLayoutError, match=f"{good} is empty"):
+        scan_category(root, "weave")
 
 
 def test_no_ground_truth_is_image_level_only(tiny_dataset: Path, tmp_path: Path) -> None:

@@ -1,12 +1,17 @@
-"""Atomic writes: a failing writer leaves the previous file intact and no temp files behind."""
+"""Atomic writes: a failing writer leaves the previous file intact and no temp files behind; files get the umask's
+mode."""
 
 from __future__ import annotations
 
 import math
+import os
+import stat
+import tempfile
+from pathlib import Path
 
 import pytest
 
-from avaga_lib.io import atomic_write, read_json, read_yaml_mapping, write_json
+from avaga_lib.io import atomic_write, current_umask, read_json, read_yaml_mapping, replace_dir, write_json
 
 
 def test_failed_write_keeps_previous_file(tmp_path) -> None:
@@ -40,3 +45,22 @@ def test_read_yaml_mapping_names_the_file_on_bad_input(tmp_path) -> None:
     listed.write_text("- a\n- b\n")
     with pytest.raises(ValueError, match=r"list.yaml: expected a mapping with dataset, seeds"):
         read_yaml_mapping(listed, ValueError, "dataset, seeds")
+
+
+def test_result_files_and_swapped_folders_honour_the_umask(tmp_path) -> None:
+    """Issue 22: mkstemp's 0600 made every result file unreadable to the other users of a shared file system."""
+    previous = os.umask(0o022)
+    try:
+        assert current_umask() == 0o022
+        write_json(tmp_path / "metrics.json", {"iou": 0.5})
+        assert stat.S_IMODE((tmp_path / "metrics.json").stat().st_mode) == 0o644  # as open(path, "w") gives
+        folder = Path(tempfile.mkdtemp(dir=tmp_path))  # how callers of replace_dir build the new folder (0700)
+        write_json(folder / "a.json", {})
+        replace_dir(folder, tmp_path / "reference")
+        assert stat.S_IMODE((tmp_path / "reference").stat().st_mode) == 0o755
+        os.umask(0o027)
+        assert current_umask() == 0o027
+        write_json(tmp_path / "metrics.json", {"iou": 0.6})
+        assert stat.S_IMODE((tmp_path / "metrics.json").stat().st_mode) == 0o640
+    finally:
+        os.umask(previous)

@@ -15,6 +15,10 @@ follow with nearest-neighbour and are binarised at > 127. "Resized" is ``DataCon
 (:mod:`avaga_lib.data.geometry`): squash, or letterbox (aspect kept, zero padding, a per-image valid-pixel mask in
 :attr:`AnomalyDataset.valid`). Letterboxed training squares are cropped and rotated like any other: the padding is
 part of every normal training image, so the network learns it as normal content.
+
+Pixel formats (:func:`_to_rgb`): 8-bit images as they are, grayscale repeated on 3 channels, 16-bit grayscale
+scaled to 8 bits by ``round(v / 257)``, transparency composited on black (warned, naming the file). The test set
+must hold normal images (``test/good``): without them image-level metrics are undefined, so the scan refuses it.
 """
 
 from __future__ import annotations
@@ -35,10 +39,10 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from avaga_lib.config import GEOMETRIES, SETTINGS, DataConfig
-from avaga_lib.data.geometry import to_square, valid_mask
+from avaga_lib.data.geometry import PAD_VALUE, to_square, valid_mask
 from avaga_lib.data.records import DataLayoutError, ImageRecord, Splits
 from avaga_lib.data.sources import resolve_root
-from avaga_lib.io import write_json
+from avaga_lib.io import read_json, write_json
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 MASK_SUFFIX = "_mask.png"  # MVTec AD's mask naming: ground_truth/<defect>/<stem>_mask.png
@@ -106,6 +110,14 @@ def _scan_test(test_dir: Path, gt_dir: Path, has_masks: bool) -> tuple[list[Imag
                 test.append(ImageRecord(str(p), 1, d.name, None))
     if not test:
         raise DataLayoutError(f"{test_dir} holds no images in its sub-folders")
+    if not any(r.label == 0 for r in test):
+        # without normal test images the image AUROC is undefined and the mean accuracy averages one class only:
+        # a run would end with exit 0 and an unexplained 0.000, so the layout is refused here, naming the folder
+        good = test_dir / "good"
+        state = "is empty" if good.is_dir() else "does not exist"
+        raise DataLayoutError(f"{good} {state}: the test set needs normal images (image AUROC, mean accuracy and "
+                              f"the normal-image false-positive area are measured on them). Put normal test images "
+                              f"in {good} (MVTec layout: <category>/test/good/*.png)")
     return test, missing, n_with_mask
 
 
@@ -134,8 +146,8 @@ def scan_category(root: Path | str, category: str) -> tuple[list[ImageRecord], l
         (train/good records, test records, has_masks), each list sorted by path.
 
     Raises:
-        DataLayoutError: missing/empty root or category, no ``train/good`` or ``test/`` (unknown layout), some
-            anomalous images with masks and others without.
+        DataLayoutError: missing/empty root or category, no ``train/good`` or ``test/`` (unknown layout), no normal
+            test image (``test/good`` missing or empty), some anomalous images with masks and others without.
     """
     cat_dir, train_dir, test_dir = _category_folders(Path(root), category)
     train_files = _list_images(train_dir)
@@ -209,14 +221,54 @@ def make_splits(cfg: DataConfig, setting: str, save_dir: Path | None = None) -> 
     return splits
 
 
+def relative_to_root(path: str | Path, root: str | Path | None) -> str:
+    """``path`` relative to the dataset ``root`` in ``/`` form (``weave/test/crack/000.png``), the way run records
+    store image paths so that they read the same on every machine; a path outside ``root`` (or no root) stays as
+    it is."""
+    if not root:
+        return str(path)
+    rel = os.path.relpath(path, root)
+    if os.path.isabs(rel) or rel == os.pardir or rel.startswith(os.pardir + os.sep):
+        return str(path)
+    return Path(rel).as_posix()
+
+
+def resolve_record_path(path: str, root: str | Path) -> Path:
+    """An image path of a run record on this machine: relative ones (current records) under ``root``; absolute ones
+    (records written before paths became relative) as they are."""
+    return Path(path) if os.path.isabs(path) else Path(root) / path
+
+
 def save_splits(splits: Splits, path: Path) -> Path:
-    """Write ``splits.json``: the settings of the split and the list of paths of every split."""
+    """Write ``splits.json``: the settings of the split and the list of paths of every split.
+
+    Paths are relative to the dataset root (``info["root"]``, recorded too), so a run record made on one machine
+    names the same images on another; :func:`read_split_paths` reads them back (and older absolute ones).
+    """
     data = dict(splits.info)
+    root = data.get("root")
     data["has_masks"] = splits.has_masks
     data["counts"] = {k: len(getattr(splits, k)) for k in ("train", "val", "test", "weak")}
+    data["paths_relative_to"] = "root"
     for k in ("train", "val", "test", "weak"):
-        data[k] = [r.path for r in getattr(splits, k)]
+        data[k] = [relative_to_root(r.path, root) for r in getattr(splits, k)]
     return write_json(path, data)
+
+
+def read_split_paths(path: Path | str, root: Path | str | None = None) -> dict[str, list[Path]]:
+    """The image paths of each split of a ``splits.json`` on this machine.
+
+    Args:
+        path: the ``splits.json`` file.
+        root: the dataset root here; None = the root the record names (its own machine's).
+
+    Returns:
+        ``{"train": [...], "val": [...], "test": [...], "weak": [...]}``: relative entries joined to ``root``,
+        absolute entries (records written before paths became relative) unchanged.
+    """
+    data = read_json(path)
+    base = Path(root) if root is not None else Path(data.get("root") or ".")
+    return {k: [resolve_record_path(p, base) for p in data.get(k, [])] for k in ("train", "val", "test", "weak")}
 
 
 def split_counts(splits: Splits) -> pd.DataFrame:
@@ -235,6 +287,54 @@ def split_counts(splits: Splits) -> pd.DataFrame:
 
 
 # ------------------------------------------------------------------------------------------------------- decoding
+SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")  # PIL's 16-bit grayscale (older Pillow: "I")
+ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
+ALPHA_BACKGROUND = (PAD_VALUE,) * 3  # transparent pixels: black, the colour letterbox padding uses for "no content"
+
+
+def _to_8bit(im: Image.Image, path: str) -> Image.Image:
+    """A 16-bit grayscale image as 8-bit ``L`` (other modes unchanged).
+
+    Scaled by ``round(v / 257)``: 65535 / 257 = 255 exactly, so the full 16-bit range maps onto the full 8-bit
+    range, and an 8-bit image stored in 16 bits (``v8 * 257``, how converters widen) comes back bit-identical.
+    ``v >> 8`` would truncate instead (up to one grey level darker, 0.5 on average). PIL's own ``convert("RGB")``
+    clips every value above 255 to white.
+
+    Raises:
+        DataLayoutError: a 32-bit integer image with values outside 0..65535 (naming ``path``).
+    """
+    if im.mode not in SIXTEEN_BIT_MODES:
+        return im
+    values = np.asarray(im).astype(np.int64)  # "I" is int32 and "I;16B" big-endian: one safe integer type
+    if values.size and (values.min() < 0 or values.max() > 65535):
+        raise DataLayoutError(f"image {path} is {im.mode} with values {values.min()}..{values.max()}; only 8-bit "
+                              "and 16-bit (0..65535) images are read. Convert it to 8-bit PNG")
+    return Image.fromarray(((values + 128) // 257).astype(np.uint8), "L")
+
+
+def _to_rgb(im: Image.Image, path: str) -> Image.Image:
+    """The RGB image the network reads: 16-bit grayscale scaled (:func:`_to_8bit`), grayscale to 3 channels, and
+    transparency composited on :data:`ALPHA_BACKGROUND` (black).
+
+    Composited rather than refused: a fully opaque alpha channel (common in exported PNGs) loses nothing, and a
+    transparent region is shown as the same black as letterbox padding. Images with transparent pixels are named
+    once per folder in a warning, so the compositing is never silent.
+    """
+    im = _to_8bit(im, path)
+    has_alpha = im.mode in ALPHA_MODES or (im.mode == "P" and "transparency" in im.info)
+    if not has_alpha:
+        return im.convert("RGB")
+    rgba = im.convert("RGBA")
+    alpha = rgba.getchannel("A")
+    if alpha.getextrema()[0] < 255:
+        _warn_once(f"{Path(path).parent}:alpha", f"image {path} has transparent pixels: composited on black "
+                   f"{ALPHA_BACKGROUND} (alpha is not a channel of the network; other images of this folder may "
+                   "be composited too)")
+    background = Image.new("RGB", rgba.size, ALPHA_BACKGROUND)
+    background.paste(rgba.convert("RGB"), mask=alpha)
+    return background
+
+
 def _decode(record: ImageRecord, side: int, want_mask: bool, geometry: str = "squash") -> tuple[
     np.ndarray, np.ndarray, np.ndarray
 ]:
@@ -243,7 +343,9 @@ def _decode(record: ImageRecord, side: int, want_mask: bool, geometry: str = "sq
         with Image.open(record.path) as im:
             im.load()
             size = im.size
-            img = to_square(im.convert("RGB"), side, geometry, Image.BILINEAR)  # grayscale -> 3 channels
+            img = to_square(_to_rgb(im, record.path), side, geometry, Image.BILINEAR)
+    except DataLayoutError:
+        raise  # already names the file and the reason (a ValueError: the clause below would relabel it)
     except (OSError, ValueError, SyntaxError) as exc:
         raise DataLayoutError(f"cannot read image {record.path}: {exc} (unreadable or truncated file)") from exc
     valid = valid_mask(size, side, geometry)
@@ -255,7 +357,7 @@ def _decode(record: ImageRecord, side: int, want_mask: bool, geometry: str = "sq
                 if m.size != size:
                     raise DataLayoutError(f"mask {record.mask_path} is {m.size[0]}x{m.size[1]} but image "
                                           f"{record.path} is {size[0]}x{size[1]}; a mask must match its image")
-                m8 = np.asarray(m.convert("L"))
+                m8 = np.asarray(_to_8bit(m, record.mask_path).convert("L"))
         except OSError as exc:
             raise DataLayoutError(f"cannot read mask {record.mask_path} of {record.path}: {exc}") from exc
         binary = Image.fromarray(((m8 > 127) * 255).astype(np.uint8))  # binarise before resizing (> 127)

@@ -16,7 +16,11 @@ class DataLayoutError(ValueError):
 
 @dataclass(frozen=True)
 class ImageRecord:
-    """One image: absolute path, label (0 normal / 1 anomalous), defect type ("good" for normal), mask path."""
+    """One image: absolute path, label (0 normal / 1 anomalous), defect type ("good" for normal), mask path.
+
+    Absolute in memory only: run records (``splits.json``, ``predictions.csv``) store the path relative to the
+    dataset root (``avaga_lib.data.dataset.relative_to_root``), so they read the same on another machine.
+    """
 
     path: str
     label: int
