@@ -223,6 +223,20 @@ def gradcam_autograd(model: nn.Module, out: AVAGAOutput, target: str, cfg: Model
     return _finish(grad.mean(dim=(2, 3)), fmap, cfg, out_size)[0]
 
 
+def minmax_gradcam(raw: Tensor, size: int) -> Tensor:
+    """The test map of Silva-Rodriguez et al. (BMVC 2021): Grad-CAM's ReLU(raw), upsampled to ``size``, then min-max
+    normalised per image, so each image's map spans [0, 1] with high = anomalous (``model.test_map=gradcam_minmax``).
+
+    Normalised after the upsampling (not at latent resolution) so the span is exactly [0, 1] on the pixels scored;
+    a constant map (every cell equal) is 0 everywhere.
+    """
+    up = bilinear_upsample(F.relu(raw.float()), size)
+    flat = up.flatten(1)
+    mn = flat.amin(dim=1).view(-1, 1, 1, 1)
+    mx = flat.amax(dim=1).view(-1, 1, 1, 1)
+    return (up - mn) / (mx - mn + _EPS)
+
+
 @dataclass
 class Inference:
     """What the evaluator needs per batch.
@@ -230,7 +244,8 @@ class Inference:
     Attributes:
         recon: reconstruction (B, 3, H, W).
         score_raw: mean |x - recon| per image (B,) (PN 8 calibrates it, label-free).
-        amap: anomalous attention map (B, 1, H, W) in [0, 1]: 1 - A (unsupervised), A^{c_a} (weak, ungated:
+        amap: anomalous attention map (B, 1, H, W) in [0, 1]: 1 - A (unsupervised; ``model.test_map=gradcam_minmax``:
+            :func:`minmax_gradcam`), A^{c_a} (weak, ungated:
             the evaluator empties it for images the classifier calls normal, PN 4).
         prob_anomalous: softmax probability of c_a (B,) in the weak setting, else None.
         attention: A (B, 1, H, W): the latent Grad-CAM (unsupervised) or the normal-class map A^{c_n} (weak).
@@ -266,8 +281,9 @@ def infer(model: nn.Module, x: Tensor, cfg: ModelConfig, setting: str) -> Infere
             size = x.shape[-1]
             score = (x.float() - out.recon.float()).abs().flatten(1).mean(1)
             if setting == "unsupervised":
-                a = gradcam(model, out, "latent", cfg, size)
-                return Inference(recon=out.recon, score_raw=score, amap=1.0 - a, prob_anomalous=None, attention=a)
+                a, raw = gradcam_maps(model, out, "latent", cfg, size)
+                amap = minmax_gradcam(raw, size) if cfg.test_map == "gradcam_minmax" else 1.0 - a
+                return Inference(recon=out.recon, score_raw=score, amap=amap, prob_anomalous=None, attention=a)
             if out.logits is None:
                 raise ValueError("setting=weak needs a model with the classifier head (build_model(..., 'weak'))")
             a_n = gradcam(model, out, "normal", cfg, size)

@@ -453,6 +453,16 @@ _REMEDY_QUESTIONS = tuple(
     (f"{r.name} localizes better than the literal {r.remedy_of} (pixel AUROC)", "issue 13, remedy", "pixel_auroc",
      r.name, r.remedy_of) for r in study.RUNS if r.remedy_of
 )
+# Issue 21: each arm (one confound of the recipe changed) against the random-init recipe, the prior and the baselines:
+# does pretraining / dropping the adversarial term change the ordering AVAGA vs baselines vs position?
+_ARM_QUESTIONS = tuple(q for r in study.RUNS if r.arm_of for q in (
+    (f"{r.name} localizes better than the random-init {r.arm_of} (pixel AUROC)", "issue 21, arm", "pixel_auroc",
+     r.name, r.arm_of),
+    (f"{r.name}'s attention map beats the centred-Gaussian position prior (pixel AUROC)", "issue 21, arm",
+     "pixel_auroc", r.name, PRIOR_CENTER),
+    (f"{r.name} localizes better than the best baseline (pixel AUROC)", "issue 21, arm", "pixel_auroc", r.name,
+     BASELINES),
+))
 _AVAGA_U_MAPS = ("AVAGA-R_u", *study.remedies_of("AVAGA-R_u"))  # the recipe and its remedies: the best one is judged
 STUDY_QUESTIONS: tuple[tuple[str, str, str, Any, Any], ...] = (
     ("AVAGA-R_u's attention map beats the centred-Gaussian position prior (pixel AUROC)", "issue 13, position",
@@ -466,6 +476,7 @@ STUDY_QUESTIONS: tuple[tuple[str, str, str, Any, Any], ...] = (
     ("AVAGA-R_u detects better than the best baseline (image AUROC, threshold-free)", "issue 13, PN 11",
      "image_auroc", "AVAGA-R_u", BASELINES),
     *_REMEDY_QUESTIONS,
+    *_ARM_QUESTIONS,
 )
 
 

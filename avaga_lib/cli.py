@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from avaga_lib import paths, pipeline, report, scheduler
+from avaga_lib import paths, pipeline, pretrain, report, scheduler
 from avaga_lib.config import make_config
 from avaga_lib.data import SOURCES
 from avaga_lib.data.download import download_mvtec
@@ -345,6 +345,38 @@ def _run_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------------------ pretrain (issue 21)
+
+
+def _add_pretrain(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dataset", default="embedded", help=DATASETS_HELP)
+    p.add_argument("--category", required=True, help="category whose normal training images are used")
+    p.add_argument("--root", default=None, help="dataset root (default: the dataset's location)")
+    p.add_argument("--profile", default="cpu", help="profile giving the image side and split (default: cpu, 128 px)")
+    p.add_argument("--image-size", type=int, default=None, help="side of the training crops (default: the profile's)")
+    p.add_argument("--epochs", type=int, default=pretrain.DEFAULT_EPOCHS, help="passes over the training images")
+    p.add_argument("--seed", type=int, default=0, help="seed of the initial weights, crops and masks")
+    p.add_argument("--out", type=Path, default=None,
+                   help="weights file (default: data/pretrained/<dataset>/<category>/resnet18-inpaint-<px>-<hash>.pth, "
+                        "what model.pretrained=selfsup finds at the default epochs and seed)")
+
+
+def _run_pretrain(args: argparse.Namespace) -> int:
+    named = {"data.dataset": args.dataset, "data.root": args.root, "data.category": args.category,
+             "data.image_size": args.image_size, "name": "pretrain"}
+    try:
+        cfg = make_config(args.profile, {k: v for k, v in named.items() if v is not None})
+        result = pretrain.pretrain_encoder(cfg.data, epochs=args.epochs, seed=args.seed, out=args.out, progress=print)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"pretrain: {exc}", file=sys.stderr)
+        return 2
+    print(pretrain.describe(result))
+    print(f"use it with --set model.pretrained={result.path}" + (
+        " (or model.pretrained=selfsup)" if args.out is None and args.epochs == pretrain.DEFAULT_EPOCHS
+        and args.seed == 0 else ""))
+    return 0
+
+
 # ------------------------------------------------------------------------------------------ STC, launch, bench
 
 
@@ -429,6 +461,8 @@ COMMANDS: dict[str, Command] = {
                          "copy the curated subset of a finished results tree into results/reference (make reference)"),
     "train": Command(_add_train, _run_train, "train + evaluate + save one run from dotted overrides"),
     "launch": Command(_add_launch, _run_launch, "run a CLI command under torchrun (data-parallel, several nodes)"),
+    "pretrain": Command(_add_pretrain, _run_pretrain,
+                        "pretrain the AVAGA-R encoder without labels on a category's normal images (issue 21, cached)"),
     "predict": Command(_add_predict, _run_predict, "anomaly maps, overlays and decisions for a folder of images"),
     "bench": Command(_add_bench, _run_bench, "benchmarks -> results/bench/ (arguments go to the runner)",
                      passthrough=True),

@@ -32,6 +32,7 @@ LATENTS: tuple[str, ...] = ("conv", "flat")
 GRADCAM_LAYERS: tuple[str, ...] = ("features", "z")
 ATTENTION_NORMALIZATIONS: tuple[str, ...] = ("sigmoid", "minmax", "max", "relu_sigmoid", "gain")
 ATTENTION_CONSTRAINTS: tuple[str, ...] = ("literal", "size_barrier")  # eq. 3 as written | mean(A) >= 1 - p
+TEST_MAPS: tuple[str, ...] = ("attention", "gradcam_minmax")  # the paper's 1 - A | the size remedy's source's map
 AMP_MODES: tuple[str, ...] = ("auto", "bf16", "off")
 GEOMETRIES: tuple[str, ...] = ("squash", "letterbox")  # how a non-square image becomes the square input
 
@@ -63,11 +64,16 @@ class ModelConfig:
     latent_channels: int = 512  # Table 9, layers 20-21
     flat_dim: int = 100  # Sec. 5: flat latent of dimension 100
     pretrained: str = "imagenet"  # imagenet | none | /path/to/resnet18.pth (PN 7); falls back to none + warning
+    # | selfsup: the encoder pretrained offline by `avaga_lib.cli pretrain` on this run's data (issue 21, a proxy
+    # for ImageNet, not ImageNet; docs/PROTOCOL.md "7. Pretraining")
     gradcam_layer: str = "features"  # features: encoder output before mu/logvar | z (PN 1)
     attention_norm: str = "sigmoid"  # sigmoid (instead of ReLU) | minmax | max | relu_sigmoid (literal) (PN 2)
     # | gain: the remedy sigmoid(w (minmax(ReLU(raw)) - s)) (issue 13, docs/PROTOCOL.md "Remedies")
     gain_scale: float = 10.0  # w of the gain mask: the slope of the soft threshold (GAIN's sigma; issue 13's probe)
     gain_offset: float = 0.5  # s of the gain mask: the min-max level mapped to A = 0.5 (GAIN's threshold)
+    test_map: str = "attention"  # the unsupervised test map: attention = 1 - A (eq. 3's reading, PN 2) |
+    # gradcam_minmax = the per-image min-max of the upsampled ReLU(Grad-CAM), high = anomalous: the map of
+    # Silva-Rodriguez et al. (BMVC 2021), the size remedy's source (issue 21; docs/PROTOCOL.md "Remedies")
 
 
 @dataclass(frozen=True)
@@ -341,6 +347,7 @@ def _check_options(cfg: RunConfig) -> None:
         ("model.gradcam_layer", cfg.model.gradcam_layer, GRADCAM_LAYERS),
         ("model.attention_norm", cfg.model.attention_norm, ATTENTION_NORMALIZATIONS),
         ("loss.attention_constraint", cfg.loss.attention_constraint, ATTENTION_CONSTRAINTS),
+        ("model.test_map", cfg.model.test_map, TEST_MAPS),
         ("train.setting", cfg.train.setting, SETTINGS),
         ("train.amp", cfg.train.amp, AMP_MODES),
     )
@@ -364,6 +371,12 @@ def _check_options(cfg: RunConfig) -> None:
                          f"{cfg.model.gain_offset} in [0, 1] (the gain mask compares a min-max map in [0, 1])")
     if not 0.0 < cfg.loss.size_p < 1.0 or cfg.loss.barrier_t <= 0:
         raise ValueError(f"loss.size_p={cfg.loss.size_p} must be in (0, 1) and loss.barrier_t={cfg.loss.barrier_t} > 0")
+    if cfg.model.test_map != "attention" and (cfg.train.setting != "unsupervised" or cfg.method != "avaga"):
+        raise ValueError(f"model.test_map='{cfg.model.test_map}' reads the unsupervised latent Grad-CAM: it needs "
+                         "train.setting=unsupervised and method=avaga")
+    if cfg.model.pretrained == SELFSUP_PRETRAINED and (cfg.method != "avaga" or cfg.model.variant != "R"):
+        raise ValueError(f"model.pretrained='{SELFSUP_PRETRAINED}' pretrains AVAGA-R's ResNet-18 encoder: it needs "
+                         "method=avaga and model.variant=R")
     if not cfg.loss.adversarial_recon and cfg.train.setting != "weak":
         raise ValueError("loss.adversarial_recon=False (classifier + L_a only) exists only for train.setting=weak")
 
@@ -374,9 +387,22 @@ def _get(obj: Any, dotted: str) -> Any:
     return obj
 
 
+SELFSUP_PRETRAINED = "selfsup"  # model.pretrained of the offline initialisation arm (avaga_lib.pretrain.SELFSUP)
+
+
+def _identity_value(key: str, value: Any) -> Any:
+    """The value of ``key`` as run identity. ``model.pretrained`` tells runs apart only by whether it asks for the
+    study's self-supervised encoder: ``imagenet`` (the default, random init offline with a recorded note), ``none``
+    and a hand-given path were never part of a run's name (tests and hand runs ask for ``none`` under AVAGA-R_u);
+    the initialisation a run actually had is its recorded ``pretrained_source``."""
+    if key == "model.pretrained":
+        return SELFSUP_PRETRAINED if value == SELFSUP_PRETRAINED else "default"
+    return value
+
+
 def _identity(cfg: RunConfig) -> dict[str, Any]:
     """The config's values on the keys that tell the study's runs apart."""
-    return {k: _get(cfg, k) for k in study.identity_keys()}
+    return {k: _identity_value(k, _get(cfg, k)) for k in study.identity_keys()}
 
 
 # Identity of every study run: the defaults with the entry's overrides (an entry with a bad key fails at import).

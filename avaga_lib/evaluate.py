@@ -303,12 +303,9 @@ def evaluate_run(
     configure_threads(cfg.train.threads)  # the run's CPU thread count (floats depend on it)
     device = torch.device(device) if device is not None else _device_of(model)
     configure_precision(device)  # the trainer's (and the bench's) matmul precision
-    model.to(device)
-    was_training = model.training
-    model.eval()
-    has_masks = bool(splits.has_masks)
-    if extra is None and with_floors:
-        extra = _floors(cfg, splits, device)
+    was_training, has_masks = model.training, bool(splits.has_masks)
+    model.to(device).eval()
+    extra = _floors(cfg, splits, device) if extra is None and with_floors else extra
     try:
         cal, val_scores, vm = calibrate(cfg, model, list(splits.val), device, extra)
         if not splits.test:
@@ -318,9 +315,8 @@ def evaluate_run(
         test, other = _infer_test(cfg, model, ds, cal, device, progress, extra)
     finally:
         model.train(was_training)
-    thr = cfg.eval.threshold
+    thr, gt = cfg.eval.threshold, ds.masks[:, 0].bool().numpy()
     assert test.maps is not None and test.raw_maps is not None
-    gt = ds.masks[:, 0].bool().numpy()
     valid = None if bool(ds.valid.all()) else ds.valid[:, 0].numpy()  # None: every pixel is content (squash)
     gate = test.prob > thr if test.prob is not None else np.ones(len(test.score_raw), dtype=bool)  # PN 4
     pred = M.binarize(test.maps, thr) & gate[:, None, None] & (True if valid is None else valid)
@@ -328,21 +324,28 @@ def evaluate_run(
     thresholds = sorted({float(t) for t in cfg.eval.thresholds_study} | {thr})
     literal = test.raw_maps if cfg.method == "avaga" else None  # the paper's rule: the attention map at 0.5
     m = metrics_from_maps(frame, test.maps, gt, thr, has_masks, valid, literal, thresholds)
-    y = frame["label"].to_numpy()
-    refs = vm.references(cfg.eval.pixel_bins, cfg.eval.val_quantile, _uppers(cfg, ["map", *other]))
-    scorer = LocalizationScorer(refs, cfg.eval.aupro_max_fpr)
+    scorer = LocalizationScorer(vm.references(cfg.eval.pixel_bins, cfg.eval.val_quantile,
+                                              _uppers(cfg, ["map", *other])), cfg.eval.aupro_max_fpr)
     priors = vm.priors(*ds.images.shape[-2:])
-    if has_masks:
-        m.update(scorer.compute({"map": test.raw_maps, **other, **priors}, gt, y, gate, valid))
-        native = latent_side(cfg.data.image_size) if cfg.method == "avaga" else cfg.data.image_size
-        m["iou_grid_cap"] = grid_cap(gt, y, native, valid)
-        m["map_grid_side"] = int(native)
-    m.update(test_intervals(y, test.score_raw, frame["iou"].to_numpy(), test.raw_maps, gt if has_masks else None,
-                            valid, scorer.edges.get("map")))
+    m.update(_localization(cfg, test, other, priors, scorer, frame, gt, gate, valid, has_masks))
     m.update(_run_info(cfg, frame, len(val_scores), has_masks, t0))
     maps = _maps_to_save(test, gt, valid, other, priors, scorer)
     examples = _examples(ds, test.maps, pred, examples_per_defect)
     return EvalResult(m, frame, cal, examples, val_scores, time.perf_counter() - t0, maps)
+
+
+def _localization(cfg: RunConfig, test: Inferred, other: dict[str, np.ndarray], priors: dict[str, np.ndarray],
+                  scorer: LocalizationScorer, frame: pd.DataFrame, gt: np.ndarray, gate: np.ndarray,
+                  valid: np.ndarray | None, has_masks: bool) -> dict[str, Any]:
+    """Every scored map alike (where there are masks), the grid cap of the run's map, the per-run intervals."""
+    y, out = frame["label"].to_numpy(), {}
+    if has_masks:
+        out |= scorer.compute({"map": test.raw_maps, **other, **priors}, gt, y, gate, valid)
+        native = latent_side(cfg.data.image_size) if cfg.method == "avaga" else cfg.data.image_size
+        out |= {"iou_grid_cap": grid_cap(gt, y, native, valid), "map_grid_side": int(native)}
+    out |= test_intervals(y, test.score_raw, frame["iou"].to_numpy(), test.raw_maps, gt if has_masks else None,
+                          valid, scorer.edges.get("map"))
+    return out
 
 
 def _predictions(ds: AnomalyDataset, test: Inferred, cal: Calibration, pred: np.ndarray, gt: np.ndarray,

@@ -16,6 +16,7 @@ from avaga_lib.baselines import BergmannAE
 from avaga_lib.checkpoint import load_checkpoint
 from avaga_lib.config import RunConfig
 from avaga_lib.model import Discriminator, build_model
+from avaga_lib.pretrain import resolve_pretrained
 from avaga_lib.runtime import configure_precision
 
 CHECKPOINT_NAME = "checkpoint.pt"  # in the run folder, beside config.json
@@ -28,10 +29,11 @@ def build_networks(cfg: RunConfig) -> tuple[nn.Module, nn.Module | None, list[st
         ``(model, discriminator or None, notes)``; notes name fallbacks (e.g. no pretrained weights).
     """
     if cfg.method == "avaga":
-        model, notes = build_model(cfg.model, cfg.data.image_size, cfg.train.setting)
+        # model.pretrained=selfsup names the cached self-supervised encoder of this run's data (issue 21): made here
+        # when missing, so a planned study needs no extra step
+        model, notes = build_model(resolve_pretrained(cfg.model, cfg.data), cfg.data.image_size, cfg.train.setting)
         return model, Discriminator(cfg.data.image_size), list(notes)
     return BergmannAE(cfg.data.image_size), None, []
-
 
 
 def load_trained(run_dir: Path | str, device: str | torch.device = "cpu") -> tuple[RunConfig, nn.Module]:

@@ -28,7 +28,7 @@ from avaga_lib.model import NOTE_NO_PRETRAINED
 from avaga_lib.reference import CSV_NAME, Comparison, compare_with_reference, read_comparison
 from avaga_lib.results import STALE_MEASUREMENT, ReportError, aggregate, collect_runs
 from avaga_lib.study import BASELINES
-from avaga_lib.tables import Table, build_tables, comparison_table, lacks_pixel_masks, threshold_table
+from avaga_lib.tables import Table, build_tables, comparison_table, initialisation, lacks_pixel_masks, threshold_table
 
 __all__ = [
     "Claim",
@@ -250,33 +250,8 @@ def render_report_md(runs: pd.DataFrame, tables: dict[str, Table], claims: Itera
     banner = scope_banner(runs)
     if banner:
         lines += [f"> {banner}", ""]
-    lines += ["## Protocol", ""]
     runs = with_geometry(runs)
-    for dataset, grp in runs.groupby("dataset"):
-        seeds = sorted(set(int(s) for s in grp["seed"]))
-        lines.append(
-            f"- **{dataset}**: {_count(grp['category'].nunique(), 'category', 'categories')} "
-            f"({', '.join(sorted(set(grp['category'])))}), {_count(grp['method'].nunique(), 'method')}, "
-            f"{_count(len(grp), 'run')}; profile {', '.join(sorted(set(grp['profile'])))}; "
-            f"seeds {seeds}; epochs {_uniq(grp['epochs'])}; image size {_uniq(grp['image_size'])}; "
-            f"image geometry {_uniq(grp['geometry'])}; score calibration {_uniq(grp['calibration'])}; "
-            f"attention normalization {_uniq(grp['attention_norm'])}; "
-            f"trained on {_devices(grp)}."
-        )
-    lines += [
-        "- Thresholds: one label-free rule for every map and method (issue 20): a pixel is anomalous above the "
-        f"{_uniq(runs.get('val_quantile', pd.Series(dtype=float)))} quantile of its own map's normal-validation "
-        "pixels, an image above the 0.95 quantile of the normal-validation image scores (PN 8; the weak setting's "
-        "classifier decides, PN 4). No test label touches a threshold. The paper's literal rule (AVAGA's attention "
-        "map at 0.5, PN 16) is reported beside it as `iou_literal`.",
-        "- Metrics: IoU averaged over anomalous test images (PN 10), each IoU with its grid cap (the best IoU the "
-        "map's native grid allows); mean accuracy = balanced accuracy (PN 9); image AUROC, exact pixel AUROC and "
-        "AUPRO (PN 11) beside them; per run, 95% bootstrap intervals over test images.",
-        "- Every cell: mean ± sample std over seeds (std only with 2+ seeds); the paper reports single numbers.",
-        *(f"- {line}" for line in stale_measurement(runs)),
-    ]
-    if protocol_path is not None:
-        lines.append(f"- Choices for each ambiguity of the paper: see `{protocol_path}`.")
+    lines += ["## Protocol", "", *_protocol_lines(runs, protocol_path)]
     lines += ["", "## Deviations from the paper", ""]
     lines += [f"- {d}" for d in deviations(runs)]
     obs = observations(runs)
@@ -312,6 +287,38 @@ def render_report_md(runs: pd.DataFrame, tables: dict[str, Table], claims: Itera
     return "\n".join(lines) + "\n"
 
 
+def _protocol_lines(runs: pd.DataFrame, protocol_path: Path | str | None) -> list[str]:
+    """REPORT.md's protocol section: one line per dataset, then the measurement rules every number rests on."""
+    lines: list[str] = []
+    for dataset, grp in runs.groupby("dataset"):
+        seeds = sorted(set(int(s) for s in grp["seed"]))
+        lines.append(
+            f"- **{dataset}**: {_count(grp['category'].nunique(), 'category', 'categories')} "
+            f"({', '.join(sorted(set(grp['category'])))}), {_count(grp['method'].nunique(), 'method')}, "
+            f"{_count(len(grp), 'run')}; profile {', '.join(sorted(set(grp['profile'])))}; "
+            f"seeds {seeds}; epochs {_uniq(grp['epochs'])}; image size {_uniq(grp['image_size'])}; "
+            f"image geometry {_uniq(grp['geometry'])}; score calibration {_uniq(grp['calibration'])}; "
+            f"attention normalization {_uniq(grp['attention_norm'])}; "
+            f"encoder initialisation {_initialisations(grp)}; "
+            f"trained on {_devices(grp)}."
+        )
+    lines += [
+        "- Thresholds: one label-free rule for every map and method (issue 20): a pixel is anomalous above the "
+        f"{_uniq(runs.get('val_quantile', pd.Series(dtype=float)))} quantile of its own map's normal-validation "
+        "pixels, an image above the 0.95 quantile of the normal-validation image scores (PN 8; the weak setting's "
+        "classifier decides, PN 4). No test label touches a threshold. The paper's literal rule (AVAGA's attention "
+        "map at 0.5, PN 16) is reported beside it as `iou_literal`.",
+        "- Metrics: IoU averaged over anomalous test images (PN 10), each IoU with its grid cap (the best IoU the "
+        "map's native grid allows); mean accuracy = balanced accuracy (PN 9); image AUROC, exact pixel AUROC and "
+        "AUPRO (PN 11) beside them; per run, 95% bootstrap intervals over test images.",
+        "- Every cell: mean ± sample std over seeds (std only with 2+ seeds); the paper reports single numbers.",
+        *(f"- {line}" for line in stale_measurement(runs)),
+    ]
+    if protocol_path is not None:
+        lines.append(f"- Choices for each ambiguity of the paper: see `{protocol_path}`.")
+    return lines
+
+
 def _devices(grp: pd.DataFrame) -> str:
     """``cpu`` / ``cuda (bf16 autocast: train.amp=auto)`` ... of a group of runs, or ``not recorded``."""
     names = _uniq(grp["device"]) if "device" in grp else "n/a"
@@ -321,6 +328,21 @@ def _devices(grp: pd.DataFrame) -> str:
 def _count(n: int, one: str, many: str = "") -> str:
     """``1 category`` / ``2 categories``."""
     return f"{n} {one if n == 1 else (many or one + 's')}"
+
+
+def _initialisations(grp: pd.DataFrame) -> str:
+    """Each initialisation of a dataset's runs with the runs that had it (issue 21: no verdict hides random init)."""
+    if "notes" not in grp:
+        return "n/a"
+    by_init: dict[str, list[str]] = {}
+    for method, notes in zip(grp["method"], grp["notes"], strict=True):
+        label = initialisation(pd.Series([notes])) or "not recorded"
+        by_init.setdefault(label, [])
+        if method not in by_init[label]:
+            by_init[label].append(str(method))
+    if len(by_init) == 1:
+        return f"{next(iter(by_init))} for every run"
+    return "; ".join(f"{label} ({', '.join(methods)})" for label, methods in sorted(by_init.items()))
 
 
 def _uniq(series: pd.Series) -> str:

@@ -1,7 +1,7 @@
 """The study registry: every run of the paper's tables, declared once.
 
 Each :class:`StudyRun` names a run (the run folder is ``<name>-seed<k>``), the dotted config overrides that make it
-(on top of the defaults of :mod:`avaga_lib.config`), its group (``main`` / ``ablations`` / ``remedies`` /
+(on top of the defaults of :mod:`avaga_lib.config`), its group (``main`` / ``ablations`` / ``remedies`` / ``arms`` /
 ``baselines``, what ``VARIANTS=`` selects) and the paper's table column(s) it sits beside. Everything else reads
 this table: the pipeline plans from it (``params/*.yaml`` only narrow it), ``config.make_config`` names a config
 after the entry it matches, the report lays out its tables and paper columns from it, and notebooks 03/04 build
@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-GROUPS: tuple[str, ...] = ("main", "ablations", "remedies", "baselines")
+GROUPS: tuple[str, ...] = ("main", "ablations", "remedies", "arms", "baselines")
 # The training notebook of each setting (papermill executes it once per run, seed and category).
 NOTEBOOKS: Mapping[str, str] = MappingProxyType(
     {"unsupervised": "03_train_unsupervised.ipynb", "weak": "04_train_weakly_supervised.ipynb"}
@@ -48,11 +48,13 @@ class StudyRun:
     Attributes:
         name: the run's name, e.g. ``AVAGA-R_w-noSGB``; its folder is ``<name>-seed<k>``.
         group: ``main`` / ``ablations`` / ``remedies`` (issue 13: trained variants that answer the attention's
-            collapse, reported beside the literal recipe, never in its place) / ``baselines``.
+            collapse, reported beside the literal recipe, never in its place) / ``arms`` (issue 21: the recipe with
+            one confound changed, initialisation or adversarial term, to measure what it does) / ``baselines``.
         overrides: dotted config keys that make this run (``train.setting`` included); the rest are the defaults.
         main: column of Tables 2-5, or None.
         ablation: column of Tables 6/8, or None.
         remedy_of: for a remedy, the paper's run it changes (reported beside it and compared with it); else "".
+        arm_of: for an arm, the paper's run it changes (reported beside it and compared with it); else "".
     """
 
     name: str
@@ -61,6 +63,7 @@ class StudyRun:
     main: Column | None = None
     ablation: Column | None = None
     remedy_of: str = ""
+    arm_of: str = ""
 
     @property
     def setting(self) -> str:
@@ -95,11 +98,25 @@ RUNS: tuple[StudyRun, ...] = (
              remedy_of="AVAGA-R_u"),
     StudyRun("AVAGA-R_u-gain", "remedies", {**_U, "model.attention_norm": "gain"},  # (b) GAIN-style soft mask
              remedy_of="AVAGA-R_u"),
-    StudyRun("AVAGA-R_u-size", "remedies", {**_U, "loss.attention_constraint": "size_barrier"},  # (c) mean(A)>=1-p
+    # (c) the size constraint mean(A) >= 1 - p as an adaptation: the barrier takes eq. 3's weight w_attn = 1e-2 and the
+    # test map stays 1 - A (committed results use it; issue 21). Not the source's method: see -size-faithful
+    StudyRun("AVAGA-R_u-size", "remedies", {**_U, "loss.attention_constraint": "size_barrier"},
+             remedy_of="AVAGA-R_u"),
+    # (c') the size constraint as Silva-Rodriguez et al. (BMVC 2021) describe it (issue 21): barrier weighted 10, test
+    # map = the per-image min-max of the Grad-CAM, high = anomalous (docs/PROTOCOL.md "Remedies")
+    StudyRun("AVAGA-R_u-size-faithful", "remedies", {**_U, "loss.attention_constraint": "size_barrier",
+                                                     "loss.w_attn": 10.0, "model.test_map": "gradcam_minmax"},
              remedy_of="AVAGA-R_u"),
     StudyRun("AVAGA-R_w-maxnorm", "remedies", {**_W, "model.attention_norm": "max"}, remedy_of="AVAGA-R_w"),
     StudyRun("AVAGA-R_w-gain", "remedies", {**_W, "model.attention_norm": "gain"}, remedy_of="AVAGA-R_w"),
     StudyRun("AVAGA-R_w-size", "remedies", {**_W, "loss.attention_constraint": "size_barrier"}, remedy_of="AVAGA-R_w"),
+    # Arms of issue 21: the literal recipe with one confound changed (docs/PROTOCOL.md "7. Pretraining", "Remedies").
+    # selfsup: the encoder pretrained offline by masked inpainting on the category's normal images (a proxy for
+    # ImageNet, not ImageNet; made on first use, `python -m avaga_lib.cli pretrain`); advoff: w_adv = 0, since the
+    # discriminator's takeover was measured to degrade the reconstruction map (pixel AUROC 0.85 at epoch 2 -> 0.60 at
+    # epoch 8, AVAGA-R_u, embedded granite, cpu profile; issue 21)
+    StudyRun("AVAGA-R_u-selfsup", "arms", {**_U, "model.pretrained": "selfsup"}, arm_of="AVAGA-R_u"),
+    StudyRun("AVAGA-R_u-advoff", "arms", {**_U, "loss.w_adv": 0.0}, arm_of="AVAGA-R_u"),
     # Bergmann et al. 2018, measured under our protocol; the paper quotes them (its CSV headers use underscores)
     StudyRun("AE-L2", "baselines", {**_U, "method": "ae_l2"}, Column(1, "AE_L2")),
     StudyRun("AE-SSIM", "baselines", {**_U, "method": "ae_ssim"}, Column(2, "AE_SSIM")),
@@ -167,11 +184,17 @@ ABLATION_METHODS: tuple[str, ...] = table_methods(ABLATION_TABLE)  # Tables 6/8 
 ABLATIONS: tuple[str, ...] = tuple(r.name for r in RUNS if r.group == "ablations")  # the switched-off variants
 BASELINES: tuple[str, ...] = tuple(r.name for r in RUNS if r.group == "baselines")
 REMEDIES: tuple[str, ...] = tuple(r.name for r in RUNS if r.group == "remedies")  # issue 13, beside the recipe
+ARMS: tuple[str, ...] = tuple(r.name for r in RUNS if r.group == "arms")  # issue 21, beside the recipe
 
 
 def remedies_of(name: str) -> tuple[str, ...]:
-    """The remedies of the paper's run ``name`` (``AVAGA-R_u`` -> its maxnorm / gain / size variants), in order."""
+    """The remedies of the paper's run ``name`` (``AVAGA-R_u`` -> its maxnorm / gain / size(-faithful) variants)."""
     return tuple(r.name for r in RUNS if r.remedy_of == name)
+
+
+def arms_of(name: str) -> tuple[str, ...]:
+    """The arms of the paper's run ``name`` (``AVAGA-R_u`` -> its selfsup / advoff variants), in order."""
+    return tuple(r.name for r in RUNS if r.arm_of == name)
 
 
 PAPER_MAIN_COLUMN: dict[str, str] = paper_columns(MAIN_TABLE)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -358,7 +359,7 @@ def summary_order(methods: Sequence[str]) -> list[str]:
     order: list[str] = []
     for run in study.RUNS:
         if run.group == "main":
-            order += [run.name, *study.remedies_of(run.name)]
+            order += [run.name, *study.remedies_of(run.name), *study.arms_of(run.name)]
     order += [*study.ABLATIONS, *study.BASELINES, *REFERENCE_ROWS]
     order += sorted(present - set(order))  # runs outside the registry (none today) last
     return [m for m in order if m in present]
@@ -371,8 +372,26 @@ def _role(method: str) -> str:
         return "floor (no learning)"
     if method in study.REMEDIES:
         return "remedy (issue 13)"
+    if method in study.ARMS:
+        return "arm (issue 21)"
     return {"main": "paper recipe", "ablations": "ablation", "baselines": "baseline"}.get(
         study.get(method).group if method in study.names() else "", "other")
+
+
+def init_label(source: str) -> str:
+    """A run's encoder initialisation in words, from its recorded ``pretrained_source`` (issue 21)."""
+    if source == "imagenet":
+        return "ImageNet init"
+    if source.startswith("none"):  # "none", or "none (no pretrained encoder)" of the AE baselines
+        return "random init"
+    return "self-supervised init (proxy)" if "resnet18-inpaint" in source else f"init from {Path(source).name}"
+
+
+def initialisation(notes: pd.Series) -> str:
+    """The initialisations of a set of runs from their ``notes`` (``pretrained_source=...``); "" when unrecorded."""
+    labels = {init_label(str(n).split("=", 1)[1]) for ns in notes if isinstance(ns, (tuple, list))
+              for n in ns if str(n).startswith("pretrained_source=")}
+    return " / ".join(sorted(labels))
 
 
 def _seed_means(sub: pd.DataFrame, metric: str) -> pd.Series:
@@ -399,7 +418,8 @@ def summary_table(runs: pd.DataFrame, dataset: str) -> Table:
     rows: list[dict[str, Any]] = []
     for m in summary_order(list(dict.fromkeys(sub["method"]))):
         own = sub[sub["method"] == m]
-        row: dict[str, Any] = {"method": m, "role": _role(m), "n_categories": int(own["category"].nunique())}
+        row: dict[str, Any] = {"method": m, "role": _role(m), "n_categories": int(own["category"].nunique()),
+                               "init": initialisation(own["notes"]) if "notes" in own else ""}
         for metric, _ in shown:
             vals = _seed_means(own, metric)
             row[metric] = float(vals.mean()) if len(vals) else math.nan
@@ -412,19 +432,7 @@ def summary_table(runs: pd.DataFrame, dataset: str) -> Table:
         row[CAP] = float(cap.mean()) if len(cap) else math.nan
         rows.append(row)
     frame = pd.DataFrame(rows)
-    header = ["run", "role", *(label for _, label in shown)]
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
-    for _, r in frame.iterrows():
-        cells = [f"**{r['method']}**" if r["role"] == "paper recipe" else str(r["method"]), str(r["role"])]
-        for metric, _ in shown:
-            cell = _fmt(r[metric], 3)
-            cell += f" ± {_fmt(r[f'{metric}_std'], 3)}" if not math.isnan(r[f"{metric}_std"]) else ""
-            if not math.isnan(r[f"{metric}_ci_lo"]):
-                cell += f" [{_fmt(r[f'{metric}_ci_lo'])}, {_fmt(r[f'{metric}_ci_hi'])}]"
-            if metric in CAPPED and not math.isnan(r[CAP]) and r[CAP] < 1.0 and not math.isnan(r[metric]):
-                cell += f" (cap {_fmt(r[CAP])})"
-            cells.append(cell)
-        lines.append("| " + " | ".join(cells) + " |")
+    lines = _summary_markdown(frame, shown)
     seeds = sorted({int(s) for s in sub["seed"]}) if not sub.empty else []
     notes = [
         f"dataset {dataset}; profile {', '.join(sorted(set(sub['profile'].dropna()))) or 'n/a'}; image size "
@@ -444,6 +452,25 @@ def summary_table(runs: pd.DataFrame, dataset: str) -> Table:
     what = "the localization and detection metrics" if masks else "the image-level metrics (no pixel masks)"
     return Table(f"{dataset}_summary", f"Summary ({dataset}): every run on {what}", frame,
                  "\n".join(lines) + "\n", notes)
+
+
+def _summary_markdown(frame: pd.DataFrame, shown: Sequence[tuple[str, str]]) -> list[str]:
+    """The summary's markdown rows: mean ± std over seeds, the mean per-run test interval, the grid cap of IoUs."""
+    header = ["run", "role", *(label for _, label in shown)]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
+    for _, r in frame.iterrows():
+        role = f"{r['role']}, {r['init']}" if r["init"] else str(r["role"])  # issue 21: every row says its init
+        cells = [f"**{r['method']}**" if r["role"] == "paper recipe" else str(r["method"]), role]
+        for metric, _ in shown:
+            cell = _fmt(r[metric], 3)
+            cell += f" ± {_fmt(r[f'{metric}_std'], 3)}" if not math.isnan(r[f"{metric}_std"]) else ""
+            if not math.isnan(r[f"{metric}_ci_lo"]):
+                cell += f" [{_fmt(r[f'{metric}_ci_lo'])}, {_fmt(r[f'{metric}_ci_hi'])}]"
+            if metric in CAPPED and not math.isnan(r[CAP]) and r[CAP] < 1.0 and not math.isnan(r[metric]):
+                cell += f" (cap {_fmt(r[CAP])})"
+            cells.append(cell)
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
 
 
 _NO_MASK_SUMMARY = (

@@ -11,7 +11,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 MAX_MODULE_LINES = 450
 MAX_FUNCTION_LINES = 60
-EXCEPTIONS: dict[str, str] = {}  # "avaga_lib/x.py" or "avaga_lib/x.py:func" -> why
+_SPLIT_BY_ISSUE_25 = ("grew past the limit with issues 20-23 (measurement, floors, up-front validation, run-folder "
+                      "safety, report for a reader); issue 25 cuts avaga_lib into subpackages and splits it there")
+EXCEPTIONS: dict[str, str] = {  # "avaga_lib/x.py" or "avaga_lib/x.py:func" -> why
+    f"avaga_lib/{name}.py": _SPLIT_BY_ISSUE_25
+    for name in ("claims", "cli", "config", "data/dataset", "data/synthetic", "pipeline", "plots", "report",
+                 "scheduler", "tables")
+}
 
 
 def _sources() -> list[Path]:

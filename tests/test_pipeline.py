@@ -52,9 +52,13 @@ def test_plan_smoke_default() -> None:
     assert s.parameters["run"] == "AVAGA-R_u" and by["AE-SSIM-seed0"].parameters["run"] == "AE-SSIM"
     # parallel workers start on different categories
     assert [x.config.data.category for x in specs[:3]] == ["weave", "granite", "washer"]
-    # the registry minus the D variants and the remedies (issue 13: not in the smoke plan), in registry order
-    assert list(dict.fromkeys(x.name for x in specs)) == [n for n in study.names()
-                                                          if "-D_" not in n and n not in study.REMEDIES]
+    # the registry minus the D variants, the remedies (issue 13) and the arms (issue 21): the smoke plan is the same
+    # 8 runs per category as before the arms existed, in registry order
+    assert list(dict.fromkeys(x.name for x in specs)) == [n for n in study.names() if "-D_" not in n
+                                                          and n not in study.REMEDIES and n not in study.ARMS]
+    assert list(dict.fromkeys(x.name for x in specs)) == ["AVAGA-R_u", "AVAGA-R_w", "AVAGA-R_u-noattn",
+                                                          "AVAGA-R_u-flat", "AVAGA-R_w-noadv", "AVAGA-R_w-noSGB",
+                                                          "AE-L2", "AE-SSIM"]
 
 
 def test_params_file_selects_runs_by_name_or_group(tmp_path: Path) -> None:

@@ -13,10 +13,11 @@ from avaga_lib.paths import project_root
 
 def test_names_groups_and_tables_of_the_paper() -> None:
     assert study.names() == ("AVAGA-R_u", "AVAGA-R_w", "AVAGA-D_u", "AVAGA-D_w", "AVAGA-R_u-noattn",
-                             "AVAGA-R_u-flat", "AVAGA-R_w-noadv", "AVAGA-R_w-noSGB", *study.REMEDIES, "AE-L2",
-                             "AE-SSIM")
-    assert study.REMEDIES == ("AVAGA-R_u-maxnorm", "AVAGA-R_u-gain", "AVAGA-R_u-size", "AVAGA-R_w-maxnorm",
-                              "AVAGA-R_w-gain", "AVAGA-R_w-size")
+                             "AVAGA-R_u-flat", "AVAGA-R_w-noadv", "AVAGA-R_w-noSGB", *study.REMEDIES, *study.ARMS,
+                             "AE-L2", "AE-SSIM")
+    assert study.REMEDIES == ("AVAGA-R_u-maxnorm", "AVAGA-R_u-gain", "AVAGA-R_u-size", "AVAGA-R_u-size-faithful",
+                              "AVAGA-R_w-maxnorm", "AVAGA-R_w-gain", "AVAGA-R_w-size")
+    assert study.ARMS == ("AVAGA-R_u-selfsup", "AVAGA-R_u-advoff")  # issue 21
     assert all(r.group in study.GROUPS for r in study.RUNS)
     assert study.MAIN_METHODS == ("AE-L2", "AE-SSIM", "AVAGA-D_u", "AVAGA-R_u", "AVAGA-D_w", "AVAGA-R_w")
     assert study.ABLATION_METHODS == ("AVAGA-R_u-noattn", "AVAGA-R_u-flat", "AVAGA-R_u", "AVAGA-R_w-noadv",
@@ -62,7 +63,8 @@ def test_select_by_name_or_group() -> None:
 def test_identity_keys_are_the_overridden_keys() -> None:
     assert set(study.identity_keys()) == {"train.setting", "method", "model.variant", "model.latent",
                                           "loss.attention_loss", "loss.adversarial_recon", "loss.sgb",
-                                          "model.attention_norm", "loss.attention_constraint"}
+                                          "model.attention_norm", "loss.attention_constraint",
+                                          "loss.w_attn", "model.test_map", "model.pretrained", "loss.w_adv"}  # 21
 
 
 def test_remedies_plan_beside_the_recipe_in_their_own_folders() -> None:
@@ -86,3 +88,10 @@ def test_smoke_params_do_not_run_the_remedies() -> None:
     """CI cost: the smoke study plan (params/smoke.yaml's runs) leaves the remedies out."""
     runs = yaml.safe_load((project_root() / "params" / "smoke.yaml").read_text())["runs"]
     assert runs is not None and not {r.name for r in study.select(runs)} & set(study.REMEDIES)
+    assert not {r.name for r in study.select(runs)} & set(study.ARMS)  # issue 21: the arms neither
+
+
+def test_cpu_params_run_the_arms_and_the_faithful_remedy() -> None:
+    """Issue 21: the cpu study plans the new arms beside the recipe."""
+    runs = yaml.safe_load((project_root() / "params" / "cpu.yaml").read_text())["runs"]
+    assert {*study.ARMS, "AVAGA-R_u-size-faithful"} <= {r.name for r in study.select(runs)}
