@@ -7,6 +7,7 @@ umask), not the ``0600`` / ``0700`` of :mod:`tempfile`, so results on a shared f
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -52,6 +53,13 @@ def atomic_write(path: Path | str, writer: Callable[[Path], None]) -> Path:
         # the writer may have replaced the temp file (or written through a path): set the mode on what is there now
         os.chmod(tmp_path, 0o666 & ~current_umask())
         os.replace(tmp_path, path)
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):  # issue 22: "No space left on device" named no file
+            free = shutil.disk_usage(path.parent).free
+            raise OSError(exc.errno, f"no space left to write {path} ({free / 1e6:.0f} MB free on its file system): "
+                          "free space or choose another RESULTS= folder; the previous file, if any, is unchanged",
+                          str(path)) from exc
+        raise
     finally:
         if tmp_path.exists():
             tmp_path.unlink()

@@ -3,6 +3,7 @@ mode."""
 
 from __future__ import annotations
 
+import errno
 import math
 import os
 import stat
@@ -64,3 +65,16 @@ def test_result_files_and_swapped_folders_honour_the_umask(tmp_path) -> None:
         assert stat.S_IMODE((tmp_path / "metrics.json").stat().st_mode) == 0o640
     finally:
         os.umask(previous)
+
+
+def test_full_disk_names_the_file_and_keeps_the_previous_one(tmp_path: Path) -> None:
+    """Issue 22: a full disk said 'No space left on device' with no path."""
+    target = tmp_path / "results" / "metrics.json"
+    write_json(target, {"ok": 1})
+
+    def full(tmp: Path) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(OSError, match="no space left to write .*metrics.json .*MB free.*RESULTS="):
+        atomic_write(target, full)
+    assert read_json(target) == {"ok": 1} and not list(target.parent.glob(".*.tmp"))
