@@ -389,17 +389,19 @@ def deviations(runs: pd.DataFrame) -> list[str]:
 
 def stale_measurement(runs: pd.DataFrame) -> list[str]:
     """Datasets whose runs were evaluated before issue 20's measurement (:data:`STALE_MEASUREMENT`: their
-    ``metrics.json`` lacks ``threshold_rule``): their ``iou`` is the old rule's (0.5 at the largest
-    normal-validation pixel for the baselines, the attention map at 0.5 for AVAGA), their AUROC binned, no floors
-    and no intervals. Named so that no reader compares them with the new numbers unawares."""
+    ``metrics.json`` lacks ``threshold_rule``): :func:`avaga_lib.results.collect_runs` reads their ``iou`` from
+    their ``iou_val_quantile`` (today's rule), but their test sets, bins and extras are the old ones. Named so that
+    no reader compares them with the new numbers unawares."""
     if "measurement" not in runs.columns:
         return []
     old = runs[runs["measurement"] == STALE_MEASUREMENT]
     out = []
     for dataset, grp in old.groupby("dataset"):
-        out.append(f"**{dataset}: {len(grp)} runs measured before issue 20** (stale until rerun): their IoU is the old "
-                   "rule's (0.5 = the largest normal-validation pixel for the baselines, the attention map at 0.5 "
-                   "for AVAGA), their pixel AUROC binned on validation edges; no floors, grid caps or intervals")
+        out.append(f"**{dataset}: {len(grp)} runs measured before issue 20** (stale until rerun): their IoU is "
+                   "read from their own label-free quantile IoU (`iou_val_quantile`, today's rule; the old headline "
+                   "at 0.5 is `iou_old_rule`), but their test sets were smaller (embedded: generator v2, 40 test "
+                   "images; 10% validation), their pixel AUROC binned on validation edges; no floors, grid caps or "
+                   "intervals")
     return out
 
 

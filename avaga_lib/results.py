@@ -97,6 +97,10 @@ def _run_row(dataset: str, category: str, run_dir: Path, metrics: dict[str, Any]
             row[key] = _num(value) if not isinstance(value, bool) else value
     # issue 20 changed what iou / pixel_auroc measure: runs evaluated before it are named, never mixed unawares
     row["measurement"] = CURRENT_MEASUREMENT if "threshold_rule" in metrics else STALE_MEASUREMENT
+    if row["measurement"] == STALE_MEASUREMENT and "iou_val_quantile" in metrics:
+        # before issue 20 the headline iou was the 0.5 rule and the label-free quantile rule (today's headline) was
+        # iou_val_quantile: the row reads the same rule under today's name, the old rule's value kept beside it
+        row["iou_old_rule"], row["iou"] = row.get("iou", math.nan), _num(metrics["iou_val_quantile"])
     device = metrics.get("device")  # where it trained (cpu / cuda / mps): a record, kept as text
     row["device"] = str(device).split(":")[0] if isinstance(device, str) and device else None
     return row

@@ -447,5 +447,17 @@ def test_runs_measured_before_issue_20_are_named_stale(tmp_path: Path) -> None:
     runs = pd.DataFrame({"dataset": ["mtd", "mtd", "embedded"], "measurement": [STALE_MEASUREMENT] * 2 +
                          [CURRENT_MEASUREMENT]})
     lines = stale_measurement(runs)
-    assert len(lines) == 1 and "mtd: 2 runs measured before issue 20" in lines[0] and "embedded" not in lines[0]
+    assert len(lines) == 1 and lines[0].startswith("**mtd: 2 runs measured before issue 20**")
     assert stale_measurement(runs[runs["dataset"] == "embedded"]) == []
+
+
+def test_a_run_measured_before_issue_20_reads_its_quantile_iou_as_the_headline(tmp_path: Path) -> None:
+    """Before issue 20, `iou` was the 0.5 rule and `iou_val_quantile` today's label-free rule: a stale run's row
+    reads the same rule under today's name and keeps the old value beside it."""
+    from avaga_lib.results import STALE_MEASUREMENT, collect_runs
+
+    cfg = make_config("smoke", {"data.dataset": "embedded", "data.category": "weave", "results_dir": str(tmp_path)})
+    write_json(cfg.run_dir / "config.json", cfg.to_dict())
+    write_json(cfg.run_dir / "metrics.json", {"iou": 0.0, "iou_val_quantile": 0.149, "pixel_auroc": 0.93})
+    row = collect_runs(tmp_path).iloc[0]
+    assert row["measurement"] == STALE_MEASUREMENT and row["iou"] == 0.149 and row["iou_old_rule"] == 0.0
