@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from avaga_lib import metrics as M
 from avaga_lib import study
 from avaga_lib.config import MIN_LATENT_GRID, latent_side
 from avaga_lib.paper import PAPER_FILES, frame_value, paper_table
@@ -34,8 +35,6 @@ from avaga_lib.tables import PIXEL_METRICS, THRESHOLDS, lacks_pixel_masks, needs
 CONFIDENCE = 0.95  # level of the t-interval of the mean paired difference
 LOCALIZATION_METRICS: tuple[str, ...] = (*PIXEL_METRICS, "pixel_auroc_recon", "aupro_recon")
 # Metrics whose per-run 95% bootstrap interval over test images the evaluator writes as <metric>_ci_lo / _ci_hi.
-RUN_CI_METRICS: tuple[str, ...] = ("image_auroc", "pixel_auroc", "iou")
-GRID_CAP = "iou_grid_cap"  # per run: the best IoU the map's native resolution allows (evaluator)
 _TABLE_NAMES = {"table2_mvtec_iou.csv": "Table 2", "table4_stc_iou.csv": "Table 4"}
 
 
@@ -193,7 +192,7 @@ def _compare(sub: pd.DataFrame, column: str, better: str | Sequence[str],
 def _run_interval(sub: pd.DataFrame, category: str, method: str, column: str) -> str:
     """`` (test bootstrap [lo, hi] per run, mean over seeds)`` where the evaluator wrote per-run intervals; else ""."""
     lo_col, hi_col = f"{column}_ci_lo", f"{column}_ci_hi"
-    if column not in RUN_CI_METRICS or lo_col not in sub.columns or hi_col not in sub.columns:
+    if column not in M.CI_METRICS or lo_col not in sub.columns or hi_col not in sub.columns:
         return ""  # a metric without per-run intervals, or runs evaluated before the evaluator wrote them
     own = sub[(sub["category"] == category) & (sub["method"] == method) & sub[column].notna()]
     lo, hi = pd.to_numeric(own[lo_col], errors="coerce").dropna(), pd.to_numeric(own[hi_col], errors="coerce").dropna()
@@ -297,7 +296,7 @@ def _grid_cap(sub: pd.DataFrame, dataset: str, metric: str, cats: Sequence[_Cate
     The paper's number is the mean of its cells (Table 2 / 4) over the categories measured; a dataset without paper
     cells (embedded, mtd) is held against the paper's MVTec AD mean (Table 2, over its categories), as said.
     """
-    if metric != "iou" or GRID_CAP not in sub.columns:
+    if metric != "iou" or M.GRID_CAP not in sub.columns:
         return ""
     table = PAPER_FILES.get((dataset, "iou"))
     paper = paper_table(table) if table else None
@@ -308,7 +307,7 @@ def _grid_cap(sub: pd.DataFrame, dataset: str, metric: str, cats: Sequence[_Cate
     for c in cats:
         column = _paper_column(c.better.method)
         own = sub[(sub["category"] == c.category) & (sub["method"] == c.better.method)]
-        cap = pd.to_numeric(own[GRID_CAP], errors="coerce").dropna()
+        cap = pd.to_numeric(own[M.GRID_CAP], errors="coerce").dropna()
         if not c.better.method.startswith("AVAGA") or column is None or cap.empty:
             continue
         cell = frame_value(paper, c.category, column) if paper is not None else math.nan
@@ -331,7 +330,7 @@ def _grid_cap(sub: pd.DataFrame, dataset: str, metric: str, cats: Sequence[_Cate
         return ""
     names = "/".join(dict.fromkeys(r[0] for r in rows))
     return (f"at this resolution the best reachable IoU is {cap:.3f} < the paper's {number:.2f} ({names}; {where}): "
-            f"{GRID_CAP}, the ground-truth masks pooled to the map's grid and upsampled like the map at the best "
+            f"{M.GRID_CAP}, the ground-truth masks pooled to the map's grid and upsampled like the map at the best "
             "threshold, caps what any map of this grid can score")
 
 

@@ -342,7 +342,7 @@ def _localization(cfg: RunConfig, test: Inferred, other: dict[str, np.ndarray], 
     if has_masks:
         out |= scorer.compute({"map": test.raw_maps, **other, **priors}, gt, y, gate, valid)
         native = latent_side(cfg.data.image_size) if cfg.method == "avaga" else cfg.data.image_size
-        out |= {"iou_grid_cap": grid_cap(gt, y, native, valid), "map_grid_side": int(native)}
+        out |= {M.GRID_CAP: grid_cap(gt, y, native, valid), "map_grid_side": int(native)}
     out |= test_intervals(y, test.score_raw, frame["iou"].to_numpy(), test.raw_maps, gt if has_masks else None,
                           valid, scorer.edges.get("map"))
     return out

@@ -38,7 +38,7 @@ from avaga_lib.pixel_metrics import (
 )
 from avaga_lib.priors import PRIORS, MeanMap, center_gaussian
 
-__all__ = ["CI_METRICS", "ORACLE_FLAG", "SCORED", "LocalizationScorer", "MapReference", "ValidationMaps", "grid_cap",
+__all__ = ["ORACLE_FLAG", "SCORED", "LocalizationScorer", "MapReference", "ValidationMaps", "grid_cap",
            "map_reference", "metric_key", "metrics_from_maps", "recon_error_map", "test_intervals"]
 
 SCORED: tuple[str, ...] = ("map", "recon", *(f"prior_{p}" for p in PRIORS))  # the maps scored, in this order
@@ -228,13 +228,12 @@ def test_intervals(labels: np.ndarray, scores: np.ndarray, per_image_iou: np.nda
         normal, anomalous = per_image_histograms(m, gt, edges, valid)
         stats["pixel_auroc"] = bootstrap_pixel_auroc(normal, anomalous, draws)
     out: dict[str, float] = {}
-    for metric in CI_METRICS:
+    for metric in M.CI_METRICS:
         lo, hi = M.percentile_interval(stats.get(metric, np.full(1, np.nan)))
         out[f"{metric}_ci_lo"], out[f"{metric}_ci_hi"] = lo, hi
     return out
 
 
-CI_METRICS: tuple[str, ...] = ("image_auroc", "pixel_auroc", "iou")  # each with a per-run test bootstrap interval
 test_intervals.__test__ = False  # not a pytest test despite its name
 
 
@@ -282,7 +281,7 @@ def metrics_from_maps(
             "image_auroc_classifier": M.image_auroc(y, prob) if prob is not None else nan,
             "pixel_auroc": nan,  # the scorer's, where the dataset has masks
             "aupro": nan,
-            "iou_grid_cap": nan,
+            M.GRID_CAP: nan,
             "fp_area_normal": M.fp_area(pred[y == 0], None if valid is None else valid[y == 0]),
             "mean_accuracy_transductive": M.mean_class_accuracy(
                 y, M.binarize(predictions["score_transductive"], threshold).astype(np.int64)),

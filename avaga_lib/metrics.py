@@ -26,8 +26,8 @@ from sklearn.metrics import roc_auc_score
 
 __all__ = ["binarize", "iou_per_image", "mean_iou", "pooled_iou", "mean_class_accuracy", "image_auroc",
            "fp_area_per_image", "fp_area", "iou_threshold_curve", "accuracy_threshold_curve", "oracle_best_iou",
-           "nan_to_none", "BOOTSTRAP_RESAMPLES", "CI_LEVEL", "stratified_draws", "percentile_interval",
-           "bootstrap_image_auroc", "bootstrap_mean"]
+           "nan_to_none", "BOOTSTRAP_RESAMPLES", "CI_LEVEL", "CI_METRICS", "GRID_CAP", "stratified_draws",
+           "percentile_interval", "bootstrap_image_auroc", "bootstrap_mean"]
 
 
 def _np(x: Any) -> np.ndarray:
@@ -320,6 +320,8 @@ def oracle_best_iou(maps: Any, gt_masks: Any, labels: Any, gate: Any | None = No
 # issue 20: seeds resample training only; these intervals add the test sample's own variance to every run's number.
 BOOTSTRAP_RESAMPLES = 1000  # draws of the test images per run (a fixed generator: the report is repeatable)
 CI_LEVEL = 0.95  # every interval of metrics.json (<metric>_ci_lo / _ci_hi) and of the report
+CI_METRICS: tuple[str, ...] = ("image_auroc", "pixel_auroc", "iou")  # each with a per-run test bootstrap interval
+GRID_CAP = "iou_grid_cap"  # metrics.json key: the best IoU the map's native grid allows (localization.grid_cap)
 
 
 def stratified_draws(labels: Any, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0) -> np.ndarray:

@@ -46,7 +46,7 @@ _EXTRA_TITLES: dict[str, str] = {
     "iou_best_threshold_oracle": "ORACLE IoU at the best threshold chosen on the test masks (flagged: test labels)",
 }
 # issue 20: the best IoU a map's native grid allows (test masks pooled to it), shown beside every IoU cell
-CAP = "iou_grid_cap"
+CAP = M.GRID_CAP
 CAPPED: tuple[str, ...] = ("iou", "iou_literal")
 CAP_NOTE = ("(cap x) = iou_grid_cap: the best IoU the map's native grid allows (the test masks pooled to the latent "
             "grid and upsampled as the attention is, best threshold; reads the test masks, an upper bound only); "
@@ -350,7 +350,6 @@ SUMMARY_METRICS: tuple[tuple[str, str], ...] = (
     ("image_auroc", "image AUROC"),
     ("mean_accuracy", "mean accuracy"),
 )
-_SUMMARY_CI = {"pixel_auroc", "iou", "image_auroc"}  # cells with the mean per-run test-bootstrap interval
 
 
 def summary_order(methods: Sequence[str]) -> list[str]:
@@ -426,7 +425,7 @@ def summary_table(runs: pd.DataFrame, dataset: str) -> Table:
             row[f"{metric}_std"] = float(vals.std(ddof=1)) if len(vals) > 1 else math.nan
             row[f"{metric}_n"] = len(vals)
             for end in ("lo", "hi"):  # the per-run test-image bootstrap interval, averaged over seeds
-                ci = _seed_means(own, f"{metric}_ci_{end}") if metric in _SUMMARY_CI else pd.Series(dtype=float)
+                ci = _seed_means(own, f"{metric}_ci_{end}") if metric in M.CI_METRICS else pd.Series(dtype=float)
                 row[f"{metric}_ci_{end}"] = float(ci.mean()) if len(ci) else math.nan
         cap = _seed_means(own, CAP)
         row[CAP] = float(cap.mean()) if len(cap) else math.nan

@@ -133,7 +133,7 @@ def test_test_intervals_names_every_metric() -> None:
     y = gt.reshape(len(gt), -1).any(1).astype(int)
     iou = np.where(y == 1, np.linspace(0.1, 0.4, len(y)), np.nan)
     out = L.test_intervals(y, m.mean((1, 2)), iou, m, gt, None, covering_edges(np.array([0.0, 1.0]), m))
-    assert set(out) == {f"{k}_ci_{e}" for k in L.CI_METRICS for e in ("lo", "hi")}
+    assert set(out) == {f"{k}_ci_{e}" for k in M.CI_METRICS for e in ("lo", "hi")}
     assert 0.1 <= out["iou_ci_lo"] <= out["iou_ci_hi"] <= 0.4
     nomask = L.test_intervals(y, m.mean((1, 2)), iou, m, None, None, None)
     assert np.isnan(nomask["pixel_auroc_ci_lo"]) and not np.isnan(nomask["image_auroc_ci_lo"])
