@@ -65,6 +65,8 @@ SEEDS      ?=
 FORCE      ?=
 JOBS       ?=
 CLUSTER    ?=
+# RUNS_PER_GPU=k: k runs share each GPU (issue 24; small models leave an H200 idle; make gpu-study measures k)
+RUNS_PER_GPU ?=
 PARAMS     ?=
 # STRICT=1: a table cell not reproduced exactly (e.g. on another CPU instruction set) fails reproduce/report (exit 1)
 STRICT     ?=
@@ -73,12 +75,13 @@ RESULTS    ?= $(if $(filter cpu,$(PROFILE)),results/cpu,results)
 
 .PHONY: reproduce report reference
 
-reproduce: $(STAMP) ## run the study + report: [DATASET=mvtec ROOT=.. PROFILE=paper CATEGORIES=a,b VARIANTS=main SEEDS=0,1 FORCE=1 CLUSTER=cuda|tcp://h:8786|slurm STRICT=1] (-j N)
+reproduce: $(STAMP) ## run the study + report: [DATASET=mvtec ROOT=.. PROFILE=paper CATEGORIES=a,b VARIANTS=main SEEDS=0,1 FORCE=1 CLUSTER=cuda|tcp://h:8786|slurm RUNS_PER_GPU=k STRICT=1] (-j N)
 	$(PY) -m avaga_lib.cli pipeline $(if $(DATASET),--dataset "$(DATASET)") --results-dir "$(RESULTS)" \
 		$(if $(PARAMS),--params "$(PARAMS)") $(if $(ROOT),--root "$(ROOT)") $(if $(PROFILE),--profile "$(PROFILE)") \
 		$(if $(CATEGORIES),--categories "$(CATEGORIES)") $(if $(VARIANTS),--variants "$(VARIANTS)") \
 		$(if $(SEEDS),--seeds "$(SEEDS)") $(if $(filter-out 0,$(FORCE)),--force) $(if $(JOBS),--jobs $(JOBS)) \
-		$(if $(CLUSTER),--cluster "$(CLUSTER)") $(if $(filter-out 0,$(STRICT)),--strict) --report
+		$(if $(CLUSTER),--cluster "$(CLUSTER)") $(if $(RUNS_PER_GPU),--runs-per-gpu $(RUNS_PER_GPU)) \
+		$(if $(filter-out 0,$(STRICT)),--strict) --report
 
 # order-only: `make -j reproduce report` must not build the report while runs are still going
 report: $(STAMP) | $(filter reproduce,$(MAKECMDGOALS)) ## notebooks 05-07 over RESULTS: tables, REPORT.md, report.html

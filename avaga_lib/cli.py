@@ -17,7 +17,7 @@ from pathlib import Path
 import yaml
 
 from avaga_lib import paths, pipeline, pretrain, report, scheduler
-from avaga_lib.config import make_config
+from avaga_lib.config import PROFILES, make_config
 from avaga_lib.data import SOURCES
 from avaga_lib.data.download import download_mvtec
 from avaga_lib.data.mtd import MTD_CATEGORY, convert_magnetic_tile
@@ -30,6 +30,7 @@ from avaga_lib.run import run_one
 from avaga_lib.train import NonFiniteLossError, TrainingInterrupted
 
 DATASETS_HELP = " | ".join(SOURCES)  # the data sources' registry names the valid data.dataset values
+PROFILES_HELP = " | ".join(PROFILES)  # config.PROFILES defines the profiles: a new one shows in every --help
 
 
 def _parse_sets(items: Sequence[str]) -> dict[str, object]:
@@ -102,7 +103,7 @@ def _add_pipeline(p: argparse.ArgumentParser) -> None:
     p.add_argument("--params", type=Path, default=None, help="params YAML (default: from --dataset, e.g. smoke)")
     p.add_argument("--dataset", default=None, help=f"{DATASETS_HELP} (overrides the file)")
     p.add_argument("--root", default=None, help="dataset root ('' = the dataset's default location)")
-    p.add_argument("--profile", default=None, help="smoke | paper (default: the file's)")
+    p.add_argument("--profile", default=None, help=f"{PROFILES_HELP} (default: the file's)")
     p.add_argument("--categories", default=None, help="comma-separated subset")
     p.add_argument("--variants", default=None, help="run names or groups (main, ablations, baselines)")
     p.add_argument("--seeds", default=None, help="comma-separated training seeds")
@@ -111,6 +112,9 @@ def _add_pipeline(p: argparse.ArgumentParser) -> None:
     p.add_argument("--jobs", type=int, default=None,
                    help="runs at a time on the local cluster (default: make -j; else 1 per core for CPU smoke runs, "
                    "1 per GPU for GPU runs)")
+    p.add_argument("--runs-per-gpu", type=int, default=1,
+                   help="runs sharing one GPU at a time (issue 24: small models leave a GPU idle; choose k by "
+                   "`make gpu-study`, docs/PERFORMANCE.md)")
     p.add_argument("--cluster", default=None,
                    help=f"where the runs execute: {scheduler.CLUSTER_HELP} (default: the params file's 'cluster', "
                    "else local)")
@@ -190,7 +194,12 @@ def _run_pipeline(args: argparse.Namespace) -> int:
     except (pipeline.PipelineError, scheduler.ClusterError) as exc:
         print(f"pipeline: {exc}", file=sys.stderr)
         return 2
-    jobs = args.jobs or pipeline.default_jobs(specs)
+    try:
+        scheduler.check_runs_per_gpu(args.runs_per_gpu)
+    except scheduler.ClusterError as exc:
+        print(f"pipeline: {exc}", file=sys.stderr)
+        return 2
+    jobs = args.jobs or pipeline.default_jobs(specs, runs_per_gpu=args.runs_per_gpu)
     # every bad input in one message before any worker, cluster, log or run folder exists (issue 22)
     check = pipeline.check_study(specs, args.results_dir, choice, force=args.force, jobs=jobs)
     if args.dry_run:
@@ -211,7 +220,7 @@ def _run_pipeline(args: argparse.Namespace) -> int:
         print(note)
     try:
         summary = pipeline.execute(specs, force=args.force, jobs=jobs, kernel=args.kernel, cluster=cluster,
-                                   retries=args.retries, dashboard=args.dashboard)
+                                   retries=args.retries, dashboard=args.dashboard, runs_per_gpu=args.runs_per_gpu)
     except scheduler.ClusterError as exc:
         print(f"pipeline: {exc}", file=sys.stderr)
         return 2
@@ -280,7 +289,7 @@ def _run_reference(args: argparse.Namespace) -> int:
 
 
 def _add_train(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--profile", default="smoke", help="smoke | paper")
+    p.add_argument("--profile", default="smoke", help=f"{PROFILES_HELP} (default: smoke)")
     p.add_argument("--dataset", default=None, help=DATASETS_HELP)
     p.add_argument("--root", default=None, help="dataset root in MVTec layout (default: the dataset's location)")
     p.add_argument("--category", default=None, help="category / scene")
@@ -352,7 +361,8 @@ def _add_pretrain(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", default="embedded", help=DATASETS_HELP)
     p.add_argument("--category", required=True, help="category whose normal training images are used")
     p.add_argument("--root", default=None, help="dataset root (default: the dataset's location)")
-    p.add_argument("--profile", default="cpu", help="profile giving the image side and split (default: cpu, 128 px)")
+    p.add_argument("--profile", default="cpu",
+                   help=f"{PROFILES_HELP}: the profile giving the image side and split (default: cpu, 128 px)")
     p.add_argument("--image-size", type=int, default=None, help="side of the training crops (default: the profile's)")
     p.add_argument("--epochs", type=int, default=pretrain.DEFAULT_EPOCHS, help="passes over the training images")
     p.add_argument("--seed", type=int, default=0, help="seed of the initial weights, crops and masks")

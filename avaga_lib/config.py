@@ -34,7 +34,7 @@ ATTENTION_NORMALIZATIONS: tuple[str, ...] = ("sigmoid", "minmax", "max", "relu_s
 ATTENTION_CONSTRAINTS: tuple[str, ...] = ("literal", "size_barrier")  # eq. 3 as written | mean(A) >= 1 - p
 TEST_MAPS: tuple[str, ...] = ("attention", "gradcam_minmax")  # the paper's 1 - A | the size remedy's source's map
 AMP_MODES: tuple[str, ...] = ("auto", "bf16", "off")
-GEOMETRIES: tuple[str, ...] = ("squash", "letterbox")  # how a non-square image becomes the square input
+GEOMETRIES: tuple[str, ...] = ("squash", "letterbox", "reflect")  # how a non-square image becomes the square input
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,8 @@ class DataConfig:
     category: str = "weave"  # MVTec category / embedded category / STC scene
     image_size: int = 64  # test side; train crops this side (PN 13: 256 at paper profile)
     geometry: str = "squash"  # squash: resize to a square (aspect lost) | letterbox: longer side to the square,
-    # padded with 0, padding excluded from every pixel metric (docs/PROTOCOL.md, "Image geometry")
+    # padded with 0 | reflect: as letterbox, padded with the image's mirror (no false edge); padding excluded from
+    # every pixel metric (docs/PROTOCOL.md, "Image geometry")
     train_resize_ratio: float = 1.125  # train: resize to image_size*1.125 then random crop (PN 13: 288 -> 256)
     rotation_deg: float = 15.0  # random rotation +-15 deg at train time (PN 13)
     val_fraction: float = 0.2  # normal-only calibration split of train/good (PN 8); issue 20: 0.1 left 8

@@ -48,6 +48,9 @@ from distributed import get_worker
 from avaga_lib.paths import project_root
 from avaga_lib.plan import RunSpec, absolute, is_finished, saved_config
 
+# papermill's command line with the kernel's transport encrypted (avaga_lib/notebook_exec.py); named, not imported:
+# papermill's import costs every Dask worker seconds, and only the run's subprocess needs it
+NOTEBOOK_RUNNER = "avaga_lib.notebook_exec"
 DEFAULT_KERNEL = "python3"  # the venv's own kernel (jupyter_client maps "python" to the running interpreter)
 GPU_DEVICES = ("auto", "cuda")  # train.device values a job pins to one GPU (an explicit cuda:N is left alone)
 
@@ -113,9 +116,11 @@ def error_from_log(log: Path) -> str:
 
 
 def papermill_command(spec: RunSpec, kernel: str) -> list[str]:
-    """The papermill command line executing ``spec``'s notebook with its parameters."""
+    """The papermill command line executing ``spec``'s notebook with its parameters (papermill's own command line,
+    run as :data:`NOTEBOOK_RUNNER`: the kernel's transport encrypted, so no run log carries ipykernel's
+    "running over TCP without encryption" warning)."""
     return [
-        sys.executable, "-m", "papermill", str(spec.notebook), str(spec.output_notebook),
+        sys.executable, "-m", NOTEBOOK_RUNNER, str(spec.notebook), str(spec.output_notebook),
         "-k", kernel, "--cwd", str(project_root()), "-y", yaml.safe_dump(spec.parameters), "--log-output",
         "--no-progress-bar",
     ]

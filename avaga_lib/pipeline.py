@@ -94,6 +94,7 @@ __all__ = [
     "plan_runs",
     "prepare_data",
     "report_notebooks_to_run",
+    "report_parameters",
     "report_up_to_date",
     "run_inline",
     "run_papermill",
@@ -254,6 +255,7 @@ def execute(
     retries: int = scheduler.LOST_WORKER_RETRIES,
     progress: bool | None = None,
     dashboard: str = scheduler.DASHBOARD,
+    runs_per_gpu: int = 1,
 ) -> Summary:
     """Execute the planned runs: skip finished ones, run the rest on a Dask cluster, never stop at a failure.
 
@@ -269,6 +271,7 @@ def execute(
         retries: resubmissions of a run whose worker died (it resumes from its checkpoint).
         progress: one progress bar (default: when stderr is a terminal), else one line per finished run.
         dashboard: address the Dask dashboard of a cluster started here binds (default: this machine only).
+        runs_per_gpu: runs sharing one GPU at a time (issue 24; ``RUNS_PER_GPU=``, docs/PERFORMANCE.md).
 
     Returns:
         :class:`Summary`; also written to ``<results_dir>/runs/summary.json``, unless no run started
@@ -287,7 +290,8 @@ def execute(
     summary.started = len(runnable)
     if runnable:
         summary.outcomes += scheduler.run_all(runnable, choice, jobs=jobs, kernel=kernel, log=log, runner=runner,
-                                              retries=retries, progress=progress, dashboard=dashboard, force=force)
+                                              retries=retries, progress=progress, dashboard=dashboard, force=force,
+                                              runs_per_gpu=runs_per_gpu)
     summary.seconds = time.perf_counter() - t0
     if not specs:
         return summary
@@ -302,9 +306,9 @@ def execute(
     return summary
 
 
-def default_jobs(specs: Sequence[RunSpec], makeflags: str | None = None) -> int:
+def default_jobs(specs: Sequence[RunSpec], makeflags: str | None = None, runs_per_gpu: int = 1) -> int:
     """Parallel runs when none were asked for: ``make -j N`` wins; else CPU runs pinned to one thread (the smoke and
-    cpu profiles) use every core and GPU runs one per visible GPU.
+    cpu profiles) use every core and GPU runs ``runs_per_gpu`` per visible GPU.
 
     Small CPU runs scale badly across threads (measured in docs/PERFORMANCE.md: one thread per run is faster per
     core than two), so on a CPU-only machine one-thread runs go one per core; paper-profile CPU runs (every thread)
@@ -315,7 +319,7 @@ def default_jobs(specs: Sequence[RunSpec], makeflags: str | None = None) -> int:
     if asked > 1:
         return asked
     if torch.cuda.is_available():
-        return max(1, min(len(scheduler.visible_gpus()), len(specs)))
+        return max(1, min(len(scheduler.visible_gpus()) * runs_per_gpu, len(specs)))
     if specs and all(s.config.train.threads == 1 for s in specs):
         return max(1, min(os.cpu_count() or 1, len(specs)))
     return 1
@@ -543,10 +547,15 @@ def _report_fingerprints(results_dir: Path | str, notebooks: Sequence[str],
                          extra_parameters: dict[str, Any] | None = None) -> dict[str, str]:
     """Inputs fingerprint of each analysis notebook over ``results_dir`` (:mod:`avaga_lib.report_status`); the
     reference results are an input of 07 (the comparison) only."""
-    params = _report_parameters(results_dir, extra_parameters)
-    return {n: inputs_fingerprint(absolute(results_dir), project_root() / "notebooks" / n, params,
-                                  comparison_reference(results_dir) if n.startswith("07") else None)
+    return {n: inputs_fingerprint(absolute(results_dir), project_root() / "notebooks" / n,
+                                  report_parameters(n, results_dir, extra_parameters),
+                                  comparison_reference(results_dir) if _compares_reference(n) else None)
             for n in notebooks}
+
+
+def _compares_reference(notebook: str) -> bool:
+    """Whether an analysis notebook compares the tree with a reference (07 only; 05 and 06 read the tree alone)."""
+    return notebook.startswith("07")
 
 
 def comparison_reference(results_dir: Path | str) -> Path:
@@ -556,9 +565,15 @@ def comparison_reference(results_dir: Path | str) -> Path:
     return own if own.is_dir() else reference_dir()
 
 
-def _report_parameters(results_dir: Path | str, extra_parameters: dict[str, Any] | None) -> dict[str, Any]:
-    return {"results_dir": str(results_dir), "train_if_missing": False,
-            "reference_dir": str(comparison_reference(results_dir)), **(extra_parameters or {})}
+def report_parameters(notebook: str, results_dir: Path | str,
+                      extra_parameters: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The papermill parameters of one analysis notebook over ``results_dir``.
+
+    Only the notebook that compares with a reference (07) gets ``reference_dir``: papermill warns "Passed unknown
+    parameter" for every name a notebook's ``parameters`` cell does not declare, into each run log.
+    """
+    reference = {"reference_dir": str(comparison_reference(results_dir))} if _compares_reference(notebook) else {}
+    return {"results_dir": str(results_dir), "train_if_missing": False, **reference, **(extra_parameters or {})}
 
 
 def run_report_notebooks(
@@ -582,7 +597,7 @@ def run_report_notebooks(
     for name in notebooks:
         out_nb = base / "runs" / "report" / name
         spec = RunSpec(name=name, group="report", notebook=project_root() / "notebooks" / name,
-                       parameters=_report_parameters(results_dir, extra_parameters), config=RunConfig(),
+                       parameters=report_parameters(name, results_dir, extra_parameters), config=RunConfig(),
                        output_notebook=out_nb, log=out_nb.with_suffix(".log"))
         t0 = time.perf_counter()
         log(f"executing {name} over {results_dir} ...")

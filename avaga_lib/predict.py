@@ -3,10 +3,10 @@
 ``make predict RUN=<run folder> IMAGES=<folder> [OUT=<folder>]`` calls :func:`predict_folder` through
 ``python -m avaga_lib.cli predict``. The run folder must hold ``config.json``, ``checkpoint.pt`` and
 ``calibration.json`` (written by :func:`avaga_lib.run.run_one`). Images get the test geometry of
-the run (``data.image_size`` square, squashed or letterboxed as ``data.geometry``, no crop) and the run's label-free
+the run (``data.image_size`` square, squashed or padded as ``data.geometry``, no crop) and the run's label-free
 calibration (PROTOCOL_NOTES 8), so the decisions match what ``metrics.json`` measured. The answer is at the user's
 resolution: the square map goes back to each image's own size with the same geometry
-(:func:`avaga_lib.data.to_image_size`: squash = resize; letterbox = crop the padding, then resize), is thresholded
+(:func:`avaga_lib.data.to_image_size`: squash = resize; letterbox, reflect = crop the padding, resize), is thresholded
 there, and the overlay is drawn on the original pixels. Unreadable files are reported by name (a warning and an
 ``error`` cell in the CSV) and the others are still processed. Where no pixel of an image crossed the threshold its
 overlay is the input unchanged: :func:`predict_folder` says so (a note naming those images) and says where it wrote.

@@ -4,8 +4,10 @@
 
 - empty / ``local`` (default): a :class:`distributed.LocalCluster` of ``jobs`` worker processes with one task slot
   each; a run gets ``cores // jobs`` CPU threads (as ``make -j`` always did). When GPUs are visible and the runs use
-  one (``device: auto`` / ``cuda``), there is at most one worker per GPU and each run sees only its worker's GPU;
-- ``cuda``: ``dask_cuda.LocalCUDACluster``, one worker per visible GPU (extra ``avaga_lib[cuda]``);
+  one (``device: auto`` / ``cuda``), there are at most ``runs_per_gpu`` workers per GPU (default 1) and each run
+  sees only its worker's GPU;
+- ``cuda``: ``dask_cuda.LocalCUDACluster``, one worker per visible GPU running ``runs_per_gpu`` runs at a time
+  (extra ``avaga_lib[cuda]``);
 - ``tcp://host:8786`` (any Dask address): an existing scheduler (``dask scheduler`` + ``dask worker`` machines
   that share the results folder);
 - ``slurm`` (reads ``cluster/slurm.yaml``) or a cluster YAML file: a ``dask_jobqueue`` cluster (SLURM, PBS, LSF,
@@ -20,6 +22,10 @@ Fault tolerance: a run whose worker dies is resubmitted by the Dask scheduler to
 ``retries`` times (``distributed.scheduler.allowed-failures`` of the schedulers made here; an existing scheduler
 keeps its own setting), and the trainer resumes from the run folder's checkpoint. A run that fails by itself comes
 back as a failed :class:`~avaga_lib.job.Outcome` and is never retried (:func:`avaga_lib.job.run_job`).
+
+Several runs per GPU (``runs_per_gpu`` = k > 1): one paper-profile run at batch 24 leaves a large GPU mostly idle
+(docs/PERFORMANCE.md, "Several runs per GPU"), so k runs share each GPU, each in its own papermill process with its
+own CUDA context and ``CUDA_VISIBLE_DEVICES`` naming that one GPU. k is chosen by measurement (``make gpu-study``).
 """
 
 from __future__ import annotations
@@ -246,12 +252,28 @@ def visible_gpus() -> list[str]:
     return [str(i) for i in range(torch.cuda.device_count())]
 
 
-def local_layout(jobs: int, gpus: Sequence[str], cores: int) -> tuple[int, int]:
-    """Workers and CPU threads per run of the default local cluster: ``jobs`` workers, at most one per GPU when
-    the runs use GPUs, and ``cores // workers`` threads each."""
+def check_runs_per_gpu(runs_per_gpu: int) -> int:
+    """``runs_per_gpu`` as a whole number >= 1.
+
+    Raises:
+        ClusterError: anything else (named, with what it means).
+    """
+    if isinstance(runs_per_gpu, bool) or not isinstance(runs_per_gpu, int) or runs_per_gpu < 1:
+        raise ClusterError(f"runs per GPU must be a whole number >= 1 (runs sharing one GPU at a time), got "
+                           f"{runs_per_gpu!r}")
+    return runs_per_gpu
+
+
+def local_layout(jobs: int, gpus: Sequence[str], cores: int, runs_per_gpu: int = 1) -> tuple[int, int]:
+    """Workers and CPU threads per run of the default local cluster: ``jobs`` workers, at most ``runs_per_gpu`` per
+    GPU when the runs use GPUs, and ``cores // workers`` threads each.
+
+    Worker ``i`` takes GPU ``i mod len(gpus)`` (:func:`avaga_lib.job.job_gpu`), so the workers spread evenly: with 2
+    GPUs and ``runs_per_gpu=3``, 6 workers, 3 on each GPU.
+    """
     workers = max(1, int(jobs))
     if gpus:
-        workers = min(workers, len(gpus))
+        workers = min(workers, len(gpus) * check_runs_per_gpu(runs_per_gpu))
     return workers, max(1, cores // workers)
 
 
@@ -272,34 +294,57 @@ def _workers_skip_main() -> Iterator[None]:
             sys.modules["__main__"] = main
 
 
+def _gpu_sharing(runs_per_gpu: int) -> str:
+    return "one per GPU" if runs_per_gpu == 1 else f"up to {runs_per_gpu} per GPU"
+
+
+def pinned_threads(specs: Sequence[RunSpec]) -> int:
+    """The CPU threads every run of ``specs`` sets itself (``train.threads``: 1 at the smoke and cpu profiles), or 0
+    when some leave it to the cluster or they differ. A run's own count wins over the cluster's share
+    (:func:`avaga_lib.job.run_job`), so the log must say it, not the share."""
+    counts = {s.config.train.threads for s in specs}
+    return counts.pop() if len(counts) == 1 else 0
+
+
+def _threads_per_run(share: int, pinned: int) -> str:
+    """The log's CPU threads per run: the runs' own ``train.threads`` when they all set one, else the share."""
+    return f"{pinned} CPU thread(s) per run (train.threads)" if pinned else f"{share} CPU thread(s) per run"
+
+
 def _local_session(stack: ExitStack, jobs: int, gpus: list[str], in_process: bool,
-                   log: Callable[[str], None], dashboard: str = DASHBOARD) -> Session:
-    workers, threads = local_layout(jobs, gpus, os.cpu_count() or 1)
-    if gpus and jobs > len(gpus):
-        log(f"dask: {len(gpus)} GPU(s) visible: {workers} runs at a time, one per GPU (asked for {jobs})")
+                   log: Callable[[str], None], dashboard: str = DASHBOARD, runs_per_gpu: int = 1,
+                   pinned: int = 0) -> Session:
+    workers, threads = local_layout(jobs, gpus, os.cpu_count() or 1, runs_per_gpu)
+    if gpus and jobs > workers:
+        log(f"dask: {len(gpus)} GPU(s) visible: {workers} runs at a time, {_gpu_sharing(runs_per_gpu)} (asked for "
+            f"{jobs})")
     with _workers_skip_main():
         cluster = stack.enter_context(LocalCluster(
             n_workers=workers, threads_per_worker=1, processes=not in_process, memory_limit=0,
             dashboard_address=dashboard, silence_logs=logging.WARNING))
-    log(f"dask: local cluster, {workers} worker(s) x 1 run, {threads} CPU thread(s) per run"
-        + (f", GPUs {','.join(gpus[:workers])} (one per worker)" if gpus else ""))
+    shared = f", {_gpu_sharing(runs_per_gpu)}" if runs_per_gpu > 1 else ""
+    log(f"dask: local cluster, {workers} worker(s) x 1 run, {_threads_per_run(threads, pinned)}"
+        + (f", GPUs {','.join(gpus[:workers])} (one per worker{shared})" if gpus else ""))
     return Session(stack.enter_context(Client(cluster)), threads, gpus[:workers] or None,
                    dashboard=bound_dashboard(cluster))
 
 
-def _cuda_session(stack: ExitStack, log: Callable[[str], None], dashboard: str = DASHBOARD) -> Session:
+def _cuda_session(stack: ExitStack, log: Callable[[str], None], dashboard: str = DASHBOARD,
+                  runs_per_gpu: int = 1) -> Session:
     dask_cuda = require_extra("dask_cuda", "avaga_lib[cuda]", "CLUSTER=cuda")
+    # dask-cuda starts one worker per GPU and sets that worker's CUDA_VISIBLE_DEVICES; k task slots on it run k
+    # papermill processes, each pinned to the worker's GPU by run_job (job.job_gpu reads the worker's list)
     with _workers_skip_main():
-        cluster = stack.enter_context(dask_cuda.LocalCUDACluster(threads_per_worker=1, memory_limit=0,
+        cluster = stack.enter_context(dask_cuda.LocalCUDACluster(threads_per_worker=runs_per_gpu, memory_limit=0,
                                                                  dashboard_address=dashboard))
     n = len(cluster.workers)
-    log(f"dask: LocalCUDACluster, {n} worker(s), one GPU each")
-    return Session(stack.enter_context(Client(cluster)), max(1, (os.cpu_count() or 1) // max(1, n)),
+    log(f"dask: LocalCUDACluster, {n} worker(s), one GPU each, {runs_per_gpu} run(s) at a time per GPU")
+    return Session(stack.enter_context(Client(cluster)), max(1, (os.cpu_count() or 1) // max(1, n * runs_per_gpu)),
                    dashboard=bound_dashboard(cluster))
 
 
 def _jobqueue_session(stack: ExitStack, choice: ClusterChoice, log: Callable[[str], None],
-                      dashboard: str = DASHBOARD) -> Session:
+                      dashboard: str = DASHBOARD, pinned: int = 0) -> Session:
     module = require_extra("dask_jobqueue", "avaga_lib[cluster]", f"CLUSTER={choice.file}")
     check_submitter(choice)  # before the cluster object exists: it would log a traceback per failed submission
     job = _job_kwargs(choice)
@@ -308,8 +353,8 @@ def _jobqueue_session(stack: ExitStack, choice: ClusterChoice, log: Callable[[st
     cluster = stack.enter_context(getattr(module, JOBQUEUE_KINDS[choice.queue])(**job))
     cluster.scale(jobs=choice.workers)
     threads = max(1, int(job.get("cores", 1)) // max(1, int(job.get("processes", 1))))
-    log(f"dask: {choice.queue} cluster from {choice.file}, {choice.workers} job(s) submitted, {threads} CPU "
-        "thread(s) per run; runs start as the jobs do")
+    log(f"dask: {choice.queue} cluster from {choice.file}, {choice.workers} job(s) submitted, "
+        f"{_threads_per_run(threads, pinned)}; runs start as the jobs do")
     return Session(stack.enter_context(Client(cluster)), threads, resources=RUN_RESOURCE,
                    dashboard=bound_dashboard(cluster))
 
@@ -317,7 +362,7 @@ def _jobqueue_session(stack: ExitStack, choice: ClusterChoice, log: Callable[[st
 @contextmanager
 def open_session(choice: ClusterChoice, jobs: int = 1, use_gpus: bool = False, retries: int = LOST_WORKER_RETRIES,
                  log: Callable[[str], None] = print, in_process: bool = False,
-                 dashboard: str = DASHBOARD) -> Iterator[Session]:
+                 dashboard: str = DASHBOARD, runs_per_gpu: int = 1, pinned: int = 0) -> Iterator[Session]:
     """Start (or connect to) the cluster of ``choice``; everything started here stops on exit.
 
     Args:
@@ -329,14 +374,21 @@ def open_session(choice: ClusterChoice, jobs: int = 1, use_gpus: bool = False, r
         in_process: local cluster of threads instead of processes (tests with a stand-in runner).
         dashboard: address the dashboard of a cluster started here binds (``host:port``; ``:8787`` = every
             interface); a jobqueue cluster file's ``scheduler_options.dashboard_address`` wins.
+        runs_per_gpu: runs sharing one GPU at a time (local and ``cuda`` clusters; others are sized by themselves).
+        pinned: the runs' own CPU threads (:func:`pinned_threads`; 0 = the cluster's share): what the log says.
+
+    Raises:
+        ClusterError: ``runs_per_gpu`` is not a whole number >= 1 (before anything starts).
     """
+    check_runs_per_gpu(runs_per_gpu)
     with ExitStack() as stack, dask.config.set({**QUIET_DASK, "distributed.scheduler.allowed-failures": int(retries)}):
         if choice.kind == "local":
-            session = _local_session(stack, jobs, visible_gpus() if use_gpus else [], in_process, log, dashboard)
+            session = _local_session(stack, jobs, visible_gpus() if use_gpus else [], in_process, log, dashboard,
+                                     runs_per_gpu, pinned)
         elif choice.kind == "cuda":
-            session = _cuda_session(stack, log, dashboard)
+            session = _cuda_session(stack, log, dashboard, runs_per_gpu)
         elif choice.kind == "jobqueue":
-            session = _jobqueue_session(stack, choice, log, dashboard)
+            session = _jobqueue_session(stack, choice, log, dashboard, pinned)
         else:
             try:
                 client = stack.enter_context(Client(choice.address, timeout="30s"))
@@ -436,7 +488,8 @@ def _watch(session: Session, futures: dict[Future, RunSpec], progress: RunProgre
 
 def run_all(specs: Sequence[RunSpec], choice: ClusterChoice, jobs: int = 1, kernel: str = DEFAULT_KERNEL,
             log: Callable[[str], None] = print, runner: Runner | None = None, retries: int = LOST_WORKER_RETRIES,
-            progress: bool | None = None, dashboard: str = DASHBOARD, force: bool = False) -> list[Outcome]:
+            progress: bool | None = None, dashboard: str = DASHBOARD, force: bool = False,
+            runs_per_gpu: int = 1) -> list[Outcome]:
     """Run every spec as one Dask task on the cluster of ``choice``; never stops at a failure.
 
     Args:
@@ -450,6 +503,8 @@ def run_all(specs: Sequence[RunSpec], choice: ClusterChoice, jobs: int = 1, kern
         progress: one progress bar (default: when stderr is a terminal), else one line per finished run.
         dashboard: address the dashboard of a cluster started here binds.
         force: FORCE=1: each job replaces a finished run (set aside until the new one finished).
+        runs_per_gpu: runs sharing one GPU at a time on the local and ``cuda`` clusters (the local cluster still
+            starts at most ``jobs`` workers).
 
     Returns:
         One :class:`Outcome` per spec, in order.
@@ -457,7 +512,7 @@ def run_all(specs: Sequence[RunSpec], choice: ClusterChoice, jobs: int = 1, kern
     use_gpus = any(s.config.train.device in GPU_DEVICES for s in specs) and torch.cuda.is_available()
     show_bar = sys.stderr.isatty() if progress is None else progress
     with open_session(choice, jobs, use_gpus, retries, log, in_process=runner is not None,
-                      dashboard=dashboard) as session:
+                      dashboard=dashboard, runs_per_gpu=runs_per_gpu, pinned=pinned_threads(specs)) as session:
         futures = {session.client.submit(run_job, s, kernel, session.threads, session.gpus, runner, force,
                                          key=task_key(s), resources=session.resources): s for s in specs}
         bar = RunProgress(len(specs), log, show_bar)
@@ -468,6 +523,6 @@ def run_all(specs: Sequence[RunSpec], choice: ClusterChoice, jobs: int = 1, kern
 
 
 __all__ = ["CLUSTER_HELP", "DASHBOARD", "LOST_WORKER_RETRIES", "SUBMIT_COMMANDS", "ClusterChoice", "ClusterError",
-           "RunProgress", "Session", "bound_dashboard", "check_submitter", "default_cluster_file", "eta_seconds",
-           "job_script", "local_layout", "open_session", "parse_cluster", "read_cluster_file", "require_extra",
-           "run_all", "task_key", "visible_gpus"]
+           "RunProgress", "Session", "bound_dashboard", "check_runs_per_gpu", "check_submitter",
+           "default_cluster_file", "eta_seconds", "job_script", "local_layout", "open_session", "parse_cluster",
+           "pinned_threads", "read_cluster_file", "require_extra", "run_all", "task_key", "visible_gpus"]

@@ -353,12 +353,16 @@ SUMMARY_METRICS: tuple[tuple[str, str], ...] = (
 
 
 def summary_order(methods: Sequence[str]) -> list[str]:
-    """The summary's rows: each paper run followed by its remedies, then the ablations, baselines and the prior."""
+    """The summary's rows: each paper run followed by its remedies (each with its arms) and its arms, then the
+    ablations, baselines, the prior and the floors."""
     present = set(methods)
     order: list[str] = []
     for run in study.RUNS:
         if run.group == "main":
-            order += [run.name, *study.remedies_of(run.name), *study.arms_of(run.name)]
+            order.append(run.name)
+            for remedy in study.remedies_of(run.name):
+                order += [remedy, *study.arms_of(remedy)]  # a remedy's own arm (issue 21) right below it
+            order += study.arms_of(run.name)
     order += [*study.ABLATIONS, *study.BASELINES, *REFERENCE_ROWS]
     order += sorted(present - set(order))  # runs outside the registry (none today) last
     return [m for m in order if m in present]

@@ -6,6 +6,9 @@ What it runs, in order:
    channels_last off / on, then with ``torch.compile`` of the generator (compile time reported apart: on the
    2-core CPU compile measured 0.86x after 113 s, so it must earn its place on the GPU or go). The compiled
    measurement runs in a child process stopped after ``--compile-timeout-s``; a timeout is reported as such.
+   Then the aggregate throughput of k runs sharing the GPU, one process each, for each k of ``--runs-per-gpu``
+   (:mod:`benchmarks.shared_gpu`), from which the k of ``RUNS_PER_GPU`` is chosen (the smallest within 5 % of the
+   best aggregate).
 2. The runs, ``--workers`` at a time (one process each: the GPU is far from busy with one small model, and each
    process has its own CUDA context), in this order:
 
@@ -24,10 +27,17 @@ re-sized): the GPU target of docs/PERFORMANCE.md is >= 2,000 images/s for R_u at
 (500 images/s, the Grad-CAM's second-order backward), Magnetic Tile's ~760 normal training images x 10 epochs x 9
 AVAGA runs = 68k images = 137 s; the embedded category's 80 x 30 epochs x 9 = 22k = 43 s; the two baselines on both
 sets ~20 s; per-run set-up and evaluation ~10 s x 22 runs = 220 s; the throughput section ~90 s (mostly compiling).
-Total ~510 s of the 600 with one worker; several workers overlap the set-up, evaluation and launch overheads.
+Total ~510 s of the 600 with one worker; several workers overlap the set-up, evaluation and launch overheads. The
+runs-per-GPU measurement adds, per k, the start of k processes, 3 warm-up steps and ``--share-s`` (10 s): about
+25 s each, ~100 s for k = 1, 2, 4, 8, taken from the runs' budget (``--runs-per-gpu ''`` skips it).
 A wall-clock guard (``--budget-s``) stops starting new runs past the budget and lists the runs it did not start, in
 the summary and on stdout (nothing skipped silently); a run that fails is listed with its error and the others go
 on; a rerun resumes: finished runs (``metrics.json`` with the planned config) are kept.
+
+3. The estimate (:func:`benchmarks.estimate.protocol_estimate`): the projected wall time of the paper's full MVTec
+   protocol (15 categories x 10 runs x 3 seeds x 150 epochs) on this GPU and on 2, 4, 8 of them, one run per GPU
+   and k runs per GPU, from the measured single-run and aggregate images/s and, from the paper-profile runs of this
+   invocation, the evaluation seconds per image and the per-run overhead. Written to ``summary.md`` with its inputs.
 
 Results: ``results/gpu_study/runs/<dataset>/<category>/<run>-seed0/`` (git-ignored) and the small
 ``results/gpu_study/summary.json`` / ``summary.md`` (committed); the ``--plan`` runs go to their profile's tree
@@ -59,7 +69,9 @@ from avaga_lib.io import write_json, write_text
 from avaga_lib.paths import mtd_converted_root, project_root, results_tree_for, shared_magnetic_tile
 from avaga_lib.results import collect_runs
 from avaga_lib.run import run_one
+from benchmarks.estimate import median_or_zero, protocol_estimate, protocol_markdown
 from benchmarks.harness import build_train_harness
+from benchmarks.shared_gpu import RUNS_PER_GPU, measure_runs_per_gpu, mps_running
 
 OUT = Path("results") / "gpu_study"
 _RU_REMEDIES = study.remedies_of("AVAGA-R_u")  # by name, not by position: issue 21 added a remedy of R_u
@@ -301,6 +313,46 @@ def execute(jobs: list[Job], workers: int, deadline: float, threads: int = WORKE
     return results
 
 
+def run_costs(jobs: list[Job], results: list[tuple[str, str, float]], size: int = 256) -> tuple[float, float]:
+    """(evaluation seconds per inferred image, seconds outside training and evaluation) of one run: medians over the
+    runs of this invocation at ``size`` px that finished; 0 for what none of them measured.
+
+    The evaluation time is the run's own (``eval_wall_time_s`` over its test and validation images: inference,
+    floors, metrics, intervals); the overhead is the job's wall time minus the run's training and evaluation
+    (decoding the data, building the networks, saving). Both were measured while ``--workers`` runs shared the GPU.
+    """
+    by_label = {j.label: j for j in jobs}
+    evals, overheads = [], []
+    for label, status, seconds in results:
+        job = by_label.get(label)
+        if status != "done" or job is None or job.cfg.data.image_size != size:
+            continue
+        try:
+            m = json.loads((Path(job.cfg.run_dir) / "metrics.json").read_text())
+        except (OSError, ValueError):
+            continue  # a run that wrote no readable metrics measured nothing
+        inferred = int(m.get("n_test") or 0) + int(m.get("n_val") or 0)
+        if inferred and m.get("eval_wall_time_s") is not None:
+            evals.append(float(m["eval_wall_time_s"]) / inferred)
+        if m.get("wall_time_s") is not None:
+            overheads.append(max(0.0, seconds - float(m["wall_time_s"])))
+    return median_or_zero(evals), median_or_zero(overheads)
+
+
+def study_estimate(speed: dict[str, float], shared: dict[int, dict[str, Any]], eval_s_per_image: float,
+                   overhead_s_per_run: float) -> dict[str, Any] | None:
+    """:func:`benchmarks.estimate.protocol_estimate` from this invocation's measurements (None without a single-run
+    throughput); the raw per-k measurements and whether CUDA MPS ran go with it."""
+    single = speed.get("bf16_channels_last_img_s") or speed.get("bf16_img_s")  # the trainer's layout on CUDA first
+    if not single:
+        return None
+    aggregate = {k: r["images_per_s"] for k, r in shared.items() if "images_per_s" in r}
+    est = protocol_estimate(single, aggregate, eval_s_per_image, overhead_s_per_run)
+    est["runs_per_gpu_measured"] = {str(k): r for k, r in shared.items()}
+    est["mps"] = mps_running()
+    return est
+
+
 def _markdown(frame: Any) -> str:
     """A pipe table of ``frame`` (floats to 3 decimals), without the optional tabulate dependency."""
     cells = [[f"{v:.3f}" if isinstance(v, float) else str(v) for v in row] for row in frame.itertuples(index=False)]
@@ -309,8 +361,10 @@ def _markdown(frame: Any) -> str:
 
 
 def summarize(root: Path, speed: dict[str, float], notes: list[str], wall_s: float,
-              results: list[tuple[str, str, float]] | None = None) -> dict[str, Any]:
-    """Write ``summary.json`` / ``summary.md`` (metrics per dataset x run, throughput, each job's outcome, notes)."""
+              results: list[tuple[str, str, float]] | None = None,
+              estimate: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Write ``summary.json`` / ``summary.md`` (metrics per dataset x run, throughput, each job's outcome, notes, and
+    the protocol ``estimate`` of :func:`study_estimate` with its inputs)."""
     runs = collect_runs(root / OUT / "runs")
     cols = [c for c in ("dataset", "category", "method", "epochs", *METRICS) if c in runs.columns]
     table = runs[cols].sort_values(["dataset", "method"]) if not runs.empty else runs
@@ -318,19 +372,43 @@ def summarize(root: Path, speed: dict[str, float], notes: list[str], wall_s: flo
     jobs = [{"run": label, "status": status, "seconds": round(sec, 1)} for label, status, sec in results or []]
     summary = {"device": device, "torch": torch.__version__, "wall_s": round(wall_s, 1),
                "throughput": {k: round(v, 1) for k, v in speed.items()}, "notes": notes, "jobs": jobs,
-               "runs": json.loads(table.to_json(orient="records"))}
+               "runs": json.loads(table.to_json(orient="records")), "protocol_estimate": estimate}
     write_json(root / OUT / "summary.json", summary)
     lines = [f"# GPU study ({summary['device']}, torch {summary['torch']}, {summary['wall_s']} s wall)", "",
              "Throughput (training images/s, AVAGA-R_u, 256 px, batch 24): "
              + (", ".join(f"{k} = {v}" for k, v in summary["throughput"].items()) or "not measured"), "",
              "Paper-profile runs (seed 0, fewer epochs than the paper's 150: see `epochs`):", "",
              _markdown(table) if not table.empty else "(no finished run)", "",
-             *(f"- {n}" for n in notes)]
+             *(f"- {n}" for n in notes), "", *protocol_markdown(estimate)]
     if jobs:
         lines += ["", "Jobs of this invocation (in start order):", "",
                   *(f"- {j['run']}: {j['status']} ({j['seconds']} s)" for j in jobs)]
     write_text(root / OUT / "summary.md", "\n".join(lines) + "\n")
     return summary
+
+
+def _whole_numbers(text: str) -> list[int]:
+    return [int(k) for k in text.split(",") if k.strip()]
+
+
+def measure_speed(args: argparse.Namespace) -> tuple[dict[str, float], dict[int, dict[str, Any]], list[str]]:
+    """(single-run throughput, runs-per-GPU measurements, notes) of ``main``'s first section."""
+    speed: dict[str, float] = {}
+    shared: dict[int, dict[str, Any]] = {}
+    notes: list[str] = []
+    try:
+        speed = throughput(compile_model=False)
+    except Exception as exc:  # noqa: BLE001 - the runs are worth more than the timing; reported in the summary
+        notes.append(f"throughput not measured: {type(exc).__name__}: {exc}")
+    if args.compile_timeout_s > 0 and speed:
+        compiled, compile_notes = compiled_throughput_within(args.compile_timeout_s)
+        speed.update(compiled)
+        notes += compile_notes
+    print(f"[gpu-study] throughput: {speed} {notes}", flush=True)
+    if speed and args.runs_per_gpu:
+        shared = measure_runs_per_gpu(_throughput_config(256), args.runs_per_gpu, seconds=args.share_s,
+                                      threads=WORKER_THREADS)
+    return speed, shared, notes
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -343,24 +421,16 @@ def main(argv: list[str] | None = None) -> None:
                         help="runs at a time, one process each (default: one per 2 CPU cores, at most 8)")
     parser.add_argument("--budget-s", type=float, default=540.0, help="start no run past this many seconds")
     parser.add_argument("--compile-timeout-s", type=float, default=150.0, help="0 = skip the torch.compile check")
+    parser.add_argument("--runs-per-gpu", type=_whole_numbers, default=list(RUNS_PER_GPU),
+                        help="k runs sharing the GPU to measure, comma-separated ('' = none)")
+    parser.add_argument("--share-s", type=float, default=10.0, help="timed seconds of each runs-per-GPU measurement")
     parser.add_argument("--skip-throughput", action="store_true")
     args = parser.parse_args(argv)
     require_cuda()
     started = time.perf_counter()
     deadline = time.time() + args.budget_s
     root = project_root()
-    speed: dict[str, float] = {}
-    notes: list[str] = []
-    if not args.skip_throughput:
-        try:
-            speed = throughput(compile_model=False)
-        except Exception as exc:  # noqa: BLE001 - the runs are worth more than the timing; reported in the summary
-            notes.append(f"throughput not measured: {type(exc).__name__}: {exc}")
-        if args.compile_timeout_s > 0 and speed:
-            compiled, compile_notes = compiled_throughput_within(args.compile_timeout_s)
-            speed.update(compiled)
-            notes += compile_notes
-        print(f"[gpu-study] throughput: {speed} {notes}", flush=True)
+    speed, shared, notes = measure_speed(args) if not args.skip_throughput else ({}, {}, [])
     jobs, plan_notes = all_jobs(root, [d.strip() for d in args.datasets.split(",") if d.strip()], args.plan)
     notes += plan_notes + prepare(jobs)
     print(f"[gpu-study] {len(jobs)} runs to make, {args.workers} at a time; notes: {notes}", flush=True)
@@ -368,7 +438,8 @@ def main(argv: list[str] | None = None) -> None:
     late = sum(status == "not started" for _, status, _ in results)
     if late:  # named one by one in the job list of the summary
         notes.append(f"{late} runs not started (budget of {args.budget_s:.0f} s spent; rerun to resume)")
-    summary = summarize(root, speed, notes, time.perf_counter() - started, results)
+    estimate = study_estimate(speed, shared, *run_costs(jobs, results))
+    summary = summarize(root, speed, notes, time.perf_counter() - started, results, estimate)
     print((root / OUT / "summary.md").read_text())
     print(f"[gpu-study] {len(summary['runs'])} paper-profile runs summarised in {root / OUT}")
 

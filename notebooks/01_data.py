@@ -7,10 +7,10 @@
 
 # %% tags=["parameters"]
 dataset: str = "embedded"  # embedded | mvtec | mtd | folder | stc
-root: str = ""  # dataset root in MVTec layout; "" = default location of the dataset
+root: str = ""  # dataset root in MVTec layout; empty: the default location of the dataset
 category: str = "weave"  # embedded: weave | granite | washer; MVTec: bottle, ...
 image_size: int = 64  # test side in pixels (paper: 256)
-geometry: str = "squash"  # squash: resize to a square | letterbox: keep the aspect, pad with black
+geometry: str = "squash"  # squash: resize to a square | letterbox / reflect: keep the aspect, pad with black / a mirror
 seed: int = 0  # seed of the validation and weak splits
 results_dir: str = "results/scratch"  # where figures and splits.json go
 

@@ -8,12 +8,12 @@
 # %% tags=["parameters"]
 run: str = "AVAGA-R_u"  # a unsupervised run of the study registry (avaga_lib/study.py): AVAGA-R_u / AVAGA-D_u / AVAGA-R_u-noattn / AVAGA-R_u-flat / AE-L2 / AE-SSIM
 dataset: str = "embedded"  # embedded | mvtec | mtd | folder | stc
-root: str = ""  # dataset root in MVTec layout; "" = the dataset's default location
+root: str = ""  # dataset root in MVTec layout; empty: the dataset's default location
 category: str = "weave"  # embedded: weave | granite | washer; MVTec: bottle, ...; mtd: magnetic_tile
-profile: str = "smoke"  # smoke: CPU-sized | paper: App. A.1 (Adam 1e-4, batch 24, 150 epochs, 256 px)
+profile: str = "smoke"  # smoke: CPU-sized | cpu: 128 px, 15 epochs | paper: App. A.1 (Adam 1e-4, batch 24, 150 epochs, 256 px)
 epochs: int = 2  # training epochs (paper: 150)
 image_size: int = 64  # test side in pixels (paper: 256)
-geometry: str = "squash"  # squash: resize to a square | letterbox: keep the aspect, pad (padding never scored)
+geometry: str = "squash"  # squash: resize to a square | letterbox / reflect: keep the aspect, pad (never scored)
 seed: int = 0  # training seed (python / numpy / torch)
 device: str = "auto"  # auto: cuda, then mps, then cpu
 results_dir: str = "results/scratch"  # base of the results tree, relative to the project root

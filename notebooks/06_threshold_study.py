@@ -10,8 +10,8 @@ demo_category: str = "weave"  # embedded category of the demo runs
 epochs: int = 1  # demo runs only
 image_size: int = 64  # demo runs only
 setting: str = "AVAGA-R_u-seed0"  # run re-inferred for the curves (Table 7 studies AVAGA-R_u)
-max_images: int = 24  # test images re-inferred per category for the curves (0 = all)
-max_categories: int = 3  # categories with curves (0 = all)
+max_images: int = 24  # test images re-inferred per category for the curves (0: all)
+max_categories: int = 3  # categories with curves (0: all)
 device: str = "cpu"  # where to re-infer
 
 # %%

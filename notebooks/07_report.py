@@ -11,8 +11,8 @@ train_if_missing: bool = True  # no runs found: train tiny demo runs (8 images, 
 demo_category: str = "weave"  # embedded category of the demo runs
 epochs: int = 1  # demo runs only
 image_size: int = 64  # demo runs only
-out_dir: str = ""  # "" = results_dir
-reference_dir: str = ""  # "" = results/reference (the committed reference results)
+out_dir: str = ""  # empty: results_dir
+reference_dir: str = ""  # empty: results/reference (the committed reference results)
 
 # %% tags=["remove-cell"]
 from pathlib import Path

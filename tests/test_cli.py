@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from avaga_lib import cli
+from avaga_lib.config import PROFILES
 
 PACKAGE = Path(cli.__file__).resolve().parent
 # lazy third-party imports allowed inside functions of these files, each with its reason in a comment there
@@ -26,6 +27,17 @@ def test_unknown_option_is_an_error(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc:
         cli.parse_args(["make-data", "--bogus"])
     assert exc.value.code == 2 and "unrecognized arguments: --bogus" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["train", "pipeline", "pretrain"])
+def test_help_lists_every_profile(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        cli.parse_args([command, "--help"])
+    assert exc.value.code == 0
+    # the option's own help line (argparse wraps lines: whitespace collapsed; the usage line names it first)
+    text = " ".join(capsys.readouterr().out.split())
+    named = set(text.rsplit("--profile PROFILE", 1)[1].split(" --", 1)[0].replace("|", " ").replace(":", " ").split())
+    assert set(PROFILES) <= named and {"smoke", "cpu", "paper"} <= named  # cpu was missing from train --help
 
 
 def test_launch_hands_the_command_to_torchrun(monkeypatch: pytest.MonkeyPatch) -> None:

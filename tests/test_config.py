@@ -170,6 +170,20 @@ def test_cpu_params_file_plans_the_signal_study() -> None:
     assert {s.config.train.seed for s in specs} == {0, 1, 2}
     assert {s.name for s in specs} == {"AVAGA-R_u", "AVAGA-R_u-maxnorm", "AVAGA-R_u-gain", "AVAGA-R_u-size", "AE-L2",
                                        "AE-SSIM", "AVAGA-R_w", "AVAGA-D_u", "AVAGA-R_u-size-faithful",
-                                       "AVAGA-R_u-selfsup", "AVAGA-R_u-advoff"}  # the recipe, its remedies, both
+                                       "AVAGA-R_u-selfsup", "AVAGA-R_u-advoff",
+                                       "AVAGA-R_u-size-selfsup"}  # the recipe, its remedies, both
     # baselines, the paper's other runs that the 2-hour budget allows (R_w vs R_u, R vs D: Table 2), issue 21's arms
     assert specs[0].name == "AVAGA-R_u"  # the paper's recipe is planned first
+
+
+def test_readme_profile_table_states_what_the_profiles_train() -> None:
+    # the README's "Profiles" table is where a reader looks up a profile's image side and epochs; the smoke row also
+    # names the default study's own epoch count (params/smoke.yaml), which differs from the profile's
+    root = Path(__file__).resolve().parents[1]
+    rows = {line.split("`")[1]: line for line in (root / "README.md").read_text().splitlines()
+            if line.startswith("| `")}
+    for name, values in C.PROFILES.items():
+        size, epochs = values["data.image_size"], values["train.epochs"]
+        assert f"{size} px" in rows[name] and f"{epochs} epochs" in rows[name], (name, size, epochs)
+    smoke_study = plan_runs(root / "params" / "smoke.yaml", categories="weave", variants="AE-L2")[0].config
+    assert f"sets {smoke_study.train.epochs} epoch" in rows["smoke"]

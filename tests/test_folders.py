@@ -19,6 +19,7 @@ from avaga_lib import report
 from avaga_lib.config import GEOMETRIES, make_config
 from avaga_lib.data import (
     PAD_VALUE,
+    PADDED,
     AnomalyDataset,
     content_box,
     make_splits,
@@ -32,6 +33,7 @@ from avaga_lib.predict import predict_folder
 from avaga_lib.run import load_maps, run_one, save_run
 from avaga_lib.runtime import seed_everything
 from avaga_lib.train import build_networks
+from benchmarks.geometry_study import border_band
 
 W, H = 50, 125  # a portrait strip, 2.5:1 like the 500 x 1250 grayscale strips of issue 12
 
@@ -106,7 +108,9 @@ def test_perfect_map_has_iou_one_and_padding_never_counts(strips: Path, geometry
     ds = AnomalyDataset(splits.test, 64, train=False, has_masks=splits.has_masks, geometry=geometry)
     gt, valid, y = ds.masks[:, 0].bool().numpy(), ds.valid[:, 0].numpy(), ds.labels.numpy()
     assert splits.has_masks and (gt[y == 1].sum(axis=(1, 2)) > 0).all()  # the thin scratches survive the resize
-    assert not gt[~valid].any() and (ds.images.permute(1, 0, 2, 3)[:, ~torch.from_numpy(valid)] == PAD_VALUE).all()
+    assert not gt[~valid].any()  # no defect in the padding, even where reflect mirrors one into it
+    padding = ds.images.permute(1, 0, 2, 3)[:, ~torch.from_numpy(valid)]
+    assert (padding == PAD_VALUE).all() == (geometry != "reflect")  # reflect: the mirrored texture, not black
     assert valid.all() == (geometry == "squash")
     perfect = gt.astype(np.float32)  # the ground truth itself, through the same geometry
     flags_padding = np.where(valid, perfect, 1.0).astype(np.float32)
@@ -129,7 +133,7 @@ def test_evaluation_records_geometry_and_saves_the_valid_mask(strips: Path, tmp_
     assert json.loads((run_dir / "config.json").read_text())["data"]["geometry"] == geometry
     metrics = json.loads((run_dir / "metrics.json").read_text())
     maps = load_maps(run_dir)
-    assert ("valid" in maps) == (geometry == "letterbox")  # squash: the saved files are as before
+    assert ("valid" in maps) == (geometry in PADDED)  # squash: the saved files are as before
     valid = maps.get("valid")
     pred = M.binarize(maps["maps"], 0.5) & (True if valid is None else valid)
     y = pd.read_csv(run_dir / "predictions.csv")["label"].to_numpy()
@@ -138,6 +142,43 @@ def test_evaluation_records_geometry_and_saves_the_valid_mask(strips: Path, tmp_
     acc.update(maps["raw_maps"], maps["gt"], valid)
     assert metrics["aupro"] == pytest.approx(acc.compute()["aupro"], abs=1e-12)
     assert metrics["pixel_auroc"] == exact_pixel_auroc(maps["raw_maps"], maps["gt"], valid)
+
+
+def test_reflect_keeps_the_aspect_and_continues_the_texture() -> None:
+    """reflect: the letterbox's content box, the padding a mirror of the content (no step at the seam), the mask
+    padded as normal; the way back crops the same box."""
+    assert content_box((W, H), 64, "reflect") == content_box((W, H), 64, "letterbox")
+    np.testing.assert_array_equal(valid_mask((W, H), 64, "reflect"), valid_mask((W, H), 64, "letterbox"))
+    ramp = Image.fromarray(np.tile(np.arange(W, dtype=np.uint8) * 5, (H, 1)))  # brightness rises to the right
+    left, _, cw, _ = content_box((W, H), 64, "reflect")
+    square = to_square(ramp, 64, "reflect", Image.NEAREST).astype(int)
+    assert square.shape == (64, 64)
+    np.testing.assert_array_equal(square[:, left - 1], square[:, left])  # the edge pixel repeated: no seam
+    np.testing.assert_array_equal(square[:, left + cw], square[:, left + cw - 1])
+    np.testing.assert_array_equal(square[:, left - 3 : left][:, ::-1], square[:, left : left + 3])  # mirrored
+    mask = to_square(Image.new("L", (W, H), 255), 64, "reflect", Image.NEAREST, is_mask=True)
+    np.testing.assert_array_equal(mask > 127, valid_mask((W, H), 64, "reflect"))  # the padding holds no defect
+    square_im = Image.new("L", (40, 40), 7)
+    np.testing.assert_array_equal(to_square(square_im, 64, "reflect", Image.BILINEAR),
+                                  to_square(square_im, 64, "squash", Image.BILINEAR))
+
+
+def test_reflect_leaves_no_bright_band_at_the_content_border(tmp_path: Path) -> None:
+    """Issue 23: on a constant texture a letterboxed AE-SSIM maps the content border as anomalous (the hard edge
+    beside the black padding); padded by reflection the border band is no brighter than the interior."""
+    rng = np.random.default_rng(0)
+    for i in range(10):
+        _gray(rng, tmp_path / "data" / "strip" / "train" / "good" / f"{i:03d}.png")
+    for i in range(4):
+        _gray(rng, tmp_path / "data" / "strip" / "test" / "good" / f"{i:03d}.png")
+    band = {}
+    for geometry in PADDED:
+        cfg = _cfg(tmp_path / "data", geometry, method="ae_ssim", results_dir=str(tmp_path / geometry),
+                   **{"train.epochs": 2})
+        maps = load_maps(run_one(cfg, figures=False))
+        band[geometry] = border_band(maps["raw_maps"], maps["valid"])  # (band mean, interior mean)
+    assert band["letterbox"][0] > 2 * band["letterbox"][1]  # the finding: the false edge (measured 0.98 vs 0.33)
+    assert band["reflect"][0] <= band["reflect"][1]  # the mirror continues the texture (measured 0.19 vs 0.21)
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,12 @@
-"""``make gpu-study`` (issue 13): a clear exit without CUDA; the plan covers the literal recipe, the remedies, AE."""
+"""``make gpu-study`` (issue 13): a clear exit without CUDA; the plan covers the literal recipe, the remedies, AE.
+
+Several runs per GPU: the aggregate throughput of k processes (run on the CPU here), the choice of k, and the
+projected wall time of the paper's MVTec protocol (the arithmetic on known inputs, and its section of summary.md).
+"""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -12,9 +17,10 @@ import torch
 
 from avaga_lib import study
 from avaga_lib.config import config_hash, make_config
+from avaga_lib.io import write_json
 from avaga_lib.paths import results_tree_for
 from avaga_lib.plan import plan_runs
-from benchmarks import gpu_study
+from benchmarks import estimate, gpu_study, shared_gpu
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -90,3 +96,103 @@ def test_plan_file_jobs_are_the_pipelines_runs_headline_first(tmp_path: Path, mo
         assert job.cfg.profile == "cpu" and job.cfg.data.image_size == 128 and job.figures == (job.cfg.train.seed == 0)
         assert Path(job.cfg.run_dir).is_relative_to(tree)
     assert (results_tree_for("cpu"), results_tree_for("paper")) == ("results/cpu", "results")  # the Makefile's RESULTS
+
+
+# ------------------------------------------------------------------------------- several runs per GPU, estimate
+
+
+def test_protocol_wall_time_on_known_inputs() -> None:
+    """16 million training images at 4,500 images/s are 0.99 h on one GPU, half on two; with as many slots as runs
+    the largest run sets the wall; evaluation and per-run overhead are shared by the slots."""
+    work = estimate.ProtocolWork(runs=450, train_images=16_000_000, eval_images=100_000,
+                                 longest_train_images=58_650, longest_eval_images=300)
+    one = estimate.protocol_wall_s(work, 4500.0, runs_per_gpu=4, gpus=1)
+    assert one["wall_h"] == pytest.approx(16e6 / 4500 / 3600) and round(one["wall_h"], 2) == 0.99
+    assert one["slots"] == 4 and not one["tail_bound"] and one["eval_s"] == one["overhead_s"] == 0.0
+    assert estimate.protocol_wall_s(work, 4500.0, 4, gpus=2)["wall_s"] == pytest.approx(one["wall_s"] / 2)
+    many = estimate.protocol_wall_s(work, 4500.0, 4, gpus=1000)
+    assert many["tail_bound"] and many["wall_s"] == pytest.approx(58_650 / (4500 / 4))  # one run on a 1/4 share
+    full = estimate.protocol_wall_s(work, 4500.0, 4, gpus=1, eval_s_per_image=0.01, overhead_s_per_run=20.0)
+    assert full["eval_s"] == pytest.approx(100_000 * 0.01 / 4) and full["overhead_s"] == pytest.approx(450 * 20 / 4)
+    assert full["wall_s"] == pytest.approx(one["wall_s"] + 250.0 + 2250.0)
+    with pytest.raises(ValueError, match="images/s > 0"):
+        estimate.protocol_wall_s(work, 0.0)
+
+
+def test_paper_protocol_is_15_categories_x_10_runs_x_3_seeds_x_150_epochs() -> None:
+    assert set(estimate.PAPER_RUNS) == {*study.MAIN_METHODS, *study.ABLATIONS} and len(estimate.PAPER_RUNS) == 10
+    nominal = estimate.mvtec_protocol_work(val_fraction=0.0, weak_fraction=0.0)
+    assert nominal.runs == 450 and nominal.train_images == 3629 * 150 * 10 * 3  # the issue's ~16 million
+    assert nominal.longest_train_images == 391 * 150  # hazelnut, the largest category
+    work = estimate.mvtec_protocol_work()  # the study holds the validation split out, weak runs add 2 % of test
+    assert 0.75 * nominal.train_images < work.train_images < nominal.train_images and work.eval_images > 0
+
+
+def test_runs_per_gpu_is_the_smallest_k_near_the_best() -> None:
+    assert estimate.chosen_runs_per_gpu({1: 995.0, 2: 1800.0, 4: 3100.0, 6: 3200.0, 8: 3250.0}) == 4
+    assert estimate.chosen_runs_per_gpu({1: 1000.0, 2: 900.0}) == 1  # sharing did not pay
+    assert estimate.chosen_runs_per_gpu({1: 1000.0, 4: 0.0}) == 1  # a k that measured nothing never wins
+    with pytest.raises(ValueError, match="no aggregate throughput"):
+        estimate.chosen_runs_per_gpu({})
+
+
+def test_summary_writes_the_projection_with_its_inputs(tmp_path: Path) -> None:
+    shared = {1: {"runs": 1, "images_per_s": 990.0}, 2: {"runs": 2, "images_per_s": 1800.0},
+              4: {"runs": 4, "images_per_s": 3100.0}, 8: {"runs": 8, "error": "OutOfMemoryError: CUDA out of memory"}}
+    est = gpu_study.study_estimate({"bf16_img_s": 800.0, "bf16_channels_last_img_s": 995.0}, shared, 0.004, 12.0)
+    assert est is not None and est["runs_per_gpu"] == 4 and est["single_images_per_s"] == 995.0
+    work = estimate.mvtec_protocol_work()
+    expect = estimate.protocol_wall_s(work, 3100.0, 4, 2, 0.004, 12.0)["wall_h"]
+    assert est["rows"][1]["gpus"] == 2 and est["rows"][1]["k_runs_per_gpu_h"] == pytest.approx(expect)
+    gpu_study.summarize(tmp_path, {"bf16_channels_last_img_s": 995.0}, [], 1.0, estimate=est)
+    text = (tmp_path / gpu_study.OUT / "summary.md").read_text()
+    assert "## Projected wall time of the full MVTec protocol" in text
+    assert "| GPUs | one run per GPU | 4 runs per GPU |" in text
+    assert "one run alone: 995 training images/s" in text and "k=1: 990, k=2: 1800, k=4: 3100" in text
+    assert "4.0 ms per inferred image" in text and "12.0 s" in text and "13.12 million training images" in text
+    assert "- k = 8: OutOfMemoryError: CUDA out of memory" in text and "`runs_per_gpu=4`" in text
+    saved = json.loads((tmp_path / gpu_study.OUT / "summary.json").read_text())["protocol_estimate"]
+    assert saved["runs_per_gpu"] == 4 and saved["work"]["runs"] == 450
+    assert gpu_study.study_estimate({}, shared, 0.0, 0.0) is None  # no single-run figure: nothing projected
+    gpu_study.summarize(tmp_path, {}, [], 1.0)
+    assert "Not estimated" in (tmp_path / gpu_study.OUT / "summary.md").read_text()
+
+
+def test_run_costs_read_the_paper_profile_runs_of_this_invocation(tiny_root: Path, tmp_path: Path) -> None:
+    paper = make_config("paper", {"data.category": "granite", "results_dir": str(tmp_path)}, run="AE-L2")
+    small = _job(tiny_root, tmp_path, "weave")  # 64 px: not the size the estimate is about
+    jobs = [gpu_study.Job("embedded/granite/AE-L2-seed0", paper, False), small]
+    for job, wall in ((jobs[0], 100.0), (small, 5.0)):
+        write_json(Path(job.cfg.run_dir) / "metrics.json", {"n_test": 200, "n_val": 20, "eval_wall_time_s": 22.0,
+                                                            "wall_time_s": wall})
+    results = [(jobs[0].label, "done", 130.0), (small.label, "done", 9.0)]
+    assert paper.data.image_size == 256
+    assert gpu_study.run_costs(jobs, results) == pytest.approx((0.1, 30.0))
+    assert gpu_study.run_costs(jobs, [(jobs[0].label, "failed: x", 130.0)]) == (0.0, 0.0)
+
+
+@pytest.mark.slow
+def test_k_processes_train_at_once_and_report_the_aggregate() -> None:
+    """Two processes step the trainer's step at once on the CPU (64 px): the aggregate is every image over the
+    union of the timed windows, so it never exceeds the sum of the per-process rates."""
+    cfg = gpu_study._throughput_config(64)
+    res = shared_gpu.aggregate_throughput(cfg, 2, device="cpu", batch=2, seconds=1.0, warmup=1, threads=1,
+                                          timeout_s=600)
+    assert "error" not in res, res
+    assert res["runs"] == 2 and len(res["per_run_images_per_s"]) == 2 and res["window_s"] >= 1.0
+    assert 0 < res["images_per_s"] <= sum(res["per_run_images_per_s"]) + 1e-9
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the failure of a device that is not there")
+def test_a_failing_k_is_reported_and_larger_ones_are_not_tried() -> None:
+    cfg = gpu_study._throughput_config(64)
+    lines: list[str] = []
+    out = shared_gpu.measure_runs_per_gpu(cfg, (1, 2), device="cuda", batch=2, seconds=1.0, log=lines.append,
+                                          timeout_s=300)
+    assert list(out) == [1] and "error" in out[1] and "failed" in lines[0]
+
+
+def test_mps_is_recorded_from_its_control_pipe(tmp_path: Path) -> None:
+    assert not shared_gpu.mps_running({"CUDA_MPS_PIPE_DIRECTORY": str(tmp_path)})
+    (tmp_path / "control").touch()
+    assert shared_gpu.mps_running({"CUDA_MPS_PIPE_DIRECTORY": str(tmp_path)})

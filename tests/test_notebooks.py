@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import json
 from pathlib import Path
+
+import papermill
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -37,3 +40,15 @@ def test_generated_notebooks_are_stable_and_output_free(tmp_path: Path) -> None:
     assert all(c.get("outputs", []) == [] for c in nb["cells"])
     source.write_text(source.read_text().replace("x: int = 1", "x: int = 2"))
     assert sync.sync(tmp_path, check=True) == [tmp_path / "01_demo.ipynb"], "an edited source is reported stale"
+
+
+def test_papermill_reads_every_declared_parameter() -> None:
+    # papermill parses the parameters cell line by line with a regex: a declaration it cannot parse (an "=" in the
+    # line's comment) is left out, and a run that passes that name gets "Passed unknown parameter" in its log
+    for path in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+        cell = next(c for c in json.loads(path.read_text())["cells"] if "parameters" in c["metadata"].get("tags", []))
+        tree = ast.parse("".join(cell["source"]))
+        declared = [n.target.id for n in tree.body if isinstance(n, ast.AnnAssign) and isinstance(n.target, ast.Name)]
+        declared += [t.id for n in tree.body if isinstance(n, ast.Assign) for t in n.targets if isinstance(t, ast.Name)]
+        assert declared, path.name
+        assert sorted(papermill.inspect_notebook(str(path))) == sorted(declared), path.name

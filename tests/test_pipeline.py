@@ -15,10 +15,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+import papermill
 import pytest
 import yaml
 
-from avaga_lib import pipeline, study
+from avaga_lib import cli, pipeline, study
 from avaga_lib.config import config_hash
 from avaga_lib.io import write_json
 from avaga_lib.paths import project_root
@@ -142,6 +143,24 @@ def test_every_params_file_plans(tmp_path: Path) -> None:
         assert len({s.run_dir for s in specs}) == len(specs)
 
 
+def test_every_run_parameter_is_declared_by_its_notebook(tmp_path: Path) -> None:
+    # papermill's own parser decides: a name it does not find in the notebook's parameters cell (undeclared, or a
+    # declaration it cannot parse, e.g. an "=" in the line's comment) is a "Passed unknown parameter" line in the
+    # run's log
+    (tmp_path / "c" / "train" / "good").mkdir(parents=True)
+    declared: dict[Path, set[str]] = {}
+    for f in sorted(PARAMS.glob("*.yaml")):
+        for spec in pipeline.plan_runs(f, root=str(tmp_path)):
+            known = declared.setdefault(spec.notebook, set(papermill.inspect_notebook(str(spec.notebook))))
+            assert set(spec.parameters) <= known, (f.name, spec.notebook.name, set(spec.parameters) - known)
+    assert {n.name for n in declared} == {pipeline.NOTEBOOK_UNSUPERVISED, pipeline.NOTEBOOK_WEAK}
+    for name in pipeline.REPORT_NOTEBOOKS:
+        params = set(pipeline.report_parameters(name, tmp_path / "results"))
+        known = set(papermill.inspect_notebook(str(project_root() / "notebooks" / name)))
+        assert params <= known, (name, params - known)
+    assert "reference_dir" in pipeline.report_parameters("07_report.ipynb", tmp_path / "results")  # its comparison
+
+
 def test_jobs_from_makeflags() -> None:
     assert pipeline.jobs_from_makeflags("") == 1
     assert pipeline.jobs_from_makeflags("s") == 1
@@ -166,6 +185,15 @@ def test_default_jobs_parallel_only_for_one_thread_cpu_runs(monkeypatch) -> None
     assert pipeline.default_jobs(paper, makeflags=" -j4") == 4
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert pipeline.default_jobs(smoke, makeflags="") == 1
+    monkeypatch.setattr(pipeline.scheduler, "visible_gpus", lambda: ["0", "1"])
+    assert pipeline.default_jobs(paper, makeflags="") == 2  # one run per GPU
+    wide = pipeline.plan_runs(dataset="embedded", categories=["weave"], profile="paper", overrides={"image_size": 256})
+    assert pipeline.default_jobs(wide, makeflags="", runs_per_gpu=3) == 6  # RUNS_PER_GPU=3 (issue 24): 3 per GPU
+
+
+def test_runs_per_gpu_is_checked_before_any_run(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["pipeline", "--runs-per-gpu", "0", "--dry-run"]) == 2
+    assert "runs per GPU must be a whole number >= 1" in capsys.readouterr().err
 
 
 # --------------------------------------------------------------------------- execution with a stand-in runner

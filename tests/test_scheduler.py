@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+import types
 from pathlib import Path
 from typing import Any
 
@@ -202,6 +203,68 @@ def test_each_concurrent_run_sees_its_own_gpu(tmp_path: Path, monkeypatch: pytes
     assert job.job_gpu(specs[0], None, "tcp-worker", {"CUDA_VISIBLE_DEVICES": "2,3,0,1"}) == "2"  # dask-cuda
 
 
+def _peak_per_gpu(rows: list[dict[str, Any]]) -> dict[str, int]:
+    """Most runs that were running at once on each GPU (counted at each run's start)."""
+    return {g: max(sum(1 for b in rows if b["gpu"] == g and b["start"] <= a["start"] < b["end"])
+                   for a in rows if a["gpu"] == g) for g in {r["gpu"] for r in rows}}
+
+
+def test_k_runs_share_each_gpu_and_each_run_sees_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Several runs per GPU: 2 GPUs, runs_per_gpu=3, `-j 8` -> 6 runs at a time, 3 on each GPU, never more, and
+    every run's CUDA_VISIBLE_DEVICES names exactly one of the two."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,7")
+    runner = Recorder(tmp_path / "calls.jsonl", sleep_s=0.6)
+    specs = _folder_plan(tmp_path, ",".join("abcdefghijkl"), device="auto")
+    lines: list[str] = []
+    outcomes = scheduler.run_all(specs, scheduler.ClusterChoice("local"), jobs=8, runner=runner, log=lines.append,
+                                 progress=False, runs_per_gpu=3)
+    assert [o.status for o in outcomes] == ["ok"] * 12
+    rows = runner.rows()
+    assert sorted(r["gpu"] for r in rows) == ["2"] * 6 + ["7"] * 6  # one device each, spread evenly
+    assert "dask: 2 GPU(s) visible: 6 runs at a time, up to 3 per GPU (asked for 8)" in lines
+    assert _peak_per_gpu(rows) == {"2": 3, "7": 3}  # k runs share a GPU, and never more than k
+    assert scheduler.local_layout(jobs=8, gpus=["0", "1"], cores=16, runs_per_gpu=3) == (6, 2)
+    assert scheduler.local_layout(jobs=4, gpus=["0", "1"], cores=16, runs_per_gpu=3) == (4, 4)  # -j still caps
+    assert scheduler.local_layout(jobs=8, gpus=[], cores=16, runs_per_gpu=3) == (8, 2)  # CPU runs: -j alone
+
+
+def test_runs_per_gpu_is_checked_before_anything_starts(monkeypatch: pytest.MonkeyPatch) -> None:
+    for bad in (0, -2, 1.5, True):
+        with pytest.raises(scheduler.ClusterError, match="runs per GPU must be a whole number >= 1"):
+            with scheduler.open_session(scheduler.ClusterChoice("local"), runs_per_gpu=bad, log=_quiet,
+                                        in_process=True):
+                pytest.fail("a session started")
+
+
+def test_cuda_cluster_gives_each_gpu_worker_k_run_slots(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """CLUSTER=cuda: dask-cuda's one worker per GPU gets runs_per_gpu task slots, and each run cores / (GPUs x k)
+    threads (a stand-in for dask_cuda, not installed here: two in-process workers, as two GPUs would give)."""
+    from distributed import LocalCluster
+
+    asked: dict[str, Any] = {}
+
+    def local_cuda_cluster(**kwargs: Any) -> LocalCluster:
+        asked.update(kwargs)
+        return LocalCluster(n_workers=2, threads_per_worker=kwargs["threads_per_worker"], processes=False,
+                            dashboard_address=kwargs["dashboard_address"])
+
+    stand_in = types.ModuleType("dask_cuda")
+    stand_in.LocalCUDACluster = local_cuda_cluster  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "dask_cuda", stand_in)
+    monkeypatch.setattr(os, "cpu_count", lambda: 16)
+    lines: list[str] = []
+    with scheduler.open_session(scheduler.ClusterChoice("cuda"), log=lines.append, runs_per_gpu=3) as session:
+        slots = sorted(session.client.nthreads().values())
+    assert asked["threads_per_worker"] == 3 and slots == [3, 3]
+    assert session.threads == 16 // 6
+    assert "dask: LocalCUDACluster, 2 worker(s), one GPU each, 3 run(s) at a time per GPU" in lines
+    gpu_run = _folder_plan(tmp_path, "a", device="auto")[0]
+    assert job.job_gpu(gpu_run, None, "cuda-worker-1", {"CUDA_VISIBLE_DEVICES": "1,0"}) == "1"  # each slot's run
+
+
 def test_job_environment_and_layout() -> None:
     env = job.job_environment(3, "1", base={"PATH": "/bin", "OMP_NUM_THREADS": "1", "MALLOC_TRIM_THRESHOLD_": "65536"})
     assert "MALLOC_TRIM_THRESHOLD_" not in env  # Dask's worker setting slows PyTorch on CPU 1.5x: never the run's
@@ -270,3 +333,17 @@ def test_dashboard_binds_this_machine_only_unless_asked() -> None:
     with scheduler.open_session(scheduler.ClusterChoice("local"), jobs=1, log=lines.append, in_process=True,
                                 dashboard=":0") as s:  # asked for every interface: said so
         assert "(every interface)" in s.dashboard
+
+
+def test_log_names_the_threads_the_runs_use() -> None:
+    """The smoke and cpu profiles pin one thread per run (train.threads wins in job.run_job): the session line says
+    1, not the local cluster's share (cores // workers: 2 with one worker on a 2-core machine)."""
+    specs = pipeline.plan_runs(project_root() / "params" / "cpu.yaml")
+    assert scheduler.pinned_threads(specs) == 1
+    paper = pipeline.plan_runs(project_root() / "params" / "cpu.yaml", profile="paper")  # threads: torch's default
+    assert scheduler.pinned_threads(paper) == 0 and scheduler.pinned_threads([*specs, *paper]) == 0
+    lines: list[str] = []
+    with scheduler.open_session(scheduler.ClusterChoice("local"), jobs=1, log=lines.append, in_process=True,
+                                pinned=scheduler.pinned_threads(specs)):
+        pass
+    assert any("1 CPU thread(s) per run (train.threads)" in line for line in lines), lines

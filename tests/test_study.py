@@ -9,6 +9,7 @@ from avaga_lib import study
 from avaga_lib.config import make_config
 from avaga_lib.paper import paper_table
 from avaga_lib.paths import project_root
+from avaga_lib.tables import summary_order
 
 
 def test_names_groups_and_tables_of_the_paper() -> None:
@@ -17,7 +18,7 @@ def test_names_groups_and_tables_of_the_paper() -> None:
                              "AE-L2", "AE-SSIM")
     assert study.REMEDIES == ("AVAGA-R_u-maxnorm", "AVAGA-R_u-gain", "AVAGA-R_u-size", "AVAGA-R_u-size-faithful",
                               "AVAGA-R_w-maxnorm", "AVAGA-R_w-gain", "AVAGA-R_w-size")
-    assert study.ARMS == ("AVAGA-R_u-selfsup", "AVAGA-R_u-advoff")  # issue 21
+    assert study.ARMS == ("AVAGA-R_u-selfsup", "AVAGA-R_u-advoff", "AVAGA-R_u-size-selfsup")  # issue 21
     assert all(r.group in study.GROUPS for r in study.RUNS)
     assert study.MAIN_METHODS == ("AE-L2", "AE-SSIM", "AVAGA-D_u", "AVAGA-R_u", "AVAGA-D_w", "AVAGA-R_w")
     assert study.ABLATION_METHODS == ("AVAGA-R_u-noattn", "AVAGA-R_u-flat", "AVAGA-R_u", "AVAGA-R_w-noadv",
@@ -95,3 +96,11 @@ def test_cpu_params_run_the_arms_and_the_faithful_remedy() -> None:
     """Issue 21: the cpu study plans the new arms beside the recipe."""
     runs = yaml.safe_load((project_root() / "params" / "cpu.yaml").read_text())["runs"]
     assert {*study.ARMS, "AVAGA-R_u-size-faithful"} <= {r.name for r in study.select(runs)}
+
+
+def test_summary_rows_put_each_arm_below_what_it_changes() -> None:
+    """Issue 21: the summary reads recipe, remedies (each followed by its own arm), the recipe's arms, baselines."""
+    rows = summary_order(["AE-L2", "AVAGA-R_u-size-selfsup", "AVAGA-R_u-selfsup", "AVAGA-R_u-size", "AVAGA-R_u",
+                          "AVAGA-R_u-gain"])
+    assert rows == ["AVAGA-R_u", "AVAGA-R_u-gain", "AVAGA-R_u-size", "AVAGA-R_u-size-selfsup", "AVAGA-R_u-selfsup",
+                    "AE-L2"]

@@ -5,7 +5,7 @@ See docs/ARCHITECTURE.md (Data contract). Any folder in MVTec layout works ("bri
 ``<root>/<category>/ground_truth/<defect>/<stem>_mask.png``.
 
 Modules, bottom up (each imports only those above it in this list): ``records`` (error, records), ``geometry``
-(squash / letterbox to the square input and back) ->
+(squash / letterbox / reflect to the square input and back) ->
 ``synthetic``, ``mtd``, ``stc``, ``download`` (generators / converters) -> ``sources`` (the registry of data sources
 and :func:`resolve_root`) -> ``dataset`` (reader, splits, tensors, augmentation).
 """
@@ -18,12 +18,13 @@ from avaga_lib.data.dataset import (
     scan_category,
     split_counts,
 )
-from avaga_lib.data.geometry import PAD_VALUE, content_box, to_image_size, to_square, valid_mask
+from avaga_lib.data.geometry import PAD_VALUE, PADDED, content_box, to_image_size, to_square, valid_mask
 from avaga_lib.data.records import DataLayoutError, ImageRecord, Splits
 from avaga_lib.data.sources import SOURCES, DataSource, resolve_root
 from avaga_lib.data.synthetic import generate_dataset
 
 __all__ = [
+    "PADDED",
     "PAD_VALUE",
     "SOURCES",
     "AnomalyDataset",

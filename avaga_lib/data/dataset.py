@@ -12,9 +12,9 @@ Geometry (PROTOCOL_NOTES 13): training images are resized once to ``round(image_
 and kept as uint8; :func:`augment_batch` crops ``image_size`` at random and rotates by +-``rotation_deg`` on whatever
 device the batch is. Test images are resized to ``image_size``, never cropped (defects sit near borders). Masks
 follow with nearest-neighbour and are binarised at > 127. "Resized" is ``DataConfig.geometry``
-(:mod:`avaga_lib.data.geometry`): squash, or letterbox (aspect kept, zero padding, a per-image valid-pixel mask in
-:attr:`AnomalyDataset.valid`). Letterboxed training squares are cropped and rotated like any other: the padding is
-part of every normal training image, so the network learns it as normal content.
+(:mod:`avaga_lib.data.geometry`): squash, or letterbox / reflect (aspect kept, zero / mirror padding, a per-image
+valid-pixel mask in :attr:`AnomalyDataset.valid`). Padded training squares are cropped and rotated like any other:
+the padding is part of every normal training image, so the network learns it as normal content.
 
 Pixel formats (:func:`_to_rgb`): 8-bit images as they are, grayscale repeated on 3 channels, 16-bit grayscale
 scaled to 8 bits by ``round(v / 257)``, transparency composited on black (warned, naming the file). The test set
@@ -361,7 +361,7 @@ def _decode(record: ImageRecord, side: int, want_mask: bool, geometry: str = "sq
         except OSError as exc:
             raise DataLayoutError(f"cannot read mask {record.mask_path} of {record.path}: {exc}") from exc
         binary = Image.fromarray(((m8 > 127) * 255).astype(np.uint8))  # binarise before resizing (> 127)
-        mask = (to_square(binary, side, geometry, Image.NEAREST) > 127).astype(np.uint8)
+        mask = (to_square(binary, side, geometry, Image.NEAREST, is_mask=True) > 127).astype(np.uint8)
     return img.astype(np.uint8, copy=False), mask, valid
 
 
@@ -370,7 +370,7 @@ class AnomalyDataset(Dataset):
 
     ``train=True`` keeps side ``round(image_size * resize_ratio)`` for :func:`augment_batch`; ``train=False`` keeps
     ``image_size`` (no crop). Masks are zeros for normal images, weak images and mask-less datasets. ``geometry``
-    (``DataConfig.geometry``) squashes or letterboxes; ``valid`` (N,1,S,S) bool is False on letterbox padding only.
+    (``DataConfig.geometry``) squashes or pads (letterbox, reflect); ``valid`` (N,1,S,S) bool is False on padding only.
     """
 
     def __init__(
