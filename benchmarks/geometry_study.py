@@ -3,8 +3,9 @@
 AE-SSIM (the baseline whose map showed the bright band) is trained once per geometry (squash, letterbox, reflect) on
 the same data, seed and profile, and each run is read for its pixel AUROC (exact, padding left out), its label-free
 IoU and the **border band**: the mean of its raw map over the ``BAND`` outermost content lines along the padded axis
-(:func:`border_band`) against the mean over the rest of the content, on the normal test images. A map with no false
-edge has a band no brighter than its interior.
+(:func:`border_band`) against the mean over the rest of the content, on the normal test images (for squash, the
+same lines of the squashed image: what the data itself puts at its borders). A geometry adds no false edge when its
+band is no brighter than squash's.
 
 Two datasets:
 
@@ -33,6 +34,7 @@ from PIL import Image
 
 from avaga_lib import paths
 from avaga_lib.config import GEOMETRIES, make_config
+from avaga_lib.data import make_splits
 from avaga_lib.data.synthetic import generate_dataset
 from avaga_lib.io import read_json, write_csv, write_text
 from avaga_lib.run import load_maps, run_one
@@ -43,26 +45,31 @@ STRIP_SOURCE_SIDE = 320  # generated square side; the strip keeps its middle STR
 STRIP_ROWS = 128
 
 
-def border_band(maps: np.ndarray, valid: np.ndarray, width: int = BAND) -> tuple[float, float]:
+def border_band(maps: np.ndarray, valid: np.ndarray, width: int = BAND,
+                sizes: list[tuple[int, int]] | None = None) -> tuple[float, float]:
     """Mean of ``maps`` over the ``width`` outermost content lines along the padded axis, and over the rest.
 
     Args:
         maps: (N,H,W) float maps.
         valid: (N,H,W) bool, True on image content (a square image, with no padding, contributes nothing).
         width: content lines per side counted as the band.
+        sizes: each image's original (width, height). With them an unpadded (squash) map is measured too: its
+            content is the whole square and its band lies along the axis a padded geometry would pad, so squash
+            shows what the data itself puts at its borders.
 
     Returns:
-        (band mean, interior mean); NaN both when no image is padded.
+        (band mean, interior mean); NaN both when no image is padded (or, with ``sizes``, every image is square).
     """
     band_sum = band_n = inner_sum = inner_n = 0.0
-    for m, v in zip(maps, valid, strict=True):
+    for i, (m, v) in enumerate(zip(maps, valid, strict=True)):
         rows, cols = np.flatnonzero(v.any(axis=1)), np.flatnonzero(v.any(axis=0))
         r0, r1, c0, c1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
         content = m[r0:r1, c0:c1]
-        if c1 - c0 < v.shape[1]:  # padded left and right: the band is the outer content columns
+        w, h = sizes[i] if sizes is not None else (0, 0)
+        if c1 - c0 < v.shape[1] or (v.all() and w < h):  # padded (or, squashed, would be) left and right
             band = np.concatenate([content[:, :width], content[:, -width:]], axis=1)
             inner = content[:, width:-width]
-        elif r1 - r0 < v.shape[0]:  # padded above and below
+        elif r1 - r0 < v.shape[0] or (v.all() and w > h):  # above and below
             band = np.concatenate([content[:width], content[-width:]], axis=0)
             inner = content[width:-width]
         else:
@@ -117,7 +124,11 @@ def measure(dataset: str, root: str, category: str, geometry: str, out: Path, ep
     maps = load_maps(run_dir)
     valid = maps.get("valid", np.ones_like(maps["gt"], dtype=bool))
     normal = pd.read_csv(run_dir / "predictions.csv")["label"].to_numpy() == 0
-    band, inner = border_band(maps["raw_maps"][normal], valid[normal])
+    sizes = []
+    for record in make_splits(cfg.data, cfg.train.setting).test:  # the evaluation's order
+        with Image.open(record.path) as im:
+            sizes.append(im.size)
+    band, inner = border_band(maps["raw_maps"][normal], valid[normal], sizes=[s for s, n in zip(sizes, normal) if n])
     return {"dataset": dataset if dataset != "folder" else category, "geometry": geometry,
             "epochs": cfg.train.epochs, "image_size": cfg.data.image_size, "seed": seed,
             "pixel_auroc": metrics["pixel_auroc"], "iou": metrics["iou"], "image_auroc": metrics["image_auroc"],
@@ -132,12 +143,13 @@ def write_summary(rows: list[dict[str, Any]], out: Path) -> Path:
     lines = [f"# Image geometry: {RUN} per geometry (issue 23)", "",
              f"`python -m benchmarks.geometry_study`; cpu profile, seed 0; pixel AUROC exact over content pixels "
              f"(padding left out); IoU at the label-free 0.99 validation quantile; band = mean raw map over the "
-             f"{BAND} outermost content lines along the padded axis of the normal test images, interior = the rest.",
+             f"{BAND} outermost content lines along the padded axis of the normal test images (squash: the same lines "
+             "of the squashed image, what the data puts at its borders), interior = the rest of the content.",
              "",
              "| dataset | geometry | epochs | pixel AUROC | IoU | image AUROC | band | interior | band / interior |",
              "|---|---|---|---|---|---|---|---|---|"]
     def cell(v: float, digits: int = 3) -> str:
-        return "— (no padding)" if v != v else f"{v:.{digits}f}"  # NaN: squash has no content border to measure
+        return "—" if v != v else f"{v:.{digits}f}"  # NaN: every image square, no border to measure
 
     for r in rows:
         lines.append(f"| {r['dataset']} | {r['geometry']} | {r['epochs']} | {r['pixel_auroc']:.3f} | {r['iou']:.3f} "
