@@ -21,8 +21,7 @@ import numpy as np
 import torch
 
 from avaga_lib.io import read_json
-
-CALIBRATION_NAME = "calibration.json"
+from avaga_lib.run_folder import RunFolder
 
 
 @dataclass(frozen=True)
@@ -117,10 +116,10 @@ def transductive_scores(test_raw: Any) -> np.ndarray:
 
 def load_calibration(run_dir: Path | str) -> Calibration:
     """Read ``calibration.json`` of a run folder."""
-    path = Path(run_dir) / CALIBRATION_NAME
+    path = RunFolder(run_dir).calibration_path
     if not path.exists():
         raise FileNotFoundError(f"{path} missing: evaluate the run first (evaluate_run + save_run write it)")
     return Calibration.from_dict(read_json(path))
 
 
-__all__ = ["CALIBRATION_NAME", "Calibration", "fit_calibration", "load_calibration", "transductive_scores"]
+__all__ = ["Calibration", "fit_calibration", "load_calibration", "transductive_scores"]

@@ -17,7 +17,6 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,6 +28,7 @@ from avaga_lib import study
 from avaga_lib.config import MIN_LATENT_GRID, latent_side
 from avaga_lib.paper import PAPER_FILES, frame_value, paper_table
 from avaga_lib.results import FLOOR_ROWS, PRIOR_CENTER, REFERENCE_ROWS, aggregate, with_prior_rows
+from avaga_lib.run_folder import RunFolder
 from avaga_lib.study import BASELINES
 from avaga_lib.tables import PIXEL_METRICS, THRESHOLDS, lacks_pixel_masks, needs_pixel_masks, no_pixel_masks
 
@@ -367,7 +367,7 @@ def with_decisions(runs: pd.DataFrame) -> pd.DataFrame:
         return runs
     shares = []
     for run_dir in runs["run_dir"]:
-        path = Path(str(run_dir)) / "predictions.csv" if isinstance(run_dir, str) else None
+        path = RunFolder(run_dir).predictions_path if isinstance(run_dir, str) else None
         share = math.nan
         if path is not None and path.is_file():
             try:

@@ -24,9 +24,9 @@ from avaga_lib.data.mtd import MTD_CATEGORY, convert_magnetic_tile
 from avaga_lib.data.stc import CACHE_DIRNAME, FRAME_STEP, count_summary, extract_stc
 from avaga_lib.data.synthetic import MARKER, generate_dataset
 from avaga_lib.distributed import env_world_size, launch
-from avaga_lib.io import read_json
-from avaga_lib.predict import PREDICTIONS_NAME, predict_folder
+from avaga_lib.predict import predict_folder
 from avaga_lib.run import run_one
+from avaga_lib.run_folder import PREDICTIONS_NAME, RunFolder
 from avaga_lib.train import NonFiniteLossError, TrainingInterrupted
 
 DATASETS_HELP = " | ".join(SOURCES)  # the data sources' registry names the valid data.dataset values
@@ -318,7 +318,7 @@ def _run_train(args: argparse.Namespace) -> int:
         run_dir = run_one(cfg, progress=not args.no_progress)
         if int(os.environ.get("RANK", "0")) > 0:  # torchrun rank > 0: rank 0 evaluates and prints
             return 0
-        metrics = read_json(run_dir / "metrics.json")
+        metrics = RunFolder(run_dir).metrics()
     except TrainingInterrupted as exc:
         print(f"train: {exc}", file=sys.stderr)
         return 130
@@ -346,7 +346,7 @@ def _run_predict(args: argparse.Namespace) -> int:
     except (FileNotFoundError, ValueError) as exc:
         print(f"predict: {exc}", file=sys.stderr)
         return 2
-    out = args.out or args.run / "maps" / args.images.name
+    out = args.out or RunFolder(args.run).maps_dir / args.images.name
     bad = int((frame["error"] != "").sum())
     n_anom = int((frame["decision"] == "anomalous").sum())
     print(f"predict: {len(frame) - bad} images scored ({n_anom} anomalous), {bad} unreadable; "

@@ -45,8 +45,9 @@ from pathlib import Path
 import yaml
 from distributed import get_worker
 
-from avaga_lib.paths import project_root
-from avaga_lib.plan import RunSpec, absolute, is_finished, saved_config
+from avaga_lib.paths import absolute, project_root
+from avaga_lib.plan import RunSpec, is_finished, saved_config
+from avaga_lib.run_folder import RunFolder
 
 # papermill's command line with the kernel's transport encrypted (avaga_lib/notebook_exec.py); named, not imported:
 # papermill's import costs every Dask worker seconds, and only the run's subprocess needs it
@@ -154,7 +155,7 @@ def run_papermill(spec: RunSpec, job: Job = Job()) -> Outcome:
     with open(spec.log, "a" if job.attempt > 1 else "w") as log:
         if job.attempt > 1:
             log.write(f"\n--- attempt {job.attempt}: the previous attempt's worker was lost; the trainer resumes from "
-                      f"{spec.run_dir / 'checkpoint.pt'} when it exists ---\n")
+                      f"{RunFolder(spec.run_dir).checkpoint_path} when it exists ---\n")
         log.write("$ " + " ".join(cmd[:6]) + (f"  (CUDA_VISIBLE_DEVICES={job.gpu})" if job.gpu is not None else "")
                   + "\n")
         log.flush()
@@ -164,8 +165,9 @@ def run_papermill(spec: RunSpec, job: Job = Job()) -> Outcome:
     seconds = time.perf_counter() - t0
     if proc.returncode != 0:
         return Outcome(spec, "failed", seconds, error_from_log(spec.log))
-    if not (spec.run_dir / "metrics.json").exists():
-        return Outcome(spec, "failed", seconds, f"notebook finished but wrote no {spec.run_dir / 'metrics.json'}")
+    folder = RunFolder(spec.run_dir)
+    if not folder.is_finished():
+        return Outcome(spec, "failed", seconds, f"notebook finished but wrote no {folder.metrics_path}")
     return Outcome(spec, "ok", seconds)
 
 
@@ -300,7 +302,7 @@ def _set_aside(run_dir: Path) -> bool:
     """Move a finished run (``metrics.json`` present) out of ``run_dir`` before it is replaced; whether one waits
     aside now (also one left by an attempt whose worker was lost: its replacement is still unfinished)."""
     aside = replaced_dir(run_dir)
-    if (run_dir / "metrics.json").exists():
+    if RunFolder(run_dir).is_finished():
         if aside.exists():
             shutil.rmtree(aside)  # an older copy: the finished run in run_dir replaced it already
         aside.parent.mkdir(parents=True, exist_ok=True)
@@ -313,7 +315,7 @@ def _settle_aside(run_dir: Path, replaced_ok: bool, log: Callable[[str], None]) 
     aside = replaced_dir(run_dir)
     if not aside.exists():
         return
-    if replaced_ok and (run_dir / "metrics.json").exists():
+    if replaced_ok and RunFolder(run_dir).is_finished():
         shutil.rmtree(aside)
     else:
         if run_dir.exists():

@@ -5,7 +5,6 @@ Shared by the trainer, the evaluation of saved runs (threshold study, predict) a
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -17,9 +16,8 @@ from avaga_lib.checkpoint import load_checkpoint
 from avaga_lib.config import RunConfig
 from avaga_lib.model import Discriminator, build_model
 from avaga_lib.pretrain import resolve_pretrained
+from avaga_lib.run_folder import CHECKPOINT_NAME, RunFolder  # noqa: F401 - CHECKPOINT_NAME: train.py imports it here
 from avaga_lib.runtime import configure_precision
-
-CHECKPOINT_NAME = "checkpoint.pt"  # in the run folder, beside config.json
 
 
 def build_networks(cfg: RunConfig) -> tuple[nn.Module, nn.Module | None, list[str]]:
@@ -42,14 +40,12 @@ def load_trained(run_dir: Path | str, device: str | torch.device = "cpu") -> tup
     Raises:
         FileNotFoundError: naming the missing file.
     """
-    run_dir = Path(run_dir)
-    cfg_path, ckpt_path = run_dir / "config.json", run_dir / CHECKPOINT_NAME
-    for p in (cfg_path, ckpt_path):
+    folder = RunFolder(run_dir)
+    ckpt_path = folder.checkpoint_path
+    for p in (folder.config_path, ckpt_path):
         if not p.exists():
-            raise FileNotFoundError(f"{p} missing: is {run_dir} a finished run folder (train + evaluate)?")
-    # save_run adds record-only keys (device, pretrained_source) beside the config fields: drop them here
-    raw = json.loads(cfg_path.read_text())
-    cfg = RunConfig.from_dict({k: v for k, v in raw.items() if k in RunConfig.__dataclass_fields__})
+            raise FileNotFoundError(f"{p} missing: is {folder.path} a finished run folder (train + evaluate)?")
+    cfg = folder.load_config()
     # the weights come from the checkpoint: never fetch pretrained ones here
     model, _, _ = build_networks(replace(cfg, model=replace(cfg.model, pretrained="none")))
     model.load_state_dict(load_checkpoint(ckpt_path)["model"])

@@ -19,6 +19,12 @@ def project_root() -> Path:
     return Path(env).resolve() if env else PACKAGE_DIR.parent
 
 
+def absolute(path: Path | str) -> Path:
+    """``path`` itself when absolute, else relative to the project root (where papermill runs the notebooks)."""
+    p = Path(path)
+    return p if p.is_absolute() else project_root() / p
+
+
 def data_dir() -> Path:
     """Folder for datasets (git-ignored): generated, downloaded or converted."""
     return project_root() / "data"

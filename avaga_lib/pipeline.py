@@ -52,11 +52,10 @@ from avaga_lib.job import (
     run_papermill,
 )
 from avaga_lib.networks import build_networks
-from avaga_lib.paths import project_root, reference_dir, reference_for, shared_magnetic_tile
+from avaga_lib.paths import absolute, project_root, reference_dir, reference_for, shared_magnetic_tile
 from avaga_lib.plan import (
     PipelineError,
     RunSpec,
-    absolute,
     default_params_file,
     discover_categories,
     is_finished,
@@ -67,6 +66,7 @@ from avaga_lib.plan import (
 from avaga_lib.report import export_html
 from avaga_lib.report_status import inputs_fingerprint, record_outcome, stale_notebooks
 from avaga_lib.run import run_one
+from avaga_lib.run_folder import ResultsTree, RunFolder
 from avaga_lib.study import NOTEBOOKS
 
 # Planning lives in avaga_lib.plan; its names stay reachable here for the CLI (pipeline.plan_runs, ...).
@@ -217,7 +217,7 @@ def _runs_to_do(specs: Sequence[RunSpec], force: bool, summary: Summary, log: Ca
             log(f"not run: {conflict}")
             continue
         stale = force or saved_config(s.run_dir) is not None
-        if s.run_dir.exists() and stale and not (s.run_dir / "metrics.json").exists():
+        if s.run_dir.exists() and stale and not RunFolder(s.run_dir).is_finished():
             # an unfinished folder of a forced or stale run: start clean (no resume of the old config's
             # checkpoint); nothing finished is in it
             shutil.rmtree(s.run_dir)
@@ -295,7 +295,7 @@ def execute(
     summary.seconds = time.perf_counter() - t0
     if not specs:
         return summary
-    path = specs[0].output_notebook.parents[2] / "summary.json"
+    path = ResultsTree.of_run_notebook(specs[0].output_notebook).summary_path
     if summary.nothing_started:
         log(f"pipeline: no run started; {path} left as it was (it describes the last study that ran)")
         return summary
@@ -517,7 +517,7 @@ def _results_problems(base: Path, todo: Sequence[RunSpec], jobs: int, notes: lis
         return [f"RESULTS={base} cannot be created: {there} is a file, not a folder; {fix}"]
     if not os.access(there, os.W_OK | os.X_OK):
         return [f"RESULTS={base} is not writable ({there} is read-only for this user); {fix}"]
-    runs = base / "runs"
+    runs = ResultsTree(base).runs_dir
     if runs.exists() and not (runs.is_dir() and os.access(runs, os.W_OK | os.X_OK)):
         return [f"{runs} (run logs, executed notebooks, summary.json) is not a writable folder; {fix}"]
     if not todo:
@@ -595,7 +595,7 @@ def run_report_notebooks(
     outcomes: dict[str, Outcome] = {}
     fingerprints = _report_fingerprints(results_dir, notebooks, extra_parameters)
     for name in notebooks:
-        out_nb = base / "runs" / "report" / name
+        out_nb = ResultsTree(base).report_runs_dir / name
         spec = RunSpec(name=name, group="report", notebook=project_root() / "notebooks" / name,
                        parameters=report_parameters(name, results_dir, extra_parameters), config=RunConfig(),
                        output_notebook=out_nb, log=out_nb.with_suffix(".log"))

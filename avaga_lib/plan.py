@@ -20,8 +20,9 @@ from typing import Any
 
 from avaga_lib import study
 from avaga_lib.config import PROFILES, RunConfig, config_from_parameters, config_hash
-from avaga_lib.io import read_json, read_yaml_mapping
-from avaga_lib.paths import project_root
+from avaga_lib.io import read_yaml_mapping
+from avaga_lib.paths import absolute, project_root
+from avaga_lib.run_folder import ResultsTree, RunFolder
 
 PARAMS_KEYS: tuple[str, ...] = ("dataset", "root", "profile", "categories", "seeds", "parameters", "runs", "cluster")
 
@@ -62,12 +63,6 @@ class RunSpec:
         """``<dataset>/<category>/<setting>``."""
         c = self.config
         return f"{c.data.dataset}/{c.data.category}/{c.setting_name}"
-
-
-def absolute(path: Path | str) -> Path:
-    """Relative paths are relative to the project root (where papermill runs the notebooks)."""
-    p = Path(path)
-    return p if p.is_absolute() else project_root() / p
 
 
 def _split_list(value: str | Sequence[Any] | None) -> list[str] | None:
@@ -234,7 +229,7 @@ def plan_runs(
     nb_dir = Path(notebooks_dir) if notebooks_dir else project_root() / "notebooks"
     common = {"dataset": dataset, "root": root or "", "profile": profile, "results_dir": str(results_dir),
               **_file_parameters(spec_file, profile)}
-    runs_dir = absolute(results_dir) / "runs"
+    tree = ResultsTree.at(results_dir)
     specs: list[RunSpec] = []
     # category-major within a seed: parallel workers then start on different categories
     for seed in seed_list:
@@ -242,7 +237,7 @@ def plan_runs(
             for cat in cats:
                 params, cfg = _run_parameters(run, {**common, "category": cat, "seed": seed, **(overrides or {})},
                                              profile)
-                out_nb = runs_dir / dataset / cat / f"{cfg.setting_name}.ipynb"
+                out_nb = tree.run_notebook(dataset, cat, cfg.setting_name)
                 specs.append(RunSpec(run.name, run.group, nb_dir / run.notebook, params, cfg, out_nb,
                                      out_nb.with_suffix(".log")))
     _check_unique(specs)
@@ -261,23 +256,20 @@ def _check_unique(specs: Sequence[RunSpec]) -> None:
 def saved_config(run_dir: Path) -> RunConfig | None:
     """The config saved in a run folder, or None when absent/unreadable.
 
-    ``save_run`` may add record-only keys (``device``, ``pretrained_source``) beside the config fields; they are
-    dropped here. Configs saved before the study registry load too (:meth:`RunConfig.from_dict`).
+    Record-only keys beside the config fields are dropped (:meth:`avaga_lib.run_folder.RunFolder.load_config`).
     """
-    path = run_dir / "config.json"
-    if not path.exists():
+    folder = RunFolder(run_dir)
+    if not folder.config_path.exists():
         return None
     try:
-        data = read_json(path)
-        known = set(RunConfig.__dataclass_fields__)
-        return RunConfig.from_dict({k: v for k, v in data.items() if k in known})
+        return folder.load_config()
     except (ValueError, TypeError):
         return None
 
 
 def is_finished(spec: RunSpec) -> bool:
     """True when the run's metrics.json exists and its saved config hashes to the planned one."""
-    if not (spec.run_dir / "metrics.json").exists():
+    if not RunFolder(spec.run_dir).is_finished():
         return False
     saved = saved_config(spec.run_dir)
     return saved is not None and config_hash(saved) == config_hash(spec.config)

@@ -31,10 +31,10 @@ from avaga_lib.config import RunConfig
 from avaga_lib.data import AnomalyDataset, DataLayoutError, ImageRecord, to_image_size
 from avaga_lib.evaluate import infer_batch
 from avaga_lib.io import write_csv
+from avaga_lib.run_folder import PREDICTIONS_NAME, RunFolder
 from avaga_lib.runtime import resolve_device
 from avaga_lib.train import load_trained
 
-PREDICTIONS_NAME = "predictions.csv"
 _BATCH = 16  # images per inference batch
 _COLUMNS = ["file", "width", "height", "score", "score_raw", "prob_anomalous", "pred_label", "decision",
             "anomalous_area", "map_png", "overlay_png", "error"]
@@ -139,7 +139,7 @@ def predict_folder(
         FileNotFoundError: missing run files or image folder (named in the message).
     """
     run_dir, images_dir = Path(run_dir), Path(images_dir)
-    out = Path(out_dir) if out_dir is not None else run_dir / "maps" / images_dir.name
+    out = Path(out_dir) if out_dir is not None else RunFolder(run_dir).maps_dir / images_dir.name
     files = _list_files(images_dir)
     dev = resolve_device(device)
     cfg, model = load_trained(run_dir, dev)
@@ -174,4 +174,4 @@ def _notes(frame: pd.DataFrame, out: Path, csv: Path) -> list[str]:
     return notes
 
 
-__all__ = ["PREDICTIONS_NAME", "predict_folder"]
+__all__ = ["predict_folder"]

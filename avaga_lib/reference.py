@@ -43,8 +43,7 @@ from typing import Any
 
 import pandas as pd
 
-from avaga_lib.config import RunConfig
-from avaga_lib.io import read_json
+from avaga_lib.run_folder import RunFolder
 from avaga_lib.tables import table_metrics
 
 TOLERANCE = 1e-6
@@ -211,8 +210,8 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def _metrics(run_dir: Path) -> dict[str, Any]:
-    path = run_dir / "metrics.json"
-    metrics = read_json(path) if path.exists() else {}
+    folder = RunFolder(run_dir)
+    metrics = folder.metrics() if folder.is_finished() else {}
     return metrics if isinstance(metrics, dict) else {}
 
 
@@ -226,12 +225,10 @@ def run_identity(run_dir: Path | str, notes: Iterable[str] = ()) -> dict[str, An
     Raises:
         ValueError: ``config.json`` missing or not a run config (the message names the file).
     """
-    run_dir = Path(run_dir)
-    path = run_dir / "config.json"
-    if not path.exists():
-        raise ValueError(f"{path} missing: a reference run needs its config.json beside metrics.json")
-    known = set(RunConfig.__dataclass_fields__)
-    cfg = RunConfig.from_dict({k: v for k, v in read_json(path).items() if k in known})
+    folder = RunFolder(run_dir)
+    if not folder.config_path.exists():
+        raise ValueError(f"{folder.config_path} missing: a reference run needs its config.json beside metrics.json")
+    cfg = folder.load_config()
     identity = {k: v for k, v in _flatten(asdict(cfg)).items() if k not in IGNORED_KEYS}
     sources = [n.split("=", 1)[1] for n in notes if str(n).startswith("pretrained_source=")]
     identity["record.pretrained_source"] = sources[0] if sources else None

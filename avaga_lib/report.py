@@ -23,10 +23,19 @@ import pandas as pd
 from avaga_lib import paths
 from avaga_lib.claims import Claim, evaluate_claims
 from avaga_lib.config import MIN_LATENT_GRID, DataConfig, latent_side
-from avaga_lib.io import read_json, replace_dir, write_csv, write_text
+from avaga_lib.io import replace_dir, write_csv, write_text
 from avaga_lib.model import NOTE_NO_PRETRAINED
 from avaga_lib.reference import CSV_NAME, Comparison, compare_with_reference, read_comparison
 from avaga_lib.results import STALE_MEASUREMENT, ReportError, aggregate, collect_runs
+from avaga_lib.run_folder import (
+    CALIBRATION_NAME,
+    CONFIG_NAME,
+    LOSSES_NAME,
+    METRICS_NAME,
+    QUALITATIVE_FIGURE,
+    SPLITS_NAME,
+    RunFolder,
+)
 from avaga_lib.study import BASELINES
 from avaga_lib.tables import Table, build_tables, comparison_table, initialisation, lacks_pixel_masks, threshold_table
 
@@ -75,7 +84,7 @@ class ReportPaths:
 
 
 # What `make reference` copies of each run (no checkpoints, maps, predictions or figures: they are regenerated).
-REFERENCE_FILES: tuple[str, ...] = ("config.json", "metrics.json", "losses.csv", "calibration.json", "splits.json")
+REFERENCE_FILES: tuple[str, ...] = (CONFIG_NAME, METRICS_NAME, LOSSES_NAME, CALIBRATION_NAME, SPLITS_NAME)
 REFERENCE_FIGURES = "fig_collapse_*.png"  # of <results>/figures/: the collapse figures (issue 13), a few small PNGs
 
 
@@ -111,8 +120,8 @@ def with_geometry(runs: pd.DataFrame) -> pd.DataFrame:
     default = DataConfig().geometry
     out = []
     for run_dir in runs["run_dir"] if "run_dir" in runs.columns else [None] * len(runs):
-        config = Path(str(run_dir)) / "config.json" if isinstance(run_dir, str) else None
-        data = read_json(config).get("data", {}) if config is not None and config.is_file() else None
+        folder = RunFolder(run_dir) if isinstance(run_dir, str) else None
+        data = folder.config_record().get("data", {}) if folder is not None and folder.config_path.is_file() else None
         out.append("n/a" if data is None else str(data.get("geometry", default)))
     return runs.assign(geometry=out)
 
@@ -533,7 +542,7 @@ def qualitative_figures(runs: pd.DataFrame, prefer: Sequence[str] = ("AVAGA-R_w"
         order = [m for m in prefer if (grp["method"] == m).any()] + sorted(set(grp["method"]) - set(prefer))
         for m in order:
             row = grp[grp["method"] == m].sort_values("seed").iloc[0]
-            fig = Path(row["run_dir"]) / "fig_qualitative.png"
+            fig = RunFolder(row["run_dir"]).figure_path(QUALITATIVE_FIGURE)
             if fig.exists():
                 out.append((fig, f"{dataset}/{category} · {row['setting']}"))
                 break

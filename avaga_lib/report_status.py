@@ -19,23 +19,23 @@ from typing import Any
 
 from avaga_lib.io import read_json, write_json
 from avaga_lib.paths import PACKAGE_DIR
-from avaga_lib.results import NON_DATASET_DIRS
+from avaga_lib.run_folder import CONFIG_NAME, METRICS_NAME, ResultsTree
 
 STATUS_NAME = "status.json"
-RUN_FILES = ("config.json", "metrics.json")  # what the analysis notebooks read of each run
+RUN_FILES = (CONFIG_NAME, METRICS_NAME)  # what the analysis notebooks read of each run
 
 
 def status_path(base: Path) -> Path:
     """``<base>/runs/report/status.json``."""
-    return Path(base) / "runs" / "report" / STATUS_NAME
+    return ResultsTree(base).report_runs_dir / STATUS_NAME
 
 
 def _run_files(base: Path) -> list[Path]:
     """``config.json`` / ``metrics.json`` of every run folder ``<base>/<dataset>/<category>/<setting>/``."""
     if not base.is_dir():
         return []
-    found = [p for name in RUN_FILES for p in base.glob(f"*/*/*/{name}") if p.parts[-4] not in NON_DATASET_DIRS]
-    return sorted(found)
+    tree = ResultsTree(base)
+    return sorted(p for name in RUN_FILES for p in tree.run_files(name))
 
 
 def _library_files() -> Iterable[Path]:

@@ -1,8 +1,9 @@
 """Gathering a results tree: one row per finished run, and the mean / std over seeds per table cell.
 
 Reads ``<results_dir>/<dataset>/<category>/<setting>/{metrics,config}.json`` (the results contract of
-``docs/ARCHITECTURE.md``). Which run a folder holds (its study name, seed, profile) is read from its ``config.json``,
-never parsed from the folder name; what happened during the run (fallback notes) from its ``metrics.json``.
+``docs/ARCHITECTURE.md``, :mod:`avaga_lib.run_folder`). Which run a folder holds (its study name, seed, profile) is
+read from its ``config.json``, never parsed from the folder name; what happened during the run (fallback notes) from
+its ``metrics.json``.
 """
 
 from __future__ import annotations
@@ -13,12 +14,9 @@ from typing import Any
 
 import pandas as pd
 
-from avaga_lib.config import RunConfig
 from avaga_lib.io import read_json
+from avaga_lib.run_folder import ResultsTree, RunFolder, config_from_record
 
-# Folders directly under results_dir that are not datasets (pipeline records, report output, scratch runs, and the
-# committed reference results, read only by avaga_lib.reference).
-NON_DATASET_DIRS = frozenset({"runs", "tables", "scratch", "bench", "figures", "reference", "cpu"})  # cpu: PROFILE=cpu
 # The evaluator's only score calibration: the normal validation split (PN 8); the transductive one is a metric
 # of its own (mean_accuracy_transductive). Shown in REPORT.md's protocol line.
 CALIBRATION = "validation"
@@ -42,14 +40,11 @@ def collect_runs(results_dir: Path | str) -> pd.DataFrame:
     rows: list[dict[str, Any]] = []
     if not base.is_dir():
         return pd.DataFrame(rows)
-    for metrics_path in sorted(base.glob("*/*/*/metrics.json")):
-        run_dir = metrics_path.parent
-        dataset, category = run_dir.parts[-3:-1]
-        if dataset in NON_DATASET_DIRS:
-            continue
-        metrics = _read_object(metrics_path, "a JSON object of metrics")
-        config = _read_object(run_dir / "config.json", "the run's config")
-        rows.append(_run_row(dataset, category, run_dir, metrics, config))
+    for folder in ResultsTree(base).finished_runs():
+        dataset, category = folder.path.parts[-3:-1]
+        metrics = _read_object(folder.metrics_path, "a JSON object of metrics")
+        config = _read_object(folder.config_path, "the run's config")
+        rows.append(_run_row(dataset, category, folder, metrics, config))
     return pd.DataFrame(rows)
 
 
@@ -65,14 +60,13 @@ def _read_object(path: Path, what: str) -> dict[str, Any]:
     return data
 
 
-def _run_row(dataset: str, category: str, run_dir: Path, metrics: dict[str, Any],
+def _run_row(dataset: str, category: str, folder: RunFolder, metrics: dict[str, Any],
              config: dict[str, Any]) -> dict[str, Any]:
     """The report row of one run: identity from config.json, outcome (notes, metrics) from metrics.json."""
-    known = set(RunConfig.__dataclass_fields__)
-    try:  # save_run may add record-only keys beside the config fields: dropped here
-        cfg = RunConfig.from_dict({k: v for k, v in config.items() if k in known})
+    try:
+        cfg = config_from_record(config)
     except (TypeError, ValueError) as exc:
-        raise ReportError(f"{run_dir / 'config.json'}: not a run config ({exc})") from exc
+        raise ReportError(f"{folder.config_path}: not a run config ({exc})") from exc
     # notes: metrics.json since the study registry; configs saved before it held them
     notes = metrics.get("notes", config.get("notes", ()))
     row: dict[str, Any] = {
@@ -82,7 +76,7 @@ def _run_row(dataset: str, category: str, run_dir: Path, metrics: dict[str, Any]
         "seed": int(cfg.train.seed),
         "profile": cfg.profile,
         "setting": cfg.setting_name,
-        "run_dir": str(run_dir),
+        "run_dir": str(folder.path),
         "epochs": cfg.train.epochs,
         "image_size": cfg.data.image_size,
         "calibration": CALIBRATION,

@@ -17,15 +17,13 @@ import torch
 
 from avaga_lib import metrics as M
 from avaga_lib import plots
-from avaga_lib.calibration import CALIBRATION_NAME
 from avaga_lib.config import RunConfig
 from avaga_lib.data import make_splits
 from avaga_lib.data.dataset import relative_to_root
 from avaga_lib.evaluate import EvalResult, evaluate_run
 from avaga_lib.io import atomic_write, read_json, write_csv, write_json
+from avaga_lib.run_folder import LOSSES_FIGURE, QUALITATIVE_FIGURE, SCORES_FIGURE, RunFolder
 from avaga_lib.train import train_run
-
-MAPS_NAME = "maps/test_maps.npz"  # per-image test maps of a run folder (git-ignored: results/*/*/*/maps/)
 
 
 def run_one(cfg: RunConfig, figures: bool = True, progress: bool = False) -> Path:
@@ -104,8 +102,9 @@ def save_run(cfg: RunConfig, train_result: Any, eval_result: EvalResult, figures
     """
     run_cfg = getattr(train_result, "cfg", None) or cfg
     out = Path(run_cfg.run_dir)
+    folder = RunFolder(out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.json").unlink(missing_ok=True)  # the folder's files are being rewritten: not finished until done
+    folder.metrics_path.unlink(missing_ok=True)  # the folder's files are being rewritten: not finished until done
     metrics = dict(eval_result.metrics)
     if train_result is not None:
         metrics["device"] = train_result.device
@@ -114,26 +113,26 @@ def save_run(cfg: RunConfig, train_result: Any, eval_result: EvalResult, figures
         metrics["train_wall_time_s"] = train_result.wall_time_s
         metrics["epochs_done"] = train_result.epochs_done
         metrics["wall_time_s"] = train_result.wall_time_s + eval_result.wall_time_s
-        write_csv(out / "losses.csv", train_result.history)
+        write_csv(folder.losses_path, train_result.history)
     else:
         metrics["wall_time_s"] = eval_result.wall_time_s
     metrics["setting_name"] = run_cfg.setting_name
     metrics["notes"] = run_notes(run_cfg, train_result)
-    write_json(out / "config.json", config_dict(run_cfg))
-    write_json(out / CALIBRATION_NAME, eval_result.calibration.to_dict())
-    write_csv(out / "predictions.csv", _portable_predictions(eval_result.predictions, out))
+    write_json(folder.config_path, config_dict(run_cfg))
+    write_json(folder.calibration_path, eval_result.calibration.to_dict())
+    write_csv(folder.predictions_path, _portable_predictions(eval_result.predictions, folder))
     if eval_result.maps:
-        save_maps(out / MAPS_NAME, eval_result.maps)
+        save_maps(folder.maps_path, eval_result.maps)
     if figures:
-        _save_figures(out, run_cfg, train_result, eval_result)
-    write_json(out / "metrics.json", M.nan_to_none(metrics))  # last: the finished marker
+        _save_figures(folder, run_cfg, train_result, eval_result)
+    write_json(folder.metrics_path, M.nan_to_none(metrics))  # last: the finished marker
     return out
 
 
-def _portable_predictions(predictions: Any, out: Path) -> Any:
+def _portable_predictions(predictions: Any, folder: RunFolder) -> Any:
     """``predictions`` with its ``path`` column relative to the dataset root of the run's splits.json (unchanged
     when the folder has none, e.g. an evaluation-only save, or the frame has no path column)."""
-    splits = out / "splits.json"
+    splits = folder.splits_path
     if "path" not in getattr(predictions, "columns", ()) or not splits.is_file():
         return predictions
     root = read_json(splits).get("root")
@@ -142,15 +141,16 @@ def _portable_predictions(predictions: Any, out: Path) -> Any:
     return frame
 
 
-def _save_figures(out: Path, cfg: RunConfig, train_result: Any, eval_result: EvalResult) -> None:
+def _save_figures(folder: RunFolder, cfg: RunConfig, train_result: Any, eval_result: EvalResult) -> None:
     """fig_losses.png (when trained), fig_scores.png and fig_qualitative.png of a run folder."""
     name = cfg.setting_name
     if train_result is not None and len(train_result.history):
-        plots.plot_loss_curves(train_result.history, out / "fig_losses.png", title=name, close=True)
-    plots.plot_score_histogram(eval_result.predictions, cfg.eval.threshold, out / "fig_scores.png", title=name,
-                               close=True)
+        plots.plot_loss_curves(train_result.history, folder.figure_path(LOSSES_FIGURE), title=name, close=True)
+    plots.plot_score_histogram(eval_result.predictions, cfg.eval.threshold, folder.figure_path(SCORES_FIGURE),
+                               title=name, close=True)
     if eval_result.examples.get("path"):
-        plots.plot_qualitative_grid(eval_result.examples, out / "fig_qualitative.png", title=name, close=True)
+        plots.plot_qualitative_grid(eval_result.examples, folder.figure_path(QUALITATIVE_FIGURE), title=name,
+                                    close=True)
 
 
 
@@ -167,11 +167,11 @@ def save_maps(path: Path | str, maps: dict[str, np.ndarray]) -> Path:
 
 def load_maps(run_dir: Path | str) -> dict[str, np.ndarray]:
     """Read ``maps/test_maps.npz`` of a run folder (see :attr:`EvalResult.maps`)."""
-    path = Path(run_dir) / MAPS_NAME
+    path = RunFolder(run_dir).maps_path
     if not path.exists():
         raise FileNotFoundError(f"{path} missing: evaluate the run first (evaluate_run + save_run write it)")
     with np.load(path) as f:
         return {k: f[k] for k in f.files}
 
 
-__all__ = ["MAPS_NAME", "config_dict", "load_maps", "machine_record", "run_notes", "run_one", "save_maps", "save_run"]
+__all__ = ["config_dict", "load_maps", "machine_record", "run_notes", "run_one", "save_maps", "save_run"]

@@ -24,7 +24,7 @@ from avaga_lib.calibration import Calibration, fit_calibration, load_calibration
 from avaga_lib.config import RunConfig
 from avaga_lib.data import AnomalyDataset, Splits, make_splits
 from avaga_lib.evaluate import infer_dataset
-from avaga_lib.networks import CHECKPOINT_NAME
+from avaga_lib.run_folder import RunFolder
 from avaga_lib.train import load_trained
 
 ATTENTION_NORMS: tuple[str, ...] = ("sigmoid", "minmax", "max")  # PN 2 options (relu_sigmoid = literal reading)
@@ -136,7 +136,7 @@ def missing_weights(run_dirs: Sequence[Path | str]) -> list[str]:
     """Run folders among ``run_dirs`` whose ``checkpoint.pt`` is absent, so :func:`threshold_study` cannot re-infer
     them: runs trained on another machine (``python -m benchmarks.gpu_study --plan ...`` brings back every result
     but not the 100-350 MB of weights). Returned as strings, for the notebook to name them."""
-    return [str(d) for d in run_dirs if not (Path(d) / CHECKPOINT_NAME).is_file()]
+    return [str(d) for d in run_dirs if not RunFolder(d).checkpoint_path.is_file()]
 
 
 __all__ = ["ATTENTION_NORMS", "ThresholdStudy", "missing_weights", "threshold_study"]

@@ -36,8 +36,9 @@ from avaga_lib import paths
 from avaga_lib.config import GEOMETRIES, make_config
 from avaga_lib.data import make_splits
 from avaga_lib.data.synthetic import generate_dataset
-from avaga_lib.io import read_json, write_csv, write_text
+from avaga_lib.io import write_csv, write_text
 from avaga_lib.run import load_maps, run_one
+from avaga_lib.run_folder import RunFolder
 
 BAND = 2  # content lines per side: the two outermost content columns of issue 23's finding
 RUN = "AE-SSIM"  # the baseline whose letterbox map showed the band (0.98 at the border against 0.66 inside)
@@ -117,13 +118,13 @@ def measure(dataset: str, root: str, category: str, geometry: str, out: Path, ep
     if epochs is not None:
         over["train.epochs"] = epochs
     cfg = make_config("cpu", over, run=RUN)
-    run_dir = Path(cfg.run_dir)
-    if not (run_dir / "metrics.json").is_file():
+    folder = RunFolder(Path(cfg.run_dir))
+    if not folder.is_finished():
         run_one(cfg, figures=False)
-    metrics = read_json(run_dir / "metrics.json")
-    maps = load_maps(run_dir)
+    metrics = folder.metrics()
+    maps = load_maps(folder.path)
     valid = maps.get("valid", np.ones_like(maps["gt"], dtype=bool))
-    normal = pd.read_csv(run_dir / "predictions.csv")["label"].to_numpy() == 0
+    normal = pd.read_csv(folder.predictions_path)["label"].to_numpy() == 0
     sizes = []
     for record in make_splits(cfg.data, cfg.train.setting).test:  # the evaluation's order
         with Image.open(record.path) as im:

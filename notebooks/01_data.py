@@ -25,7 +25,7 @@ from avaga_lib.plots import plot_sample_grid
 cfg = make_config("smoke", {"data.dataset": dataset, "data.root": root, "data.category": category,
                             "data.image_size": image_size, "data.geometry": geometry, "data.seed": seed,
                             "results_dir": results_dir})
-base = Path(results_dir) if Path(results_dir).is_absolute() else paths.project_root() / results_dir
+base = paths.absolute(results_dir)
 out_dir = base / cfg.data.dataset / cfg.data.category / "data"  # the notebook runs in notebooks/
 data_root = resolve_root(cfg.data)
 print("dataset root:", data_root)

@@ -11,15 +11,13 @@ epochs: int = 1  # demo runs only
 image_size: int = 64  # demo runs only
 
 # %%
-from pathlib import Path
-
 import matplotlib.pyplot as plt
 from IPython.display import Markdown, display
 
 from avaga_lib import pipeline, plots, report, study
-from avaga_lib.paths import project_root
+from avaga_lib.paths import absolute
 
-base = Path(results_dir) if Path(results_dir).is_absolute() else project_root() / results_dir
+base = absolute(results_dir)
 run_names = ','.join(study.ABLATION_METHODS)
 
 # %%

@@ -15,15 +15,14 @@ max_categories: int = 3  # categories with curves (0: all)
 device: str = "cpu"  # where to re-infer
 
 # %%
-from pathlib import Path
-
 import matplotlib.pyplot as plt
 from IPython.display import Markdown, display
 
 from avaga_lib import pipeline, plots, report, threshold
-from avaga_lib.paths import project_root
+from avaga_lib.paths import absolute
+from avaga_lib.run_folder import RunFolder
 
-base = Path(results_dir) if Path(results_dir).is_absolute() else project_root() / results_dir
+base = absolute(results_dir)
 
 # %%
 runs = report.collect_runs(base)
@@ -122,8 +121,8 @@ for anchor in (0.0, 0.1):
 # %%
 avaga = runs[runs["method"].str.startswith("AVAGA-R_u")].drop_duplicates(["dataset", "category", "method"])
 for (dataset, category), group in avaga.groupby(["dataset", "category"]):
-    histories = {r["method"]: pd.read_csv(Path(r["run_dir"]) / "losses.csv") for _, r in group.iterrows()
-                 if (Path(r["run_dir"]) / "losses.csv").exists()}
+    histories = {r["method"]: pd.read_csv(RunFolder(r["run_dir"]).losses_path) for _, r in group.iterrows()
+                 if RunFolder(r["run_dir"]).losses_path.exists()}
     if histories:
         plots.plot_loss_curves(histories, title=f"{dataset}/{category} collapse diagnostics", terms=COLLAPSE_TERMS,
                                path=base / "figures" / f"fig_collapse_{dataset}_{category}.png")

@@ -15,17 +15,14 @@ out_dir: str = ""  # empty: results_dir
 reference_dir: str = ""  # empty: results/reference (the committed reference results)
 
 # %% tags=["remove-cell"]
-from pathlib import Path
-
 import matplotlib.pyplot as plt
 from IPython.display import HTML, Markdown, display
 
 from avaga_lib import pipeline, plots, report, study
-from avaga_lib.paths import project_root
+from avaga_lib.paths import absolute, project_root
 
-base = Path(results_dir) if Path(results_dir).is_absolute() else project_root() / results_dir
-out = Path(out_dir) if out_dir else base
-out = out if out.is_absolute() else project_root() / out
+base = absolute(results_dir)
+out = absolute(out_dir) if out_dir else base
 
 # %% tags=["remove-output"]
 runs = report.collect_runs(base)

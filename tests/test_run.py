@@ -16,7 +16,8 @@ from avaga_lib.config import RunConfig, make_config
 from avaga_lib.data import generate_dataset
 from avaga_lib.evaluate import EvalResult
 from avaga_lib.io import write_json
-from avaga_lib.run import MAPS_NAME, config_dict, load_maps, run_notes, run_one, save_run
+from avaga_lib.run import config_dict, load_maps, run_notes, run_one, save_run
+from avaga_lib.run_folder import MAPS_NAME
 
 CONTRACT_KEYS = {
     "iou", "iou_pooled", "mean_accuracy", "image_auroc", "image_auroc_classifier", "pixel_auroc", "aupro",

@@ -1,19 +1,31 @@
-"""Nothing finished is lost (issue 22): the job's decisions over an existing run folder, under the run-folder lock.
+"""The run folder: its contract read back (:mod:`avaga_lib.run_folder`), and nothing finished is lost (issue 22).
 
-A second study waits for the lock and then skips what the first finished; a run of another dataset root never
-replaces a finished run of the same category name; a finished run is replaced only once its replacement finished.
+A run folder written by ``save_run`` reads back through :class:`RunFolder` (config, metrics, finished marker), and
+no module but :mod:`avaga_lib.run_folder` spells a file name of the contract. Under the run-folder lock, a second
+study waits for the lock and then skips what the first finished; a run of another dataset root never replaces a
+finished run of the same category name; a finished run is replaced only once its replacement finished.
 """
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
+import pytest
+
 from avaga_lib import job
+from avaga_lib.config import RunConfig, config_hash, make_config
+from avaga_lib.evaluate import EvalResult
 from avaga_lib.io import read_json, write_json
-from avaga_lib.paths import project_root
-from avaga_lib.plan import RunSpec, is_finished, plan_runs
+from avaga_lib.paths import PACKAGE_DIR, project_root
+from avaga_lib.plan import RunSpec, is_finished, plan_runs, saved_config
+from avaga_lib.results import collect_runs
+from avaga_lib.run import save_run
+from avaga_lib.run_folder import ResultsTree, RunFolder
 
 PARAMS = project_root() / "params" / "smoke.yaml"
 
@@ -157,3 +169,80 @@ def test_forced_pipeline_run_replaces_a_finished_run_only_once_the_new_one_finis
     summary = pipeline.execute([spec], force=True, runner=Runner(spec), log=lambda _: None)
     assert summary.outcomes[0].status == "ok" and read_json(spec.run_dir / "metrics.json") == {"from": "new"}
     assert not job.replaced_dir(spec.run_dir).exists()
+
+
+# ------------------------------------------------------------------------------------------ the results contract
+
+
+class _Calibration:
+    def to_dict(self) -> dict[str, float]:
+        return {"image_lo": 0.0}
+
+
+def _saved_run(tmp_path: Path) -> tuple[RunFolder, RunConfig]:
+    """An evaluation-only run saved by save_run (no training): the files a finished run folder holds."""
+    cfg = make_config("smoke", {"results_dir": str(tmp_path / "results"), "train.seed": 3})
+    predictions = pd.DataFrame({"path": ["a.png"], "label": [0], "score": [0.1]})
+    result = EvalResult({"iou": 0.25, "image_auroc": None}, predictions, _Calibration(),
+                        maps={"maps": np.zeros((1, 2, 2), np.float32)})
+    return RunFolder(save_run(cfg, None, result, figures=False)), cfg
+
+
+def test_a_saved_run_reads_back_through_its_run_folder(tmp_path: Path) -> None:
+    folder, cfg = _saved_run(tmp_path)
+    assert folder.path == cfg.run_dir and folder.is_finished()
+    assert folder.load_config() == cfg and config_hash(folder.load_config()) == config_hash(cfg)
+    assert folder.config_record() == read_json(folder.config_path) and "notes" not in folder.config_record()
+    metrics = folder.metrics()
+    assert metrics["iou"] == 0.25 and metrics["image_auroc"] is None and metrics["setting_name"] == cfg.setting_name
+    for path in (folder.calibration_path, folder.predictions_path, folder.maps_path):
+        assert path.is_file(), path
+    assert ResultsTree(tmp_path / "results").finished_runs() == [folder]  # where the results readers find runs
+
+
+def test_a_folder_without_metrics_is_not_finished(tmp_path: Path) -> None:
+    folder, cfg = _saved_run(tmp_path)
+    folder.metrics_path.unlink()  # what a run killed while saving leaves (save_run writes metrics.json last)
+    assert not folder.is_finished() and ResultsTree(tmp_path / "results").finished_runs() == []
+    assert folder.load_config() == cfg  # its config still reads: the pipeline tells a stale run from a resumable one
+    with pytest.raises(FileNotFoundError):
+        folder.metrics()
+
+
+def test_record_only_keys_of_older_saves_are_dropped_by_every_reader(tmp_path: Path) -> None:
+    folder, cfg = _saved_run(tmp_path)
+    write_json(folder.config_path, {**folder.config_record(), "device": "cpu", "pretrained_source": "none"})
+    assert folder.load_config() == cfg and saved_config(folder.path) == cfg
+    assert collect_runs(tmp_path / "results")["setting"].tolist() == [cfg.setting_name]
+    folder.config_path.write_text("{not json")
+    assert saved_config(folder.path) is None  # the planner: no run of its own there
+    with pytest.raises(ValueError):
+        folder.load_config()
+
+
+CONTRACT_NAMES = ("config.json", "metrics.json", "losses.csv", "predictions.csv", "calibration.json", "splits.json",
+                  "checkpoint.pt", "test_maps.npz", "summary.json", "fig_losses.png", "fig_scores.png",
+                  "fig_qualitative.png")
+# Names still spelled outside run_folder.py by a module another change owns (remove an entry once it is fixed):
+# train.py defines LOSSES_NAME = "losses.csv" itself instead of importing it from run_folder.
+PENDING = {"train.py": {"losses.csv"}}
+
+
+def _literal(name: str) -> re.Pattern[str]:
+    """``name`` ending a string literal: ``"metrics.json"``, ``'checkpoint.pt'``, ``"*/*/*/metrics.json"``."""
+    return re.compile(rf"""["'][^"'\s]*{re.escape(name)}["']""")
+
+
+def test_contract_file_names_are_spelled_only_in_run_folder() -> None:
+    """The results contract has one owner: a file name in a string literal of another module is a second place to
+    keep in step. Prose (docstrings, messages) may name the files."""
+    own = (PACKAGE_DIR / "run_folder.py").read_text()
+    assert [n for n in CONTRACT_NAMES if not _literal(n).search(own)] == []
+    found: dict[str, set[str]] = {}
+    for path in sorted(PACKAGE_DIR.rglob("*.py")):
+        if path.name != "run_folder.py":
+            text = path.read_text()
+            names = {n for n in CONTRACT_NAMES if _literal(n).search(text)}
+            if names - PENDING.get(str(path.relative_to(PACKAGE_DIR)), set()):
+                found[str(path.relative_to(PACKAGE_DIR))] = names
+    assert found == {}

@@ -43,6 +43,7 @@ from avaga_lib.data.geometry import PAD_VALUE, to_square, valid_mask
 from avaga_lib.data.records import DataLayoutError, ImageRecord, Splits
 from avaga_lib.data.sources import resolve_root
 from avaga_lib.io import read_json, write_json
+from avaga_lib.run_folder import SPLITS_NAME
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 MASK_SUFFIX = "_mask.png"  # MVTec AD's mask naming: ground_truth/<defect>/<stem>_mask.png
@@ -217,7 +218,7 @@ def make_splits(cfg: DataConfig, setting: str, save_dir: Path | None = None) -> 
               "seed": cfg.seed, "val_fraction": cfg.val_fraction, "weak_fraction": cfg.weak_fraction},
     )
     if save_dir is not None:
-        save_splits(splits, Path(save_dir) / "splits.json")
+        save_splits(splits, Path(save_dir) / SPLITS_NAME)
     return splits
 
 
