@@ -60,6 +60,8 @@ ROOT       ?=
 comma      := ,
 PROFILE    ?=
 CATEGORIES ?=
+RUNS       ?=
+# VARIANTS= is the old name of RUNS= (deprecated: "variant" means R or D, model.variant); still honoured, with a warning
 VARIANTS   ?=
 SEEDS      ?=
 FORCE      ?=
@@ -75,10 +77,10 @@ RESULTS    ?= $(if $(filter cpu,$(PROFILE)),results/cpu,results)
 
 .PHONY: reproduce report reference
 
-reproduce: $(STAMP) ## run the study + report: [DATASET=mvtec ROOT=.. PROFILE=paper CATEGORIES=a,b VARIANTS=main SEEDS=0,1 FORCE=1 CLUSTER=cuda|tcp://h:8786|slurm RUNS_PER_GPU=k STRICT=1] (-j N)
+reproduce: $(STAMP) ## run the study + report: [DATASET=mvtec ROOT=.. PROFILE=paper CATEGORIES=a,b RUNS=main SEEDS=0,1 FORCE=1 CLUSTER=cuda|tcp://h:8786|slurm RUNS_PER_GPU=k STRICT=1] (-j N)
 	$(PY) -m avaga_lib.cli pipeline $(if $(DATASET),--dataset "$(DATASET)") --results-dir "$(RESULTS)" \
 		$(if $(PARAMS),--params "$(PARAMS)") $(if $(ROOT),--root "$(ROOT)") $(if $(PROFILE),--profile "$(PROFILE)") \
-		$(if $(CATEGORIES),--categories "$(CATEGORIES)") $(if $(VARIANTS),--variants "$(VARIANTS)") \
+		$(if $(CATEGORIES),--categories "$(CATEGORIES)") $(if $(RUNS),--runs "$(RUNS)",$(if $(VARIANTS),--variants "$(VARIANTS)")) \
 		$(if $(SEEDS),--seeds "$(SEEDS)") $(if $(filter-out 0,$(FORCE)),--force) $(if $(JOBS),--jobs $(JOBS)) \
 		$(if $(CLUSTER),--cluster "$(CLUSTER)") $(if $(RUNS_PER_GPU),--runs-per-gpu $(RUNS_PER_GPU)) \
 		$(if $(filter-out 0,$(STRICT)),--strict) --report

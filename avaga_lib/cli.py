@@ -105,7 +105,8 @@ def _add_pipeline(p: argparse.ArgumentParser) -> None:
     p.add_argument("--root", default=None, help="dataset root ('' = the dataset's default location)")
     p.add_argument("--profile", default=None, help=f"{PROFILES_HELP} (default: the file's)")
     p.add_argument("--categories", default=None, help="comma-separated subset")
-    p.add_argument("--variants", default=None, help="run names or groups (main, ablations, baselines)")
+    p.add_argument("--runs", default=None, help="run names or groups (main, ablations, baselines, remedies, arms)")
+    p.add_argument("--variants", dest="variants_deprecated", default=None, help=argparse.SUPPRESS)  # old --runs
     p.add_argument("--seeds", default=None, help="comma-separated training seeds")
     p.add_argument("--results-dir", default="results", help="base of the results tree")
     p.add_argument("--force", action="store_true", help="rerun finished runs")
@@ -184,9 +185,12 @@ def _dry_run(specs: Sequence[pipeline.RunSpec], choice: scheduler.ClusterChoice)
 
 def _run_pipeline(args: argparse.Namespace) -> int:
     overrides = _parse_sets(args.set)
+    if args.variants_deprecated is not None:  # issue 25: "variant" means R or D (model.variant); a run is a run
+        print("pipeline: --variants / VARIANTS= is deprecated, use --runs / RUNS= (same values)", file=sys.stderr)
+        args.runs = args.runs or args.variants_deprecated
     try:
         specs = pipeline.plan_runs(args.params, dataset=args.dataset, root=args.root, categories=args.categories,
-                                   variants=args.variants, seeds=args.seeds, profile=args.profile,
+                                   runs=args.runs, seeds=args.seeds, profile=args.profile,
                                    results_dir=args.results_dir, overrides=overrides)
         cluster = args.cluster if args.cluster is not None else _params_cluster(args.params, args.dataset,
                                                                                 args.profile)

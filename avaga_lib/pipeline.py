@@ -631,7 +631,7 @@ def report_notebooks_to_run(results_dir: Path | str = "results", notebooks: Sequ
 
 def ensure_demo_runs(
     results_dir: Path | str,
-    variants: str | Sequence[str],
+    runs: str | Sequence[str],
     category: str = "weave",
     epochs: int = 1,
     image_size: int = 64,
@@ -650,7 +650,7 @@ def ensure_demo_runs(
     data = generate_dataset(base / "demo_data", categories=[category], n_train=8, n_test_good=4, n_test_bad=4,
                             size=image_size)
     specs = plan_runs(project_root() / "params" / "smoke.yaml", dataset="folder", root=str(data),
-                      categories=[category], variants=variants, seeds=[0], results_dir=base,
+                      categories=[category], runs=runs, seeds=[0], results_dir=base,
                       overrides={"epochs": epochs, "image_size": image_size, "device": "cpu"})
     for s in specs:
         if is_finished(s):

@@ -188,7 +188,7 @@ def plan_runs(
     dataset: str | None = None,
     root: str | None = None,
     categories: str | Sequence[str] | None = None,
-    variants: str | Sequence[str] | None = None,
+    runs: str | Sequence[str] | None = None,
     seeds: str | Sequence[int | str] | None = None,
     profile: str | None = None,
     results_dir: Path | str = "results",
@@ -202,8 +202,8 @@ def plan_runs(
         dataset: overrides the file's dataset (then ``root`` usually too).
         root: dataset root ("" = the dataset's default location).
         categories: subset (comma/space separated or a list); None = the file's (or every folder of ROOT).
-        variants: run names (``AVAGA-R_u``) or groups (``main``, ``ablations``, ``baselines``); None = all the
-            file's runs.
+        runs: run names (``AVAGA-R_u``) or groups (``main``, ``ablations``, ``baselines``); None = all the
+            file's runs (``RUNS=``).
         seeds: training seeds; None = the file's.
         profile: ``smoke`` / ``paper``; None = the file's.
         results_dir: base of the results tree (relative = to the project root).
@@ -211,7 +211,7 @@ def plan_runs(
         notebooks_dir: where notebooks 03/04 live (default ``<project>/notebooks``).
 
     Raises:
-        PipelineError: unknown variant/category, missing notebook, or a run whose config is invalid.
+        PipelineError: unknown run/category, missing notebook, or a run whose config is invalid.
     """
     params_file = default_params_file(dataset, profile) if params_file is None else params_file
     spec_file = load_params(params_file)
@@ -223,9 +223,9 @@ def plan_runs(
     cats = _categories(categories, spec_file, root, params_file)
     seed_list = _seeds(seeds, spec_file, params_file)
     try:
-        runs = study.select(_split_list(variants), spec_file["runs"])
+        selected = study.select(_split_list(runs), spec_file["runs"])
     except ValueError as exc:
-        raise PipelineError(f"VARIANTS={_split_list(variants)} not all in {params_file}: {exc}") from exc
+        raise PipelineError(f"RUNS={_split_list(runs)} not all in {params_file}: {exc}") from exc
     nb_dir = Path(notebooks_dir) if notebooks_dir else project_root() / "notebooks"
     common = {"dataset": dataset, "root": root or "", "profile": profile, "results_dir": str(results_dir),
               **_file_parameters(spec_file, profile)}
@@ -233,7 +233,7 @@ def plan_runs(
     specs: list[RunSpec] = []
     # category-major within a seed: parallel workers then start on different categories
     for seed in seed_list:
-        for run in runs:
+        for run in selected:
             for cat in cats:
                 params, cfg = _run_parameters(run, {**common, "category": cat, "seed": seed, **(overrides or {})},
                                              profile)

@@ -2,7 +2,7 @@
 
 Each :class:`StudyRun` names a run (the run folder is ``<name>-seed<k>``), the dotted config overrides that make it
 (on top of the defaults of :mod:`avaga_lib.config`), its group (``main`` / ``ablations`` / ``remedies`` / ``arms`` /
-``baselines``, what ``VARIANTS=`` selects) and the paper's table column(s) it sits beside. Everything else reads
+``baselines``, what ``RUNS=`` selects) and the paper's table column(s) it sits beside. Everything else reads
 this table: the pipeline plans from it (``params/*.yaml`` only narrow it), ``config.make_config`` names a config
 after the entry it matches, the report lays out its tables and paper columns from it, and notebooks 03/04 build
 their config from an entry (``run`` parameter).

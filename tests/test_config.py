@@ -185,5 +185,5 @@ def test_readme_profile_table_states_what_the_profiles_train() -> None:
     for name, values in C.PROFILES.items():
         size, epochs = values["data.image_size"], values["train.epochs"]
         assert f"{size} px" in rows[name] and f"{epochs} epochs" in rows[name], (name, size, epochs)
-    smoke_study = plan_runs(root / "params" / "smoke.yaml", categories="weave", variants="AE-L2")[0].config
+    smoke_study = plan_runs(root / "params" / "smoke.yaml", categories="weave", runs="AE-L2")[0].config
     assert f"sets {smoke_study.train.epochs} epoch" in rows["smoke"]

@@ -25,7 +25,7 @@ from avaga_lib.reference import ANCHOR
 
 ROOT = project_root()
 BROKEN = "06_threshold_study.ipynb"
-SCOPE = ["CATEGORIES=weave", "VARIANTS=AVAGA-R_u,AE-L2"]
+SCOPE = ["CATEGORIES=weave", "RUNS=AVAGA-R_u,AE-L2"]
 
 
 def _env(clone: Path) -> dict[str, str]:

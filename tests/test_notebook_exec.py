@@ -33,7 +33,7 @@ def _spec(tmp_path: Path, fail: bool) -> RunSpec:
                 nbformat.v4.new_code_cell(_CELLS[1])]
     notebook = tmp_path / "tiny.ipynb"
     nbformat.write(nb, notebook)
-    spec = plan_runs(project_root() / "params" / "smoke.yaml", categories="weave", variants="AE-L2",
+    spec = plan_runs(project_root() / "params" / "smoke.yaml", categories="weave", runs="AE-L2",
                      results_dir=tmp_path / "results", overrides={"device": "cpu"})[0]
     out = tmp_path / "runs" / ("failed.ipynb" if fail else "ok.ipynb")
     return dataclasses.replace(spec, notebook=notebook, parameters={"run_dir": str(spec.run_dir), "fail": fail},

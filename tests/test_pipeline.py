@@ -67,8 +67,8 @@ def test_params_file_selects_runs_by_name_or_group(tmp_path: Path) -> None:
     f.write_text(yaml.safe_dump({"dataset": "embedded", "profile": "smoke", "categories": ["weave"],
                                  "runs": "baselines, AVAGA-R_w"}))
     assert [s.name for s in pipeline.plan_runs(f)] == ["AVAGA-R_w", "AE-L2", "AE-SSIM"]
-    with pytest.raises(pipeline.PipelineError, match="VARIANTS=.*AVAGA-R_u"):
-        pipeline.plan_runs(f, variants="AVAGA-R_u")  # not among the file's runs
+    with pytest.raises(pipeline.PipelineError, match="RUNS=.*AVAGA-R_u"):
+        pipeline.plan_runs(f, runs="AVAGA-R_u")  # not among the file's runs
 
 
 def test_adding_an_ablation_is_one_registry_entry(tmp_path: Path) -> None:
@@ -80,7 +80,7 @@ def test_adding_an_ablation_is_one_registry_entry(tmp_path: Path) -> None:
              ")  # fmt: skip")
     (pkg / "study.py").write_text(src.replace(")  # fmt: skip", entry, 1))
     code = (f"from avaga_lib import pipeline; s = pipeline.plan_runs({str(PARAMS / 'smoke.yaml')!r}, "
-            "categories='weave', variants='ablations'); r = s[-1]; "
+            "categories='weave', runs='ablations'); r = s[-1]; "
             "print(len(s), r.notebook.name, r.config.loss.w_kl, r.run_dir.name)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path,
                          env={**os.environ, "PYTHONPATH": str(tmp_path), "OMP_NUM_THREADS": "1"})
@@ -89,7 +89,7 @@ def test_adding_an_ablation_is_one_registry_entry(tmp_path: Path) -> None:
 
 def test_plan_narrowing_and_paper_profile(tmp_path: Path) -> None:
     specs = pipeline.plan_runs(PARAMS / "paper_mvtec.yaml", root=str(tmp_path), categories="bottle, carpet",
-                               variants="main,AE-L2", seeds="0,1")
+                               runs="main,AE-L2", seeds="0,1")
     assert len(specs) == 2 * 5 * 2  # categories x (R_u, R_w, D_u, D_w, AE-L2) x seeds
     assert {s.config.train.epochs for s in specs} == {150} and {s.config.data.image_size for s in specs} == {256}
     assert {s.config.train.seed for s in specs} == {0, 1}
@@ -105,9 +105,9 @@ def test_plan_dataset_switch_and_folder_discovery(tmp_path: Path) -> None:
     for cat in ("a", "b"):
         (tmp_path / cat / "train" / "good").mkdir(parents=True)
     (tmp_path / "not_a_category").mkdir()
-    specs = pipeline.plan_runs(None, dataset="folder", root=str(tmp_path), variants="AVAGA-R_u")
+    specs = pipeline.plan_runs(None, dataset="folder", root=str(tmp_path), runs="AVAGA-R_u")
     assert [s.config.data.category for s in specs] == ["a", "b"]
-    stc = pipeline.plan_runs(None, dataset="stc", root=str(tmp_path), variants="AVAGA-R_u", seeds="0")
+    stc = pipeline.plan_runs(None, dataset="stc", root=str(tmp_path), runs="AVAGA-R_u", seeds="0")
     assert len(stc) == 13 and stc[0].config.data.category == "01"
     assert pipeline.default_params_file("mvtec").name == "paper_mvtec.yaml"
     assert pipeline.default_params_file(None, "cpu").name == "cpu.yaml", "make reproduce PROFILE=cpu: the cpu study"
@@ -115,8 +115,8 @@ def test_plan_dataset_switch_and_folder_discovery(tmp_path: Path) -> None:
 
 
 def test_plan_errors_name_the_problem(tmp_path: Path) -> None:
-    with pytest.raises(pipeline.PipelineError, match="VARIANTS=.*nope.*known"):
-        pipeline.plan_runs(PARAMS / "smoke.yaml", variants="nope")
+    with pytest.raises(pipeline.PipelineError, match="RUNS=.*nope.*known"):
+        pipeline.plan_runs(PARAMS / "smoke.yaml", runs="nope")
     with pytest.raises(pipeline.PipelineError, match="not found"):
         pipeline.plan_runs(tmp_path / "missing.yaml")
     bad = tmp_path / "bad.yaml"
@@ -175,9 +175,9 @@ def test_default_jobs_parallel_only_for_one_thread_cpu_runs(monkeypatch) -> None
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(pipeline.os, "cpu_count", lambda: 2)
-    smoke = pipeline.plan_runs(dataset="embedded", categories=["weave"], variants=["main"])
-    cpu = pipeline.plan_runs(dataset="embedded", categories=["weave"], variants=["main"], profile="cpu")
-    paper = pipeline.plan_runs(dataset="embedded", categories=["weave"], variants=["main"], profile="paper",
+    smoke = pipeline.plan_runs(dataset="embedded", categories=["weave"], runs=["main"])
+    cpu = pipeline.plan_runs(dataset="embedded", categories=["weave"], runs=["main"], profile="cpu")
+    paper = pipeline.plan_runs(dataset="embedded", categories=["weave"], runs=["main"], profile="paper",
                                overrides={"image_size": 256})  # the smoke file pins 64 px: too small for paper
     assert pipeline.default_jobs(smoke, makeflags="") == 2
     assert pipeline.default_jobs(cpu, makeflags="") == 2  # the cpu profile pins one thread per run too
@@ -189,6 +189,15 @@ def test_default_jobs_parallel_only_for_one_thread_cpu_runs(monkeypatch) -> None
     assert pipeline.default_jobs(paper, makeflags="") == 2  # one run per GPU
     wide = pipeline.plan_runs(dataset="embedded", categories=["weave"], profile="paper", overrides={"image_size": 256})
     assert pipeline.default_jobs(wide, makeflags="", runs_per_gpu=3) == 6  # RUNS_PER_GPU=3 (issue 24): 3 per GPU
+
+
+def test_old_variants_flag_still_selects_runs_with_a_deprecation(capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 25: RUNS= / --runs select runs; the old VARIANTS= / --variants still works and says it is deprecated."""
+    assert cli.main(["pipeline", "--variants", "nope", "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert "--variants / VARIANTS= is deprecated, use --runs / RUNS=" in err and "RUNS=['nope'] not all in" in err
+    assert cli.main(["pipeline", "--runs", "nope", "--dry-run"]) == 2
+    assert "deprecated" not in capsys.readouterr().err
 
 
 def test_runs_per_gpu_is_checked_before_any_run(capsys: pytest.CaptureFixture[str]) -> None:
@@ -229,7 +238,7 @@ class FakeRunner:
 
 def _plan(tmp_path: Path, **kw: Any) -> list[pipeline.RunSpec]:
     return pipeline.plan_runs(PARAMS / "smoke.yaml", dataset="folder", root=str(tmp_path / "data"),
-                              categories=kw.pop("categories", "good,bad"), variants="main",
+                              categories=kw.pop("categories", "good,bad"), runs="main",
                               results_dir=tmp_path / "res", **kw)
 
 
@@ -298,7 +307,7 @@ def test_a_failed_study_never_prints_up_to_date_or_another_reference(tmp_path: P
     monkeypatch.setattr(pipeline, "report_notebooks_to_run", lambda *a, **k: [])  # the last study's report is fresh
     monkeypatch.setattr(report, "reference_summary", lambda *a, **k: "reference: 188/315 cells reproduced")
     argv = ["pipeline", "--dataset", "folder", "--root", str(tmp_path / "data"), "--categories", "good",
-            "--variants", "AE-L2", "--results-dir", str(tmp_path / "res"), "--report"]
+            "--runs", "AE-L2", "--results-dir", str(tmp_path / "res"), "--report"]
     assert cli.main(argv) == 1
     out = capsys.readouterr().out
     assert "FAILED folder/good/AE-L2-seed0: data: OSError: gone" in out
@@ -393,7 +402,7 @@ def smoke_tree(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     bad.write_bytes(b"\x89PNG\r\n\x1a\n truncated")  # corrupted category
     results = base / "results"
     argv = ["pipeline", "--dataset", "folder", "--root", str(data), "--categories", "weave,granite",
-            "--variants", "AVAGA-R_u,AVAGA-R_w", "--results-dir", str(results), "--set", "epochs=1",
+            "--runs", "AVAGA-R_u,AVAGA-R_w", "--results-dir", str(results), "--set", "epochs=1",
             "--set", "image_size=64", "--set", "device=cpu", "--jobs", "1"]
     t0 = time.perf_counter()
     code = cli.main(argv)

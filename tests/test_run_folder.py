@@ -31,7 +31,7 @@ PARAMS = project_root() / "params" / "smoke.yaml"
 
 
 def _spec(tmp_path: Path, root: str) -> RunSpec:
-    return plan_runs(PARAMS, dataset="folder", root=root, categories="screws", variants="AVAGA-R_u",
+    return plan_runs(PARAMS, dataset="folder", root=root, categories="screws", runs="AVAGA-R_u",
                      results_dir=tmp_path / "res", overrides={"device": "cpu"})[0]
 
 

@@ -40,9 +40,9 @@ def study_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
                             n_train=8, n_test_good=4, n_test_bad=4, size=64)
 
 
-def _plan(data: Path, results: Path, categories: str = "weave,washer", variants: str = "AVAGA-R_u,AVAGA-R_w",
+def _plan(data: Path, results: Path, categories: str = "weave,washer", runs: str = "AVAGA-R_u,AVAGA-R_w",
           epochs: int = 1, device: str = "cpu") -> list[pipeline.RunSpec]:
-    return pipeline.plan_runs(PARAMS, dataset="folder", root=str(data), categories=categories, variants=variants,
+    return pipeline.plan_runs(PARAMS, dataset="folder", root=str(data), categories=categories, runs=runs,
                               results_dir=results, overrides={"epochs": epochs, "image_size": 64, "device": device})
 
 
@@ -83,7 +83,7 @@ def _kill_worker_after_checkpoint(spec: pipeline.RunSpec, killed: list[int], tim
 
 @pytest.mark.slow
 def test_killed_worker_run_resumes_from_its_checkpoint(study_data: Path, tmp_path: Path) -> None:
-    specs = _plan(study_data, tmp_path / "results", variants="AVAGA-R_u", epochs=3)
+    specs = _plan(study_data, tmp_path / "results", runs="AVAGA-R_u", epochs=3)
     victim, other = specs
     killed: list[int] = []
     killer = threading.Thread(target=_kill_worker_after_checkpoint, args=(victim, killed), daemon=True)
@@ -121,7 +121,7 @@ def test_existing_scheduler_over_tcp(study_data: Path, tmp_path: Path) -> None:
         procs.append(subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", address, "--host",
                                        "127.0.0.1", "--nthreads", "1", "--no-dashboard"], env=env,
                                       stderr=subprocess.DEVNULL))
-        specs = _plan(study_data, tmp_path / "results", categories="weave", variants="AVAGA-R_u")
+        specs = _plan(study_data, tmp_path / "results", categories="weave", runs="AVAGA-R_u")
         summary = pipeline.execute(specs, cluster=address, log=_quiet, progress=False)
         assert summary.exit_code == 0, summary.text()
         assert (specs[0].run_dir / "metrics.json").exists()
@@ -162,7 +162,7 @@ class Recorder:
 
 def _folder_plan(tmp_path: Path, categories: str, device: str = "cpu") -> list[pipeline.RunSpec]:
     return pipeline.plan_runs(PARAMS, dataset="folder", root=str(tmp_path / "data"), categories=categories,
-                              variants="AVAGA-R_u", results_dir=tmp_path / "res", overrides={"device": device})
+                              runs="AVAGA-R_u", results_dir=tmp_path / "res", overrides={"device": device})
 
 
 def test_a_run_that_raises_is_reported_not_retried(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -297,7 +297,7 @@ def test_claim_waits_for_the_holder_and_counts_attempts(tmp_path: Path) -> None:
 def test_missing_extra_is_one_clear_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                          capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setitem(sys.modules, "dask_cuda", None)  # not installed
-    argv = ["pipeline", "--dataset", "folder", "--root", str(tmp_path), "--categories", "a", "--variants",
+    argv = ["pipeline", "--dataset", "folder", "--root", str(tmp_path), "--categories", "a", "--runs",
             "AVAGA-R_u", "--results-dir", str(tmp_path / "res"), "--cluster", "cuda"]
     assert cli.main(argv) == 2
     err = capsys.readouterr().err.strip()

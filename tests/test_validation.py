@@ -55,7 +55,7 @@ def no_start(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def _pipeline(*args: str, results: Path, data: Path | None = None, dataset: str = "folder") -> list[str]:
     root = ["--root", str(data)] if data is not None else []
-    return ["pipeline", "--params", str(PARAMS), "--dataset", dataset, *root, "--variants", "AE-L2",
+    return ["pipeline", "--params", str(PARAMS), "--dataset", dataset, *root, "--runs", "AE-L2",
             "--results-dir", str(results), *args]
 
 
@@ -89,7 +89,7 @@ def test_unknown_category_is_named_before_dask(tmp_path: Path, folder_data: Path
     assert f"CATEGORIES: nosuchcategory not in {folder_data} (categories there: weave)" in err
     assert not (tmp_path / "res").exists()
     # the embedded set is generated on first use: its category names are known without it
-    check = pipeline.check_study(pipeline.plan_runs(PARAMS, categories="weave,nosuchcategory", variants="AE-L2",
+    check = pipeline.check_study(pipeline.plan_runs(PARAMS, categories="weave,nosuchcategory", runs="AE-L2",
                                                     results_dir=tmp_path / "res"), tmp_path / "res")
     assert any("nosuchcategory not in" in p for p in check.problems)
 
@@ -127,7 +127,7 @@ def test_seeds_of_a_params_file_are_checked_too(tmp_path: Path) -> None:
     params.write_text("dataset: embedded\nprofile: smoke\ncategories: [weave]\nseeds: [0, -1]\n")
     with pytest.raises(pipeline.PipelineError, match=r"p.yaml: seeds='-1'"):
         pipeline.plan_runs(params)
-    assert [s.config.train.seed for s in pipeline.plan_runs(PARAMS, variants="AE-L2", categories="weave",
+    assert [s.config.train.seed for s in pipeline.plan_runs(PARAMS, runs="AE-L2", categories="weave",
                                                             seeds="0, 7")] == [0, 7]
 
 
@@ -174,7 +174,7 @@ def test_checkpoint_estimate_matches_a_saved_checkpoint(tmp_path: Path) -> None:
 
 def test_a_good_study_passes_and_reports_its_estimate(tmp_path: Path, folder_data: Path) -> None:
     specs = pipeline.plan_runs(PARAMS, dataset="folder", root=str(folder_data), categories="weave",
-                               variants="AE-L2", results_dir=tmp_path / "res")
+                               runs="AE-L2", results_dir=tmp_path / "res")
     check = pipeline.check_study(specs, tmp_path / "res", scheduler.parse_cluster(None))
     assert check.problems == []
     assert "1 run(s) to do write ~17.8 MB of checkpoints" in check.notes[0] and "free at" in check.notes[0]
