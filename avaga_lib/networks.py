@@ -16,7 +16,7 @@ from avaga_lib.checkpoint import load_checkpoint
 from avaga_lib.config import RunConfig
 from avaga_lib.model import Discriminator, build_model
 from avaga_lib.pretrain import resolve_pretrained
-from avaga_lib.run_folder import CHECKPOINT_NAME, RunFolder  # noqa: F401 - CHECKPOINT_NAME: train.py imports it here
+from avaga_lib.run_folder import RunFolder
 from avaga_lib.runtime import configure_precision
 
 

@@ -7,12 +7,16 @@ objective (eq. 4 / 6, with Grad-CAM) and its Adam step, then the discriminator o
 
 Loss terms stay detached 0-d tensors on the device (no host sync here or in :mod:`avaga_lib.losses`: a
 ``.item()`` between forward and backward stops the CPU from queueing the backward while the GPU runs the forward,
-issue 15 row 9); the trainer sums them on the device and converts and checks them once per epoch.
+issue 15 row 9); :func:`accumulate_terms` sums them on the device (the trainer's epoch and the bench's timed window)
+and the caller converts and checks the sums once.
+
+Optimisers (:func:`make_adam`): on CUDA, Adam's fused kernel (:func:`adam_kwargs`); elsewhere torch's default, so
+CPU results stay byte-identical to those committed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
@@ -22,7 +26,7 @@ from torch import Tensor, nn
 
 from avaga_lib import baselines, losses
 from avaga_lib import distributed as ddp
-from avaga_lib.config import RunConfig
+from avaga_lib.config import RunConfig, TrainConfig
 from avaga_lib.model import AVAGAOutput
 from avaga_lib.runtime import autocast
 
@@ -39,6 +43,57 @@ def baseline_kind(method: str) -> str:
         raise ValueError(f"method '{method}' is not a baseline (ae_l2 | ae_ssim)")
     return method[3:]
 
+
+# The optimiser-state keys that choose Adam's update kernel; they follow the device a run trains on, not the file.
+_KERNEL_KEYS = ("fused", "foreach")
+
+
+def adam_kwargs(device_type: str) -> dict[str, bool]:
+    """Adam's update-kernel choice for a training device type (``"cuda"``, ``"cpu"``, ``"mps"``).
+
+    CUDA: ``fused=True``, the whole update of a parameter group in one kernel per dtype / device group instead of
+    the multi-tensor (foreach) default's chain of kernels (moments, bias corrections, square root, division, each
+    its own launch); a GAN step runs two optimisers, and a step at batch 24 leaves the GPU idle between launches
+    (docs/PERFORMANCE.md). Elsewhere: torch's default (the per-parameter loop on CPU). torch 2.14 has a fused CPU
+    Adam as well, but it rounds differently from that loop (parameters differ in the last bits after a few steps),
+    which would move every committed CPU result; MPS is not the study's target and stays as it was too.
+    """
+    return {"fused": True} if device_type == "cuda" else {}
+
+
+def _keep_update_kernel(opt: torch.optim.Optimizer, state_dict: dict[str, Any]) -> dict[str, Any] | None:
+    """Load-state pre-hook: the saved state keeps this optimiser's kernel choice, not the one it was saved with.
+
+    ``Optimizer.load_state_dict`` replaces the param groups by the saved ones, ``fused`` / ``foreach`` included, and
+    places each ``step`` counter by them (fused: float32 on the parameter's device; otherwise left as loaded, on the
+    CPU). A run resumed on another device type (allowed: the resume hash ignores ``train.device``) would otherwise
+    step a CPU run with the CUDA fused kernel, or a CUDA run with the kernel of an older checkpoint.
+    """
+    saved = state_dict.get("param_groups", [])
+    if len(saved) != len(opt.param_groups):
+        return None  # load_state_dict itself refuses the mismatch, with its own message
+    own = [{k: group.get(k) for k in _KERNEL_KEYS} for group in opt.param_groups]
+    return {**state_dict, "param_groups": [{**g, **o} for g, o in zip(saved, own)]}
+
+
+def make_adam(params: Iterable[nn.Parameter], train: TrainConfig, device: torch.device | str) -> torch.optim.Adam:
+    """Adam of one network (generator or discriminator, PN 5) with ``train.lr`` / ``train.betas`` and the update
+    kernel of ``device`` (:func:`adam_kwargs`); a state loaded later keeps that kernel (:func:`_keep_update_kernel`).
+    """
+    opt = torch.optim.Adam(params, lr=train.lr, betas=train.betas, **adam_kwargs(torch.device(device).type))
+    opt.register_load_state_dict_pre_hook(_keep_update_kernel)
+    return opt
+
+
+def accumulate_terms(sums: Tensor | None, terms: Mapping[str, Any], device: torch.device) -> Tensor:
+    """``sums`` plus one step's loss terms (in ``terms``' order), on ``device``: no host sync.
+
+    float64 (float32 on MPS, which has none): a sum over an epoch's steps rounds far less than a float32 one. The
+    trainer sums an epoch with it, the bench a timed window; each converts once at the end.
+    """
+    dtype = torch.float32 if device.type == "mps" else torch.float64
+    step = torch.stack([torch.as_tensor(v, device=device).detach().to(dtype).reshape(()) for v in terms.values()])
+    return step if sums is None else sums + step
 
 
 class DiscriminatorLoss(nn.Module):
@@ -152,4 +207,5 @@ def train_step(
     return terms
 
 
-__all__ = ["DiscriminatorLoss", "Nets", "baseline_kind", "make_nets", "train_step"]
+__all__ = ["DiscriminatorLoss", "Nets", "accumulate_terms", "adam_kwargs", "baseline_kind", "make_adam", "make_nets",
+           "train_step"]

@@ -18,9 +18,10 @@ and one for the discriminator's objective (real then fake inside one module forw
 forward per backward, while BatchNorm keeps separate real / fake statistics as in one process); SyncBatchNorm on
 CUDA; per-rank seeds for everything but the batch order.
 
-GPU (issue 15): the loss terms stay on the device and become floats once per epoch; checkpoints on CUDA are
-written at most every ``train.checkpoint_minutes`` (and after the last epoch); :func:`avaga_lib.runtime.
-configure_precision` sets TF32 as the bench measures it.
+GPU (issue 15): the loss terms stay on the device and become floats once per epoch; Adam runs its fused kernel
+(:func:`avaga_lib.step.adam_kwargs`, CUDA only); checkpoints on CUDA are written at most every
+``train.checkpoint_minutes`` (and after the last epoch); :func:`avaga_lib.runtime.configure_precision` sets TF32 as
+the bench measures it.
 
 Interruption: Ctrl-C writes the state of the last *completed* epoch and re-raises as :class:`TrainingInterrupted`
 naming the checkpoint; ``train.resume`` continues from there. A non-finite loss term raises
@@ -56,7 +57,8 @@ from avaga_lib.checkpoint import (
 from avaga_lib.config import RunConfig
 from avaga_lib.data import AnomalyDataset, Splits, augment_batch, make_splits
 from avaga_lib.io import save_torch, write_csv
-from avaga_lib.networks import CHECKPOINT_NAME, build_networks, load_trained
+from avaga_lib.networks import build_networks, load_trained
+from avaga_lib.run_folder import CHECKPOINT_NAME, LOSSES_NAME
 from avaga_lib.runtime import (
     amp_dtype,
     configure_precision,
@@ -65,9 +67,15 @@ from avaga_lib.runtime import (
     seed_everything,
     seed_rngs,
 )
-from avaga_lib.step import DiscriminatorLoss, Nets, baseline_kind, make_nets, train_step
-
-LOSSES_NAME = "losses.csv"
+from avaga_lib.step import (
+    DiscriminatorLoss,
+    Nets,
+    accumulate_terms,
+    baseline_kind,
+    make_adam,
+    make_nets,
+    train_step,
+)
 
 
 @dataclass
@@ -234,9 +242,9 @@ def _set_up(cfg: RunConfig, splits: Splits, ctx: ddp.DistContext) -> _Run:
     images_u8, labels, n_normal, n_weak = _training_images(cfg, splits, device)
     generators = {"sampler": torch.Generator().manual_seed(tc.seed),
                   "augment": torch.Generator(device=device).manual_seed(own_seed + 1)}
-    # separate Adam for generator and discriminator (PN 5), StepLR (A.1)
-    opt_g = torch.optim.Adam(model.parameters(), lr=tc.lr, betas=tc.betas)
-    opt_d = None if disc is None else torch.optim.Adam(disc.parameters(), lr=tc.lr, betas=tc.betas)
+    # separate Adam for generator and discriminator (PN 5; fused kernel on CUDA, step.adam_kwargs), StepLR (A.1)
+    opt_g = make_adam(model.parameters(), tc, device)
+    opt_d = None if disc is None else make_adam(disc.parameters(), tc, device)
     scheds = [torch.optim.lr_scheduler.StepLR(o, step_size=tc.lr_step, gamma=tc.lr_gamma) for o in (opt_g, opt_d)
               if o is not None]
     return _Run(cfg, ctx, device, amp, model, disc, images_u8, labels, n_normal, n_weak, generators, opt_g, opt_d,
@@ -289,7 +297,6 @@ def _train_epoch(run: _Run, epoch: int, progress: bool) -> dict[str, Any]:
     masks_u8 = torch.zeros((len(run.labels), 1, 1, 1), dtype=torch.uint8, device=run.device)  # never trained on
     names: list[str] = []
     sums: Tensor | None = None  # the terms summed over the epoch's steps, on the device (no host sync per step)
-    acc_dtype = torch.float32 if run.device.type == "mps" else torch.float64
     bar = tqdm(batches, desc=f"{cfg.setting_name} epoch {epoch}/{cfg.train.epochs}", disable=not progress, leave=False)
     for idx in bar:
         idx, share = ddp.shard_batch(idx, ctx)  # this rank's images of the global batch (issue 8)
@@ -301,9 +308,7 @@ def _train_epoch(run: _Run, epoch: int, progress: bool) -> dict[str, Any]:
         assert run.nets is not None
         terms = train_step(cfg, run.nets, x, run.labels[idx], run.amp, loss_scale=share * ctx.world_size)
         names = list(terms)
-        step = torch.stack([torch.as_tensor(v, device=run.device).detach().to(acc_dtype).reshape(())
-                            for v in terms.values()])
-        sums = step if sums is None else sums + step
+        sums = accumulate_terms(sums, terms, run.device)
     assert sums is not None  # epoch_batches returns at least one batch
     means = ddp.average_terms(dict(zip(names, sums / len(batches))), ctx)  # the epoch's one host transfer
     bar.set_postfix({k: f"{v:.4g}" for k, v in means.items()})
@@ -413,6 +418,6 @@ def train_run(cfg: RunConfig, splits: Splits | None = None, progress: bool = Tru
     )  # fmt: skip
 
 
-__all__ = ["CHECKPOINT_NAME", "LOSSES_NAME", "DiscriminatorLoss", "Nets", "NonFiniteLossError", "TrainResult",
+__all__ = ["DiscriminatorLoss", "Nets", "NonFiniteLossError", "TrainResult",
            "TrainingInterrupted", "baseline_kind", "build_networks", "epoch_batches", "load_trained", "make_nets",
            "resume_hash", "train_run", "train_step"]

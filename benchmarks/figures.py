@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from avaga_lib.evaluate import eval_batch_size
 from avaga_lib.runtime import resolve_device
 from benchmarks.estimate import mvtec_study_hours
 from benchmarks.eval_harness import build_eval_harness
@@ -28,7 +29,8 @@ TRAIN_BATCH: dict[str, dict[int, int]] = {
     "cpu": {256: 2, 128: 4},  # CPU: small batches so a repetition takes seconds, not minutes
     "cuda": {256: 64, 128: 128},  # GPU: large enough to fill an H200 (the paper's 24 under-fills it)
 }
-EVAL_BATCH: dict[str, int] = {"cpu": 8, "cuda": 128}
+# evaluation: CPU 8 (the committed CPU record); CUDA the evaluator's own batch, so the figure is what evaluate_run runs
+EVAL_BATCH: dict[str, int] = {"cpu": 8, "cuda": eval_batch_size("cuda")}
 SETTINGS: tuple[tuple[str, str], ...] = (("unsupervised", "R_u"), ("weak", "R_w"))  # (train.setting, run tag)
 AMP = "auto"  # the trainer's default: bf16 on CUDA, fp32 on CPU
 

@@ -5,6 +5,12 @@ Speed does not depend on pixel values or on the initial weights, so the harness 
 pretrained download. Nothing here re-implements the step: :func:`run_trainer_step` is the single call into the
 trainer, so a change of the trainer's step is measured as soon as it lands. This module imports only what a
 training step needs (the peak-memory probe runs it in a fresh process whose baseline memory counts).
+
+Host syncs: like the trainer, a harness step reads nothing back to the host. The loss terms are summed on the device
+(:func:`avaga_lib.step.accumulate_terms`, the trainer's own accumulation) and become floats once, when
+:meth:`TrainHarness.mean_terms` is called after a timed window; the window's end synchronises the device (the
+Timer, or ``runtime.synchronize``). A float conversion per step would make the CPU wait for every step's kernels
+before it queues the next step's: a sync the trainer does not have, which understated GPU throughput.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from avaga_lib.config import MIN_LATENT_GRID, RunConfig, make_config
 from avaga_lib.data import augment_batch
 from avaga_lib.distributed import SINGLE, average_terms
 from avaga_lib.runtime import amp_dtype
-from avaga_lib.step import Nets, make_nets, train_step
+from avaga_lib.step import Nets, accumulate_terms, make_adam, make_nets, train_step
 from avaga_lib.train import build_networks
 
 
@@ -35,13 +41,13 @@ def variant_config(size: int, setting: str, amp: str, attention: bool = True) ->
 
 def run_trainer_step(
     cfg: RunConfig, nets: Nets, x: Tensor, labels: Tensor, amp: torch.dtype | None
-) -> dict[str, float]:
+) -> dict[str, Tensor]:
     """The trainer's optimisation step on one batch (GAN step, G then D, or the AE step); returns the loss terms.
 
-    The one place the benchmarks call into the trainer (no copy of the step anywhere); the terms become floats
-    once per step, as in the trainer's loop.
+    The one place the benchmarks call into the trainer (no copy of the step anywhere). The terms are the step's
+    detached 0-d tensors on the device, not converted (the trainer converts once per epoch, not per step).
     """
-    return average_terms(train_step(cfg, nets, x, labels, amp), SINGLE)
+    return train_step(cfg, nets, x, labels, amp)
 
 
 def synthetic_u8(n: int, side: int, seed: int = 0) -> tuple[Tensor, Tensor, Tensor]:
@@ -94,6 +100,9 @@ class TrainHarness:
     amp: torch.dtype | None = None
     channels_last: bool = False
     nets: Nets | None = None  # built once on first use (make_nets), as the trainer does before its loop
+    _names: list[str] = field(default_factory=list)
+    _sums: Tensor | None = None  # loss terms summed on the device since the last mean_terms (no per-step sync)
+    _steps: int = 0
     _gen: torch.Generator = field(default_factory=lambda: torch.Generator().manual_seed(0))
     _aug_gen: torch.Generator | None = None
     _last: tuple[Tensor, Tensor] | None = None
@@ -117,22 +126,44 @@ class TrainHarness:
         self._last = (x, self.labels[idx])
         return self._last
 
-    def compute_step(self, batch: tuple[Tensor, Tensor] | None = None) -> dict[str, float]:
-        """The trainer's optimisation step on a batch; returns the loss terms.
+    def compute_step(self, batch: tuple[Tensor, Tensor] | None = None) -> dict[str, Tensor]:
+        """The trainer's optimisation step on a batch, its loss terms added to the window's sums on the device.
 
         Args:
             batch: output of :meth:`data_step`; default the last one (so compute can be timed alone).
+
+        Returns:
+            The step's loss terms as detached 0-d tensors on the device (reading one is a host sync).
         """
         if batch is None:
             batch = self._last if self._last is not None else self.data_step()
         x, labels = batch
         if self.nets is None:
             self.nets = make_nets(self.model, self.disc, self.opt_g, self.opt_d)
-        return run_trainer_step(self.cfg, self.nets, x, labels, self.amp)
+        terms = run_trainer_step(self.cfg, self.nets, x, labels, self.amp)
+        self._names = list(terms)
+        self._sums = accumulate_terms(self._sums, terms, self.device)
+        self._steps += 1
+        return terms
 
-    def step(self) -> dict[str, float]:
+    def step(self) -> dict[str, Tensor]:
         """Data step then compute step: one full training step."""
         return self.compute_step(self.data_step())
+
+    def mean_terms(self) -> dict[str, float]:
+        """The loss terms averaged over the steps since the last call, as floats: the window's one host transfer.
+
+        Call it after a timed window (never inside one); it starts a new window. A NaN / inf in any step of the
+        window makes that term's mean non-finite, as in the trainer's epoch means.
+
+        Raises:
+            RuntimeError: no step since the last call.
+        """
+        if self._sums is None:
+            raise RuntimeError("TrainHarness.mean_terms: no training step since the last call")
+        means = average_terms(dict(zip(self._names, self._sums / self._steps)), SINGLE)
+        self._sums, self._steps = None, 0
+        return means
 
 
 def build_train_harness(
@@ -155,11 +186,11 @@ def build_train_harness(
         channels_last = bool(cfg.train.channels_last) and device.type == "cuda"
     fmt = torch.channels_last if channels_last else torch.preserve_format
     model = model.to(device=device, memory_format=fmt).train()
-    opt_g = torch.optim.Adam(model.parameters(), lr=cfg.train.lr, betas=cfg.train.betas)
+    opt_g = make_adam(model.parameters(), cfg.train, device)  # the trainer's optimisers (fused Adam on CUDA)
     opt_d = None
     if disc is not None:
         disc = disc.to(device=device, memory_format=fmt).train()
-        opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.train.lr, betas=cfg.train.betas)
+        opt_d = make_adam(disc.parameters(), cfg.train, device)
     side = round(cfg.data.image_size * cfg.data.train_resize_ratio)
     images, _, labels = synthetic_u8(n_images or 4 * batch_size, side)
     return TrainHarness(

@@ -113,6 +113,26 @@ def test_every_map_flags_the_stated_share_of_normal_validation_pixels(tiny_root:
     np.testing.assert_array_equal(inf.maps > 0.5, inf.raw_maps * (0.5 / cal.pixel_threshold) > 0.5)
 
 
+def test_inference_batch_is_larger_on_cuda_and_unchanged_on_cpu(tmp_path: Path) -> None:
+    """CPU keeps the 16-image batches every committed CPU result was evaluated with; CUDA batches more images per
+    launch and per host transfer of the maps (the choice is tested here, no GPU needed)."""
+    assert E.eval_batch_size("cpu") == E.eval_batch_size(torch.device("cpu")) == 16
+    assert E.eval_batch_size("mps") == 16
+    assert E.eval_batch_size("cuda") == E.eval_batch_size(torch.device("cuda", 1)) == 128
+
+    class _Images:  # what infer_dataset reads of a dataset
+        images = torch.randint(0, 256, (37, 3, 32, 32), dtype=torch.uint8)
+
+        def __len__(self) -> int:
+            return 37
+
+    cfg = _cfg(tmp_path, tmp_path, method="ae_l2", **{"data.image_size": 32})
+    sizes: list[int] = []
+    inf = E.infer_dataset(cfg, _untrained(cfg), _Images(), None, torch.device("cpu"),  # type: ignore[arg-type]
+                          on_batch=lambda sl, _: sizes.append(sl.stop - sl.start))
+    assert sizes == [16, 16, 5] and inf.score_raw.shape == (37,)
+
+
 def test_shuffled_test_labels_change_no_threshold_or_score(tiny_root: Path, tmp_path: Path) -> None:
     cfg = _cfg(tiny_root, tmp_path, method="ae_l2")
     splits = make_splits(cfg.data, "unsupervised")

@@ -223,9 +223,6 @@ def test_record_only_keys_of_older_saves_are_dropped_by_every_reader(tmp_path: P
 CONTRACT_NAMES = ("config.json", "metrics.json", "losses.csv", "predictions.csv", "calibration.json", "splits.json",
                   "checkpoint.pt", "test_maps.npz", "summary.json", "fig_losses.png", "fig_scores.png",
                   "fig_qualitative.png")
-# Names still spelled outside run_folder.py by a module another change owns (remove an entry once it is fixed):
-# train.py defines LOSSES_NAME = "losses.csv" itself instead of importing it from run_folder.
-PENDING = {"train.py": {"losses.csv"}}
 
 
 def _literal(name: str) -> re.Pattern[str]:
@@ -243,6 +240,6 @@ def test_contract_file_names_are_spelled_only_in_run_folder() -> None:
         if path.name != "run_folder.py":
             text = path.read_text()
             names = {n for n in CONTRACT_NAMES if _literal(n).search(text)}
-            if names - PENDING.get(str(path.relative_to(PACKAGE_DIR)), set()):
+            if names:
                 found[str(path.relative_to(PACKAGE_DIR))] = names
     assert found == {}

@@ -13,6 +13,7 @@ from avaga_lib import runtime as R
 from avaga_lib import train as T
 from avaga_lib.config import make_config
 from avaga_lib.data import generate_dataset, make_splits
+from avaga_lib.run_folder import CHECKPOINT_NAME
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +97,7 @@ def test_nan_guard_names_epoch_and_term_and_keeps_checkpoint(
     with pytest.raises(T.NonFiniteLossError, match=r"'loss'.*epoch 2") as info:
         T.train_run(cfg, progress=False)
     assert info.value.epoch == 2 and info.value.term == "loss"
-    ck = torch.load(Path(cfg.run_dir) / T.CHECKPOINT_NAME, weights_only=False)
+    ck = torch.load(Path(cfg.run_dir) / CHECKPOINT_NAME, weights_only=False)
     assert ck["epoch"] == 1
     assert all(torch.isfinite(v).all() for v in ck["model"].values())
 
@@ -104,7 +105,7 @@ def test_nan_guard_names_epoch_and_term_and_keeps_checkpoint(
 def test_checkpoint_never_half_written(tiny_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = _cfg(tiny_root, tmp_path, method="ae_l2", **{"train.epochs": 1})
     T.train_run(cfg, progress=False)
-    ckpt = Path(cfg.run_dir) / T.CHECKPOINT_NAME
+    ckpt = Path(cfg.run_dir) / CHECKPOINT_NAME
     before = ckpt.read_bytes()
     real_save = torch.save
 
@@ -139,7 +140,7 @@ def test_ctrl_c_saves_last_completed_epoch(tiny_root: Path, tmp_path: Path, monk
     with pytest.raises(T.TrainingInterrupted) as info:
         T.train_run(cfg, progress=False)
     assert isinstance(info.value, KeyboardInterrupt) and info.value.epoch == 1
-    assert torch.load(Path(cfg.run_dir) / T.CHECKPOINT_NAME, weights_only=False)["epoch"] == 1
+    assert torch.load(Path(cfg.run_dir) / CHECKPOINT_NAME, weights_only=False)["epoch"] == 1
     monkeypatch.setattr(B, "reconstruction_loss", real)
     assert T.train_run(cfg, progress=False).resumed_from == 1
 
