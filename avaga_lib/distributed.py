@@ -184,7 +184,7 @@ def rank_seed(seed: int, rank: int) -> int:
 def average_terms(terms: dict[str, Any], ctx: DistContext) -> dict[str, float]:
     """Loss terms (floats or 0-d tensors) as floats, averaged over the ranks: one collective, one host transfer.
 
-    The trainer calls it once per epoch on the epoch's means (summed on the device); the bench once per step.
+    The trainer calls it once per epoch on the epoch's means (summed on the device); the bench once per timed window.
     A non-finite term on any rank makes the average non-finite on every rank, so all ranks stop together.
     """
     if not terms:

@@ -72,7 +72,7 @@ def _curve_rows(norm: str, thresholds: Sequence[float], test_maps: np.ndarray, s
 
 
 def _scores(cfg: RunConfig, model: torch.nn.Module, ds: AnomalyDataset, calibration: Calibration | None,
-            device: torch.device, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+            device: torch.device, batch_size: int | None) -> tuple[np.ndarray, np.ndarray]:
     """Maps and detection scores of ``ds`` (the weak classifier's probability where there is one, else raw)."""
     inf = infer_dataset(cfg, model, ds, calibration, device, batch_size)
     assert inf.maps is not None
@@ -85,7 +85,7 @@ def threshold_study(
     thresholds: Sequence[float] | None = None,
     device: str = "cpu",
     n_examples: int = 6,
-    batch_size: int = 16,
+    batch_size: int | None = None,
     max_images: int | None = None,
 ) -> ThresholdStudy:
     """Re-infer a trained run's test split under each attention normalization and sweep the threshold.
@@ -98,7 +98,8 @@ def threshold_study(
         thresholds: sweep (default 0.05 ... 0.95).
         device: where to infer.
         n_examples: anomalous test images kept for the interactive mask view.
-        batch_size: inference batch.
+        batch_size: inference batch; None = the evaluator's for the device (``evaluate.eval_batch_size``: 16 on
+            CPU, 128 on CUDA).
         max_images: cap on test images (half normal, half anomalous, in split order) for a quick look; None = all.
 
     Raises:

@@ -171,7 +171,7 @@ def test_cpu_params_file_plans_the_signal_study() -> None:
     assert {s.name for s in specs} == {"AVAGA-R_u", "AVAGA-R_u-maxnorm", "AVAGA-R_u-gain", "AVAGA-R_u-size", "AE-L2",
                                        "AE-SSIM", "AVAGA-R_w", "AVAGA-D_u", "AVAGA-R_u-size-faithful",
                                        "AVAGA-R_u-selfsup", "AVAGA-R_u-advoff",
-                                       "AVAGA-R_u-size-selfsup"}  # the recipe, its remedies, both
+                                       "AVAGA-R_u-size-faithful-selfsup"}  # the recipe, its remedies, both
     # baselines, the paper's other runs that the 2-hour budget allows (R_w vs R_u, R vs D: Table 2), issue 21's arms
     assert specs[0].name == "AVAGA-R_u"  # the paper's recipe is planned first
 

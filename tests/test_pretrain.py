@@ -86,12 +86,13 @@ def test_selfsup_resolves_to_the_cached_file(tiny_root: Path, monkeypatch: pytes
 
 
 def test_arms_and_the_faithful_remedy_in_the_registry() -> None:
-    assert study.ARMS == ("AVAGA-R_u-selfsup", "AVAGA-R_u-advoff", "AVAGA-R_u-size-selfsup")
+    assert study.ARMS == ("AVAGA-R_u-selfsup", "AVAGA-R_u-advoff", "AVAGA-R_u-size-faithful-selfsup")
     assert study.arms_of("AVAGA-R_u") == ("AVAGA-R_u-selfsup", "AVAGA-R_u-advoff")
-    assert study.arms_of("AVAGA-R_u-size") == ("AVAGA-R_u-size-selfsup",)  # the best remedy, pretrained alike
-    size_arm = make_config("cpu", run="AVAGA-R_u-size-selfsup")
+    # the best remedy, pretrained alike
+    assert study.arms_of("AVAGA-R_u-size-faithful") == ("AVAGA-R_u-size-faithful-selfsup",)
+    size_arm = make_config("cpu", run="AVAGA-R_u-size-faithful-selfsup")
     assert size_arm.model.pretrained == pretrain.SELFSUP
-    assert size_arm.loss == make_config("cpu", run="AVAGA-R_u-size").loss  # only the initialisation differs
+    assert size_arm.loss == make_config("cpu", run="AVAGA-R_u-size-faithful").loss  # only the initialisation differs
     assert make_config("cpu", run="AVAGA-R_u-advoff").loss.w_adv == 0.0
     assert make_config("cpu", run="AVAGA-R_u-selfsup").model.pretrained == pretrain.SELFSUP
     # a hand run asking for no weights is still the recipe (the init is recorded, not part of the name)
