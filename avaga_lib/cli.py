@@ -17,6 +17,7 @@ from pathlib import Path
 import yaml
 
 from avaga_lib import paths, pipeline, pretrain, report, scheduler
+from avaga_lib.checkpoint import NonFiniteLossError, TrainingInterrupted
 from avaga_lib.config import PROFILES, make_config
 from avaga_lib.data import SOURCES
 from avaga_lib.data.download import download_mvtec
@@ -27,7 +28,6 @@ from avaga_lib.distributed import env_world_size, launch
 from avaga_lib.predict import predict_folder
 from avaga_lib.run import run_one
 from avaga_lib.run_folder import PREDICTIONS_NAME, RunFolder
-from avaga_lib.train import NonFiniteLossError, TrainingInterrupted
 
 DATASETS_HELP = " | ".join(SOURCES)  # the data sources' registry names the valid data.dataset values
 PROFILES_HELP = " | ".join(PROFILES)  # config.PROFILES defines the profiles: a new one shows in every --help

@@ -57,7 +57,7 @@ from avaga_lib.localization import (
     test_intervals,
 )
 from avaga_lib.runtime import amp_dtype, autocast, configure_precision, configure_threads, iterate_batches
-from avaga_lib.train import baseline_kind
+from avaga_lib.step import baseline_kind
 
 TRANSDUCTIVE_FLAG = (
     "mean_accuracy_transductive normalises scores by min-max over the unlabeled TEST scores (label-free but "

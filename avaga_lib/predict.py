@@ -31,9 +31,9 @@ from avaga_lib.config import RunConfig
 from avaga_lib.data import AnomalyDataset, DataLayoutError, ImageRecord, to_image_size
 from avaga_lib.evaluate import infer_batch
 from avaga_lib.io import write_csv
+from avaga_lib.networks import load_trained
 from avaga_lib.run_folder import PREDICTIONS_NAME, RunFolder
 from avaga_lib.runtime import resolve_device
-from avaga_lib.train import load_trained
 
 _BATCH = 16  # images per inference batch
 _COLUMNS = ["file", "width", "height", "score", "score_raw", "prob_anomalous", "pred_label", "decision",

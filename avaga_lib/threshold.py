@@ -24,8 +24,8 @@ from avaga_lib.calibration import Calibration, fit_calibration, load_calibration
 from avaga_lib.config import RunConfig
 from avaga_lib.data import AnomalyDataset, Splits, make_splits
 from avaga_lib.evaluate import infer_dataset
+from avaga_lib.networks import load_trained
 from avaga_lib.run_folder import RunFolder
-from avaga_lib.train import load_trained
 
 ATTENTION_NORMS: tuple[str, ...] = ("sigmoid", "minmax", "max")  # PN 2 options (relu_sigmoid = literal reading)
 

@@ -57,7 +57,7 @@ from avaga_lib.checkpoint import (
 from avaga_lib.config import RunConfig
 from avaga_lib.data import AnomalyDataset, Splits, augment_batch, make_splits
 from avaga_lib.io import save_torch, write_csv
-from avaga_lib.networks import build_networks, load_trained
+from avaga_lib.networks import build_networks
 from avaga_lib.run_folder import CHECKPOINT_NAME, LOSSES_NAME
 from avaga_lib.runtime import (
     amp_dtype,
@@ -68,10 +68,8 @@ from avaga_lib.runtime import (
     seed_rngs,
 )
 from avaga_lib.step import (
-    DiscriminatorLoss,
     Nets,
     accumulate_terms,
-    baseline_kind,
     make_adam,
     make_nets,
     train_step,
@@ -418,6 +416,4 @@ def train_run(cfg: RunConfig, splits: Splits | None = None, progress: bool = Tru
     )  # fmt: skip
 
 
-__all__ = ["DiscriminatorLoss", "Nets", "NonFiniteLossError", "TrainResult",
-           "TrainingInterrupted", "baseline_kind", "build_networks", "epoch_batches", "load_trained", "make_nets",
-           "resume_hash", "train_run", "train_step"]
+__all__ = ["TrainResult", "epoch_batches", "train_run"]

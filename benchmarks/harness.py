@@ -23,9 +23,9 @@ from torch import Tensor, nn
 from avaga_lib.config import MIN_LATENT_GRID, RunConfig, make_config
 from avaga_lib.data import augment_batch
 from avaga_lib.distributed import SINGLE, average_terms
+from avaga_lib.networks import build_networks
 from avaga_lib.runtime import amp_dtype
 from avaga_lib.step import Nets, accumulate_terms, make_adam, make_nets, train_step
-from avaga_lib.train import build_networks
 
 
 def variant_config(size: int, setting: str, amp: str, attention: bool = True) -> RunConfig:

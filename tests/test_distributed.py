@@ -170,7 +170,7 @@ def test_trainer_two_gloo_ranks_agree_and_resume(tiny_dataset: Path, tmp_path: P
 
 def _load_into_model(ck: dict) -> nn.Module:
     from avaga_lib.config import RunConfig
-    from avaga_lib.train import build_networks
+    from avaga_lib.networks import build_networks
 
     cfg = RunConfig.from_dict(ck["config"])
     model, _, _ = build_networks(cfg)

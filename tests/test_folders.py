@@ -28,11 +28,11 @@ from avaga_lib.data import (
     valid_mask,
 )
 from avaga_lib.io import write_json
+from avaga_lib.networks import build_networks
 from avaga_lib.pixel_metrics import PixelMetricAccumulator, exact_pixel_auroc
 from avaga_lib.predict import predict_folder
 from avaga_lib.run import load_maps, run_one, save_run
 from avaga_lib.runtime import seed_everything
-from avaga_lib.train import build_networks
 from benchmarks.geometry_study import border_band
 
 W, H = 50, 125  # a portrait strip, 2.5:1 like the 500 x 1250 grayscale strips of issue 12

@@ -34,8 +34,9 @@ from avaga_lib.data import generate_dataset
 from avaga_lib.evaluate import infer_batch
 from avaga_lib.losses import generator_objective
 from avaga_lib.model import Discriminator, build_model
+from avaga_lib.networks import build_networks
 from avaga_lib.runtime import configure_precision, seed_everything
-from avaga_lib.train import build_networks, train_run
+from avaga_lib.train import train_run
 
 S = 64
 RUNS = ("AVAGA-R_u", "AVAGA-R_w", "AE-L2", "AE-SSIM")

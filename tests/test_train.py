@@ -11,6 +11,7 @@ import torch
 
 from avaga_lib import runtime as R
 from avaga_lib import train as T
+from avaga_lib.checkpoint import NonFiniteLossError, TrainingInterrupted
 from avaga_lib.config import make_config
 from avaga_lib.data import generate_dataset, make_splits
 from avaga_lib.run_folder import CHECKPOINT_NAME
@@ -94,7 +95,7 @@ def test_nan_guard_names_epoch_and_term_and_keeps_checkpoint(
 
     monkeypatch.setattr(B, "reconstruction_loss", poisoned)
     cfg = _cfg(tiny_root, tmp_path, method="ae_l2", **{"train.epochs": 3, "train.batch_size": 2})
-    with pytest.raises(T.NonFiniteLossError, match=r"'loss'.*epoch 2") as info:
+    with pytest.raises(NonFiniteLossError, match=r"'loss'.*epoch 2") as info:
         T.train_run(cfg, progress=False)
     assert info.value.epoch == 2 and info.value.term == "loss"
     ck = torch.load(Path(cfg.run_dir) / CHECKPOINT_NAME, weights_only=False)
@@ -137,7 +138,7 @@ def test_ctrl_c_saves_last_completed_epoch(tiny_root: Path, tmp_path: Path, monk
     monkeypatch.setattr(B, "reconstruction_loss", interrupt)
     cfg = _cfg(tiny_root, tmp_path, method="ae_l2", **{"train.epochs": 3, "train.checkpoint_every": 10,
                                                        "train.batch_size": 2})
-    with pytest.raises(T.TrainingInterrupted) as info:
+    with pytest.raises(TrainingInterrupted) as info:
         T.train_run(cfg, progress=False)
     assert isinstance(info.value, KeyboardInterrupt) and info.value.epoch == 1
     assert torch.load(Path(cfg.run_dir) / CHECKPOINT_NAME, weights_only=False)["epoch"] == 1
