@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from avaga_lib import paths, pipeline, pretrain, report, scheduler
+from avaga_lib import paths, pipeline, preflight, pretrain, report, scheduler
 from avaga_lib.checkpoint import NonFiniteLossError, TrainingInterrupted
 from avaga_lib.config import PROFILES, make_config
 from avaga_lib.data import SOURCES
@@ -205,7 +205,7 @@ def _run_pipeline(args: argparse.Namespace) -> int:
         return 2
     jobs = args.jobs or pipeline.default_jobs(specs, runs_per_gpu=args.runs_per_gpu)
     # every bad input in one message before any worker, cluster, log or run folder exists (issue 22)
-    check = pipeline.check_study(specs, args.results_dir, choice, force=args.force, jobs=jobs)
+    check = preflight.check_study(specs, args.results_dir, choice, force=args.force, jobs=jobs)
     if args.dry_run:
         code = _dry_run(specs, choice)
         if code:

@@ -19,7 +19,7 @@ import papermill
 import pytest
 import yaml
 
-from avaga_lib import cli, pipeline, study
+from avaga_lib import cli, pipeline, preflight, study
 from avaga_lib.config import config_hash
 from avaga_lib.io import write_json
 from avaga_lib.paths import project_root
@@ -302,7 +302,7 @@ def test_a_failed_study_never_prints_up_to_date_or_another_reference(tmp_path: P
 
     (tmp_path / "data" / "good").mkdir(parents=True)
     # the data checks pass; the data then fails to prepare for every run (the backstop behind check_study)
-    monkeypatch.setattr(pipeline, "check_study", lambda *a, **k: pipeline.StudyCheck())
+    monkeypatch.setattr(preflight, "check_study", lambda *a, **k: preflight.StudyCheck())
     monkeypatch.setattr(pipeline, "prepare_data", lambda s: {("folder", str(tmp_path / "data"), ""): "OSError: gone"})
     monkeypatch.setattr(pipeline, "report_notebooks_to_run", lambda *a, **k: [])  # the last study's report is fresh
     monkeypatch.setattr(report, "reference_summary", lambda *a, **k: "reference: 188/315 cells reproduced")

@@ -19,7 +19,7 @@ import pytest
 import torch
 from PIL import Image
 
-from avaga_lib import cli, pipeline, scheduler
+from avaga_lib import cli, pipeline, preflight, scheduler
 from avaga_lib.baselines import BergmannAE
 from avaga_lib.config import make_config
 from avaga_lib.io import write_json
@@ -89,7 +89,7 @@ def test_unknown_category_is_named_before_dask(tmp_path: Path, folder_data: Path
     assert f"CATEGORIES: nosuchcategory not in {folder_data} (categories there: weave)" in err
     assert not (tmp_path / "res").exists()
     # the embedded set is generated on first use: its category names are known without it
-    check = pipeline.check_study(pipeline.plan_runs(PARAMS, categories="weave,nosuchcategory", runs="AE-L2",
+    check = preflight.check_study(pipeline.plan_runs(PARAMS, categories="weave,nosuchcategory", runs="AE-L2",
                                                     results_dir=tmp_path / "res"), tmp_path / "res")
     assert any("nosuchcategory not in" in p for p in check.problems)
 
@@ -167,15 +167,15 @@ def test_checkpoint_estimate_matches_a_saved_checkpoint(tmp_path: Path) -> None:
     opt.step()  # Adam's moments exist after the first step, as in every saved checkpoint
     path = tmp_path / "checkpoint.pt"
     torch.save({"model": model.state_dict(), "opt_g": opt.state_dict()}, path)
-    assert abs(pipeline.checkpoint_bytes(cfg) - path.stat().st_size) < 0.02 * path.stat().st_size
+    assert abs(preflight.checkpoint_bytes(cfg) - path.stat().st_size) < 0.02 * path.stat().st_size
     # the measurement: a 64 px smoke AVAGA-R checkpoint is 345 MB
-    assert 340e6 < pipeline.checkpoint_bytes(make_config("smoke", {"data.image_size": 64})) < 350e6
+    assert 340e6 < preflight.checkpoint_bytes(make_config("smoke", {"data.image_size": 64})) < 350e6
 
 
 def test_a_good_study_passes_and_reports_its_estimate(tmp_path: Path, folder_data: Path) -> None:
     specs = pipeline.plan_runs(PARAMS, dataset="folder", root=str(folder_data), categories="weave",
                                runs="AE-L2", results_dir=tmp_path / "res")
-    check = pipeline.check_study(specs, tmp_path / "res", scheduler.parse_cluster(None))
+    check = preflight.check_study(specs, tmp_path / "res", scheduler.parse_cluster(None))
     assert check.problems == []
     assert "1 run(s) to do write ~17.8 MB of checkpoints" in check.notes[0] and "free at" in check.notes[0]
     assert not (tmp_path / "res").exists()  # checking writes nothing
@@ -183,8 +183,8 @@ def test_a_good_study_passes_and_reports_its_estimate(tmp_path: Path, folder_dat
     write_json(specs[0].run_dir / "config.json", specs[0].config.to_dict())
     write_json(specs[0].run_dir / "metrics.json", {"iou": 0.5})
     shutil.rmtree(folder_data)
-    assert pipeline.is_finished(specs[0]) and pipeline.check_study(specs, tmp_path / "res").problems == []
-    assert pipeline.check_study(specs, tmp_path / "res", force=True).problems  # FORCE reruns it: data needed
+    assert pipeline.is_finished(specs[0]) and preflight.check_study(specs, tmp_path / "res").problems == []
+    assert preflight.check_study(specs, tmp_path / "res", force=True).problems  # FORCE reruns it: data needed
 
 
 # ---------------------------------------------------------------------------------------------------- clusters
