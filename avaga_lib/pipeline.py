@@ -100,9 +100,6 @@ __all__ = [
 NOTEBOOK_UNSUPERVISED = NOTEBOOKS["unsupervised"]
 NOTEBOOK_WEAK = NOTEBOOKS["weak"]
 REPORT_NOTEBOOKS: tuple[str, ...] = ("05_ablations.ipynb", "06_threshold_study.ipynb", "07_report.ipynb")
-# the job layer's helpers under their old names (the report step below runs papermill too)
-_error_from_log = error_from_log
-_papermill_command = papermill_command
 
 
 @dataclass
@@ -395,9 +392,9 @@ def run_report_notebooks(
         log(f"executing {name} over {results_dir} ...")
         out_nb.parent.mkdir(parents=True, exist_ok=True)
         with open(spec.log, "w") as fh:
-            proc = subprocess.run(_papermill_command(spec, kernel), stdout=fh, stderr=subprocess.STDOUT,
+            proc = subprocess.run(papermill_command(spec, kernel), stdout=fh, stderr=subprocess.STDOUT,
                                   cwd=project_root(), env=dict(os.environ), check=False)
-        error = "" if proc.returncode == 0 else _error_from_log(spec.log)
+        error = "" if proc.returncode == 0 else error_from_log(spec.log)
         if name.startswith("07") and not error:
             try:
                 log(f"report: {export_html(out_nb, base / 'report.html')}")

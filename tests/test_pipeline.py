@@ -22,6 +22,7 @@ import yaml
 from avaga_lib import cli, pipeline, preflight, study
 from avaga_lib.config import config_hash
 from avaga_lib.io import write_json
+from avaga_lib.job import error_from_log
 from avaga_lib.paths import project_root
 
 PARAMS = project_root() / "params"
@@ -228,7 +229,7 @@ class FakeRunner:
         spec.log.parent.mkdir(parents=True, exist_ok=True)
         if spec.config.data.category == "bad":
             spec.log.write_text("Traceback ...\nDataLayoutError: cannot read image bad/train/good/000.png\n")
-            return pipeline.Outcome(spec, "failed", 0.1, pipeline._error_from_log(spec.log))
+            return pipeline.Outcome(spec, "failed", 0.1, error_from_log(spec.log))
         d = spec.config.to_dict() | {"device": "cpu", "pretrained_source": "none"}  # record-only keys of save_run
         write_json(spec.run_dir / "config.json", d)
         write_json(spec.run_dir / "metrics.json", {"iou": 0.5})
@@ -326,7 +327,7 @@ class FakeNotebooks:
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.failing: set[str] = set()
         self.executed: list[str] = []
-        monkeypatch.setattr(pipeline, "_papermill_command", self._command)
+        monkeypatch.setattr(pipeline, "papermill_command", self._command)
         monkeypatch.setattr(pipeline, "export_html", lambda nb, html: Path(html).write_text("<html/>") and html)
 
     def _command(self, spec: pipeline.RunSpec, kernel: str) -> list[str]:
@@ -375,7 +376,7 @@ def test_report_freshness_accounts_for_every_notebook_outcome(tmp_path: Path,
 def test_error_from_log(tmp_path: Path) -> None:
     log = tmp_path / "x.log"
     log.write_text("cell 3\n\x1b[0;31mValueError\x1b[0m: boom\nPapermillExecutionError: \nmore\n")
-    assert pipeline._error_from_log(log) == "ValueError: boom"
+    assert error_from_log(log) == "ValueError: boom"
 
 
 # -------------------------------------------------------------------------------------------- the real thing
