@@ -72,11 +72,12 @@ def clone(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.timeout(1500)
 def test_fresh_clone_reproduce_then_skip_then_broken_notebook(clone: Path) -> None:
     results = clone / "results"
-    # git pre-fills no run output: only the benchmark and GPU-study summaries and the references (the cpu study's in
-    # results/cpu)
-    assert sorted(p.name for p in results.iterdir()) == ["bench", "cpu", "gpu_study", "reference"]
+    # git pre-fills no run output: only the benchmark, geometry and GPU-study summaries and the references (the cpu
+    # study's in results/cpu)
+    assert sorted(p.name for p in results.iterdir()) == ["bench", "cpu", "geometry", "gpu_study", "reference"]
     assert [p.name for p in (results / "cpu").iterdir()] == ["reference"]
     assert sorted(p.name for p in (results / "gpu_study").iterdir()) == ["summary.json", "summary.md"]
+    assert sorted(p.name for p in (results / "geometry").iterdir()) == ["summary.csv", "summary.md"]
 
     first = _make_reproduce(clone)
     out = first.stdout + first.stderr
