@@ -198,14 +198,10 @@ def _run_pipeline(args: argparse.Namespace) -> int:
     except (pipeline.PipelineError, scheduler.ClusterError) as exc:
         print(f"pipeline: {exc}", file=sys.stderr)
         return 2
-    try:
-        scheduler.check_runs_per_gpu(args.runs_per_gpu)
-    except scheduler.ClusterError as exc:
-        print(f"pipeline: {exc}", file=sys.stderr)
-        return 2
     jobs = args.jobs or pipeline.default_jobs(specs, runs_per_gpu=args.runs_per_gpu)
     # every bad input in one message before any worker, cluster, log or run folder exists (issue 22)
-    check = preflight.check_study(specs, args.results_dir, choice, force=args.force, jobs=jobs)
+    check = preflight.check_study(specs, args.results_dir, choice, force=args.force, jobs=jobs,
+                                  runs_per_gpu=args.runs_per_gpu)
     if args.dry_run:
         code = _dry_run(specs, choice)
         if code:

@@ -56,9 +56,9 @@ class StudyCheck:
 
 
 def check_study(specs: Sequence[RunSpec], results_dir: Path | str, choice: scheduler.ClusterChoice | None = None,
-                force: bool = False, jobs: int = 1) -> StudyCheck:
-    """Check a planned study before any worker starts, writing nothing: its data, its results folder and the
-    cluster's submit command.
+                force: bool = False, jobs: int = 1, runs_per_gpu: int = 1) -> StudyCheck:
+    """Check a planned study before any worker starts, writing nothing: its data, its results folder, the
+    cluster's submit command and the runs per GPU.
 
     Only the runs still to do count (every run with ``force``): a finished study is skipped without its data.
 
@@ -69,6 +69,7 @@ def check_study(specs: Sequence[RunSpec], results_dir: Path | str, choice: sched
             None = not checked.
         force: every run is redone.
         jobs: runs at a time (each holds a temporary checkpoint copy while it writes one).
+        runs_per_gpu: ``RUNS_PER_GPU=`` (:func:`avaga_lib.scheduler.check_runs_per_gpu`).
 
     Returns:
         :class:`StudyCheck` (problems empty = the study may start).
@@ -83,9 +84,12 @@ def check_study(specs: Sequence[RunSpec], results_dir: Path | str, choice: sched
     for (dataset, root), cats in groups.items():
         check.problems += _data_problems(dataset, root, cats)
     check.problems += _results_problems(absolute(results_dir), todo, max(1, jobs), check.notes)
+    cluster_checks = [lambda: scheduler.check_runs_per_gpu(runs_per_gpu)]
     if choice is not None:
+        cluster_checks.append(lambda: scheduler.check_submitter(choice))
+    for cluster_check in cluster_checks:
         try:
-            scheduler.check_submitter(choice)
+            cluster_check()
         except scheduler.ClusterError as exc:
             check.problems.append(str(exc))
     return check

@@ -273,7 +273,7 @@ def local_layout(jobs: int, gpus: Sequence[str], cores: int, runs_per_gpu: int =
     """
     workers = max(1, int(jobs))
     if gpus:
-        workers = min(workers, len(gpus) * check_runs_per_gpu(runs_per_gpu))
+        workers = min(workers, len(gpus) * runs_per_gpu)  # checked by open_session / preflight
     return workers, max(1, cores // workers)
 
 
