@@ -73,12 +73,13 @@ PARAMS     ?=
 # STRICT=1: a table cell not reproduced exactly (e.g. on another CPU instruction set) fails reproduce/report (exit 1)
 STRICT     ?=
 # each profile its own results tree (and reference): PROFILE=cpu -> results/cpu (a comment after ?= would add spaces)
-RESULTS    ?= $(if $(filter cpu,$(PROFILE)),results/cpu,results)
+# RESULTS= empty: the CLI picks the profile's tree (results/cpu for PROFILE=cpu, else results; ResultsTree.for_profile)
+RESULTS    ?=
 
 .PHONY: reproduce report reference
 
 reproduce: $(STAMP) ## run the study + report: [DATASET=mvtec ROOT=.. PROFILE=paper CATEGORIES=a,b RUNS=main SEEDS=0,1 FORCE=1 CLUSTER=cuda|tcp://h:8786|slurm RUNS_PER_GPU=k STRICT=1] (-j N)
-	$(PY) -m avaga_lib.cli pipeline $(if $(DATASET),--dataset "$(DATASET)") --results-dir "$(RESULTS)" \
+	$(PY) -m avaga_lib.cli pipeline $(if $(DATASET),--dataset "$(DATASET)") $(if $(RESULTS),--results-dir "$(RESULTS)") \
 		$(if $(PARAMS),--params "$(PARAMS)") $(if $(ROOT),--root "$(ROOT)") $(if $(PROFILE),--profile "$(PROFILE)") \
 		$(if $(CATEGORIES),--categories "$(CATEGORIES)") $(if $(RUNS),--runs "$(RUNS)",$(if $(VARIANTS),--variants "$(VARIANTS)")) \
 		$(if $(SEEDS),--seeds "$(SEEDS)") $(if $(filter-out 0,$(FORCE)),--force) $(if $(JOBS),--jobs $(JOBS)) \
@@ -87,9 +88,9 @@ reproduce: $(STAMP) ## run the study + report: [DATASET=mvtec ROOT=.. PROFILE=pa
 
 # order-only: `make -j reproduce report` must not build the report while runs are still going
 report: $(STAMP) | $(filter reproduce,$(MAKECMDGOALS)) ## notebooks 05-07 over RESULTS: tables, REPORT.md, report.html
-	$(PY) -m avaga_lib.cli report --results-dir "$(RESULTS)" $(if $(filter-out 0,$(STRICT)),--strict)
+	$(PY) -m avaga_lib.cli report $(if $(RESULTS),--results-dir "$(RESULTS)") $(if $(PROFILE),--profile "$(PROFILE)") $(if $(filter-out 0,$(STRICT)),--strict)
 
 # the committed reference that `make reproduce` compares with: configs, metrics, losses, tables, REPORT.md (no
 # checkpoints, maps, predictions or figures); commit results/reference afterwards
 reference: $(STAMP) | $(filter reproduce,$(MAKECMDGOALS)) ## copy the curated subset of a finished RESULTS tree into its reference (results/reference; results/cpu/reference)
-	$(PY) -m avaga_lib.cli reference --results-dir "$(RESULTS)"
+	$(PY) -m avaga_lib.cli reference $(if $(RESULTS),--results-dir "$(RESULTS)") $(if $(PROFILE),--profile "$(PROFILE)")

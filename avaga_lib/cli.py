@@ -16,18 +16,21 @@ from pathlib import Path
 
 import yaml
 
-from avaga_lib import paths, pipeline, preflight, pretrain, report, scheduler
-from avaga_lib.checkpoint import NonFiniteLossError, TrainingInterrupted
+from avaga_lib import paths, plan
 from avaga_lib.config import PROFILES, make_config
 from avaga_lib.data import SOURCES
 from avaga_lib.data.download import download_mvtec
 from avaga_lib.data.mtd import MTD_CATEGORY, convert_magnetic_tile
 from avaga_lib.data.stc import CACHE_DIRNAME, FRAME_STEP, count_summary, extract_stc
 from avaga_lib.data.synthetic import MARKER, generate_dataset
-from avaga_lib.distributed import env_world_size, launch
-from avaga_lib.predict import predict_folder
-from avaga_lib.run import run_one
-from avaga_lib.run_folder import PREDICTIONS_NAME, RunFolder
+from avaga_lib.evaluation.predict import predict_folder
+from avaga_lib.models.avaga import pretrain
+from avaga_lib.orchestration import job, pipeline, preflight, scheduler
+from avaga_lib.reporting import report
+from avaga_lib.run_folder import PREDICTIONS_NAME, ResultsTree, RunFolder
+from avaga_lib.training.checkpoint import NonFiniteLossError, TrainingInterrupted
+from avaga_lib.training.distributed import env_world_size, launch
+from avaga_lib.training.run import run_one
 
 DATASETS_HELP = " | ".join(SOURCES)  # the data sources' registry names the valid data.dataset values
 PROFILES_HELP = " | ".join(PROFILES)  # config.PROFILES defines the profiles: a new one shows in every --help
@@ -99,6 +102,15 @@ def _run_download_mvtec(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------------------------- pipeline (issue 5)
 
 
+def _add_results_tree(p: argparse.ArgumentParser, what: str, profile: bool = True) -> None:
+    """``--results-dir``, by default the tree of ``--profile`` (:meth:`ResultsTree.for_profile`: the Makefile's
+    ``RESULTS`` is empty unless the user sets it, so the tree of a profile is decided here only)."""
+    p.add_argument("--results-dir", default=None, help=f"{what} (default: results/cpu for --profile cpu, else results)")
+    if profile:
+        p.add_argument("--profile", default=None, help=f"{PROFILES_HELP}: only picks the default --results-dir")
+    p.set_defaults(results_tree_from_profile=True)
+
+
 def _add_pipeline(p: argparse.ArgumentParser) -> None:
     p.add_argument("--params", type=Path, default=None, help="params YAML (default: from --dataset, e.g. smoke)")
     p.add_argument("--dataset", default=None, help=f"{DATASETS_HELP} (overrides the file)")
@@ -108,7 +120,7 @@ def _add_pipeline(p: argparse.ArgumentParser) -> None:
     p.add_argument("--runs", default=None, help="run names or groups (main, ablations, baselines, remedies, arms)")
     p.add_argument("--variants", dest="variants_deprecated", default=None, help=argparse.SUPPRESS)  # old --runs
     p.add_argument("--seeds", default=None, help="comma-separated training seeds")
-    p.add_argument("--results-dir", default="results", help="base of the results tree")
+    _add_results_tree(p, "base of the results tree", profile=False)
     p.add_argument("--force", action="store_true", help="rerun finished runs")
     p.add_argument("--jobs", type=int, default=None,
                    help="runs at a time on the local cluster (default: make -j; else 1 per core for CPU smoke runs, "
@@ -146,7 +158,7 @@ EMBEDDED_CPU_NOTE = ("pipeline: synthetic images at the cpu profile (128 px, 4x4
                      "can show a signal; it tests orderings on one synthetic category, not the paper's values")
 
 
-def _report_step(args: argparse.Namespace, summary: pipeline.Summary) -> list[pipeline.Outcome]:
+def _report_step(args: argparse.Namespace, summary: pipeline.Summary) -> list[job.Outcome]:
     """Notebooks 05-07 that are not up to date (a failed one never is); returns their failed outcomes."""
     todo = pipeline.report_notebooks_to_run(args.results_dir)
     if not todo:
@@ -161,14 +173,14 @@ def _report_step(args: argparse.Namespace, summary: pipeline.Summary) -> list[pi
 
 def _params_cluster(params: Path | None, dataset: str | None, profile: str | None) -> str | None:
     """The ``cluster`` of the params file the pipeline reads (None when it sets none)."""
-    value = pipeline.load_params(params or pipeline.default_params_file(dataset, profile)).get("cluster")
+    value = plan.load_params(params or plan.default_params_file(dataset, profile)).get("cluster")
     return None if value is None else str(value)
 
 
-def _dry_run(specs: Sequence[pipeline.RunSpec], choice: scheduler.ClusterChoice) -> int:
+def _dry_run(specs: Sequence[plan.RunSpec], choice: scheduler.ClusterChoice) -> int:
     """The plan, one line per run, then the batch script of a jobqueue cluster (exit 2 when it cannot be made)."""
     for s in specs:
-        state = "finished" if pipeline.is_finished(s) else "to run"
+        state = "finished" if plan.is_finished(s) else "to run"
         print(f"{s.label:60s} {s.notebook.name:36s} {state}")
     if choice.kind != "jobqueue":
         return 0
@@ -189,13 +201,13 @@ def _run_pipeline(args: argparse.Namespace) -> int:
         print("pipeline: --variants / VARIANTS= is deprecated, use --runs / RUNS= (same values)", file=sys.stderr)
         args.runs = args.runs or args.variants_deprecated
     try:
-        specs = pipeline.plan_runs(args.params, dataset=args.dataset, root=args.root, categories=args.categories,
+        specs = plan.plan_runs(args.params, dataset=args.dataset, root=args.root, categories=args.categories,
                                    runs=args.runs, seeds=args.seeds, profile=args.profile,
                                    results_dir=args.results_dir, overrides=overrides)
         cluster = args.cluster if args.cluster is not None else _params_cluster(args.params, args.dataset,
                                                                                 args.profile)
         choice = scheduler.parse_cluster(cluster)
-    except (pipeline.PipelineError, scheduler.ClusterError) as exc:
+    except (plan.PipelineError, scheduler.ClusterError) as exc:
         print(f"pipeline: {exc}", file=sys.stderr)
         return 2
     jobs = args.jobs or pipeline.default_jobs(specs, runs_per_gpu=args.runs_per_gpu)
@@ -241,7 +253,7 @@ def _run_pipeline(args: argparse.Namespace) -> int:
 
 
 def _add_report(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--results-dir", default="results", help="results tree to read")
+    _add_results_tree(p, "results tree to read")
     p.add_argument("--kernel", default="python3", help="Jupyter kernel")
     p.add_argument("--tables-only", action="store_true", help="write tables + REPORT.md without the notebooks")
     _add_strict(p)
@@ -265,7 +277,7 @@ def _run_report(args: argparse.Namespace) -> int:
 
 
 def _add_reference(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--results-dir", default="results", help="finished results tree to take the reference from")
+    _add_results_tree(p, "finished results tree to take the reference from")
     p.add_argument("--reference-dir", default=None,
                    help="the reference (default: results/reference for the results tree 'results', else "
                         "<results-dir>/reference, e.g. results/cpu/reference; committed)")
@@ -498,6 +510,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.passthrough = extra
     args.argv = list(argv)  # the command as given (train relaunches it, issue 8)
+    if getattr(args, "results_tree_from_profile", False) and args.results_dir is None:
+        args.results_dir = ResultsTree.for_profile(args.profile)
     return args
 
 

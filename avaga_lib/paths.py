@@ -63,9 +63,3 @@ def reference_for(results_tree: Path | str) -> Path:
     tree = Path(results_tree)
     tree = tree if tree.is_absolute() else project_root() / tree
     return reference_dir() if tree.resolve() == results_dir().resolve() else tree / "reference"
-
-
-def results_tree_for(profile: str | None) -> str:
-    """The results tree ``make reproduce PROFILE=<profile>`` writes (the Makefile's ``RESULTS`` default, relative to
-    the project root): ``results/cpu`` for the cpu profile, ``results`` for any other."""
-    return "results/cpu" if profile == "cpu" else "results"

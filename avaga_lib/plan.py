@@ -36,13 +36,10 @@ class RunSpec:
     """One planned run.
 
     Attributes:
-        name: the study run (``AVAGA-R_u``, ``AE-L2``, ...).
-        group: ``main`` / ``ablations`` / ``baselines``.
-        notebook: notebook to execute (absolute path).
-        parameters: papermill parameters (all explicit, so the executed config equals ``config``).
-        config: the config the notebook will build and save.
-        output_notebook: where the executed notebook is kept.
-        log: where papermill's output goes.
+        name: the study run (``AVAGA-R_u``, ``AE-L2``, ...). group: ``main`` / ``ablations`` / ``baselines``.
+        notebook: notebook to execute (absolute path). parameters: papermill parameters (all explicit, so the executed
+        config equals ``config``). config: the config the notebook will build and save. output_notebook: where the
+        executed notebook is kept. log: where papermill's output goes.
     """
 
     name: str
@@ -62,7 +59,7 @@ class RunSpec:
     def label(self) -> str:
         """``<dataset>/<category>/<setting>``."""
         c = self.config
-        return f"{c.data.dataset}/{c.data.category}/{c.setting_name}"
+        return f"{c.data.dataset}/{c.data.category}/{c.run_id}"
 
 
 def _split_list(value: str | Sequence[Any] | None) -> list[str] | None:
@@ -126,8 +123,7 @@ def _run_parameters(run: study.StudyRun, common: dict[str, Any], profile: str) -
     """Papermill parameters of one run and the config notebook 03/04 builds from them.
 
     Args:
-        run: the study run.
-        common: every other parameter (dataset, category, seed, results_dir, epochs, ...).
+        run: the study run. common: every other parameter (dataset, category, seed, results_dir, epochs, ...).
         profile: ``smoke`` / ``paper``.
 
     Raises:
@@ -198,17 +194,15 @@ def plan_runs(
     """Plan every run of a params file, narrowed by the Makefile variables.
 
     Args:
-        params_file: the YAML; None = :func:`default_params_file` of ``dataset``.
-        dataset: overrides the file's dataset (then ``root`` usually too).
-        root: dataset root ("" = the dataset's default location).
-        categories: subset (comma/space separated or a list); None = the file's (or every folder of ROOT).
-        runs: run names (``AVAGA-R_u``) or groups (``main``, ``ablations``, ``baselines``); None = all the
+        params_file: the YAML; None = :func:`default_params_file` of ``dataset``. dataset: overrides the file's dataset
+        (then ``root`` usually too). root: dataset root ("" = the dataset's default location). categories: subset
+        (comma/space separated or a list); None = the file's (or every folder of ROOT). runs: run names (``AVAGA-R_u``)
+        or groups (``main``, ``ablations``, ``baselines``); None = all the
             file's runs (``RUNS=``).
-        seeds: training seeds; None = the file's.
-        profile: ``smoke`` / ``paper``; None = the file's.
-        results_dir: base of the results tree (relative = to the project root).
-        overrides: notebook parameters applied to every run last (e.g. ``{"epochs": 1}`` in tests).
-        notebooks_dir: where notebooks 03/04 live (default ``<project>/notebooks``).
+        seeds: training seeds; None = the file's. profile: ``smoke`` / ``paper``; None = the file's.
+        results_dir: base of the results tree (relative = to the project root). overrides: notebook parameters applied
+        to every run last (e.g. ``{"epochs": 1}`` in tests). notebooks_dir: where notebooks 03/04 live (default
+        ``<project>/notebooks``).
 
     Raises:
         PipelineError: unknown run/category, missing notebook, or a run whose config is invalid.
@@ -237,7 +231,7 @@ def plan_runs(
             for cat in cats:
                 params, cfg = _run_parameters(run, {**common, "category": cat, "seed": seed, **(overrides or {})},
                                              profile)
-                out_nb = tree.run_notebook(dataset, cat, cfg.setting_name)
+                out_nb = tree.run_notebook(dataset, cat, cfg.run_id)
                 specs.append(RunSpec(run.name, run.group, nb_dir / run.notebook, params, cfg, out_nb,
                                      out_nb.with_suffix(".log")))
     _check_unique(specs)

@@ -3,8 +3,9 @@
 A run folder is ``<results_dir>/<dataset>/<category>/<setting>/`` (docs/ARCHITECTURE.md, "Results contract"):
 ``config.json`` (the config only), ``splits.json``, ``losses.csv``, ``calibration.json``, ``predictions.csv``, the
 figures, git-ignored ``checkpoint.pt`` and ``maps/test_maps.npz``, and ``metrics.json``, which
-:func:`avaga_lib.run.save_run` writes last: the marker that the run is finished. Beside the datasets, a results tree
-holds ``runs/`` (executed notebooks, logs, ``summary.json``, the analysis notebooks' records under ``runs/report/``)
+:func:`avaga_lib.training.run.save_run` writes last: the marker that the run is finished. Beside the datasets, a
+results tree holds ``runs/`` (executed notebooks, logs, ``summary.json``, the analysis notebooks' records under
+``runs/report/``)
 and folders that are no dataset (:data:`NON_DATASET_DIRS`).
 
 Every other module asks :class:`RunFolder` / :class:`ResultsTree` for these paths, or takes a ``*_NAME`` constant
@@ -18,6 +19,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from avaga_lib.config import RunConfig
 from avaga_lib.io import read_json
@@ -40,7 +43,7 @@ RUNS_DIR = "runs"  # <results_dir>/runs/<dataset>/<category>/<setting>.ipynb|.lo
 SUMMARY_NAME = "summary.json"
 REPORT_RUNS_DIR = "report"  # runs/report/: the executed analysis notebooks, their logs and status
 # Folders directly under a results tree that are not datasets (pipeline records, report output, scratch runs, the
-# committed reference results, read only by avaga_lib.reference, and the cpu profile's own tree results/cpu).
+# committed reference results, read only by avaga_lib.reporting.reference, and the cpu profile's own tree results/cpu).
 NON_DATASET_DIRS = frozenset({RUNS_DIR, "tables", "scratch", "bench", "figures", "reference", "cpu"})
 
 
@@ -113,7 +116,8 @@ class RunFolder:
 
     def is_finished(self) -> bool:
         """Whether ``metrics.json`` exists: save_run writes it last, after removing a stale one first, so a run killed
-        while saving is never counted finished. (Whether it is the *planned* run is :func:`avaga_lib.plan.is_finished`.)
+        while saving is never counted finished. (Whether it is the *planned* run is
+        :func:`avaga_lib.plan.is_finished`.)
         """
         return self.metrics_path.exists()
 
@@ -145,7 +149,7 @@ class RunFolder:
 @dataclass(frozen=True)
 class ResultsTree:
     """A results tree: run folders ``<path>/<dataset>/<category>/<setting>/`` and the study's records under
-    ``<path>/runs/``. Which tree a profile writes is :func:`avaga_lib.paths.results_tree_for`.
+    ``<path>/runs/``. Which tree a profile writes is :meth:`for_profile` (the one place: the Makefile asks the CLI).
 
     Attributes:
         path: the tree's top folder.
@@ -155,6 +159,12 @@ class ResultsTree:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "path", Path(self.path))
+
+    @staticmethod
+    def for_profile(profile: str | None) -> str:
+        """The results tree ``make reproduce PROFILE=<profile>`` writes, relative to the project root: ``results/cpu``
+        for the cpu profile (its own tree and reference), ``results`` for any other."""
+        return "results/cpu" if profile == "cpu" else "results"
 
     @classmethod
     def at(cls, results_dir: Path | str) -> ResultsTree:
@@ -173,7 +183,7 @@ class ResultsTree:
 
     @property
     def summary_path(self) -> Path:
-        """The last study's outcomes (:class:`avaga_lib.pipeline.Summary`)."""
+        """The last study's outcomes (:class:`avaga_lib.orchestration.pipeline.Summary`)."""
         return self.runs_dir / SUMMARY_NAME
 
     @property
@@ -193,6 +203,18 @@ class ResultsTree:
     def finished_runs(self) -> list[RunFolder]:
         """The finished run folders of the tree (:meth:`RunFolder.is_finished`), sorted by path."""
         return [RunFolder(p.parent) for p in self.run_files(METRICS_NAME)]
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """Read a checkpoint on the CPU.
+
+    Raises:
+        ValueError: the file is not a readable checkpoint (naming it and the way out).
+    """
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)  # our own file: holds RNG tuples
+    except Exception as exc:  # a truncated file cannot happen with atomic writes, but a foreign one can
+        raise ValueError(f"cannot read checkpoint {path} ({exc}); delete it or set train.resume=False") from exc
 
 
 __all__ = [
@@ -215,4 +237,5 @@ __all__ = [
     "ResultsTree",
     "RunFolder",
     "config_from_record",
+    "load_checkpoint",
 ]

@@ -120,8 +120,8 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
 
     Deterministic mode is ``torch.use_deterministic_algorithms(True, warn_only=True)``: every op of this study has a
     deterministic kernel on CPU and CUDA (Grad-CAM's bilinear upsampling is a matrix product,
-    :func:`avaga_lib.attention.bilinear_upsample`, because CUDA's ``upsample_bilinear2d`` backward has none and
-    raised); an op without one (a future change) warns "... does not have a deterministic implementation"
+    :func:`avaga_lib.models.avaga.attention.bilinear_upsample`, because CUDA's ``upsample_bilinear2d`` backward has
+    none and raised); an op without one (a future change) warns "... does not have a deterministic implementation"
     instead of stopping a run after hours (issue 15 row 2, docs/PERFORMANCE.md).
     """
     seed_rngs(seed)

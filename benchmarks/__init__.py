@@ -8,7 +8,7 @@ Modules, lowest first:
 * :mod:`benchmarks.flops`: GEMM peak and FLOP counts (``FlopCounterMode``).
 * :mod:`benchmarks.machine`: backend switches, machine record, peak memory.
 * :mod:`benchmarks.harness`: one training step (through the trainer's own step function) and one evaluation batch
-  (through ``avaga_lib.evaluate.infer_batch``) on random in-memory data.
+  (through ``avaga_lib.evaluation.evaluate.infer_batch``) on random in-memory data.
 * :mod:`benchmarks.estimate`: hours of the full MVTec Tables 2/3/8 study at measured throughputs.
 * :mod:`benchmarks.report`: targets, ``bench.md`` and the files under ``results/bench/``.
 * :mod:`benchmarks.figures`: every figure of ``bench.md`` in one process; :mod:`benchmarks.attention_cost`: the

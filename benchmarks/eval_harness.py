@@ -1,4 +1,5 @@
-"""What the evaluation benchmark runs: one test batch through ``avaga_lib.evaluate.infer_batch`` (Grad-CAM maps)
+"""What the evaluation benchmark runs: one test batch through ``avaga_lib.evaluation.evaluate.infer_batch`` (Grad-CAM
+maps)
 and the metrics the evaluation streams, on random uint8 images with masks (no dataset on disk)."""
 
 from __future__ import annotations
@@ -9,10 +10,10 @@ import torch
 from torch import Tensor, nn
 
 from avaga_lib.config import RunConfig
-from avaga_lib.evaluate import infer_batch
-from avaga_lib.metrics import binarize, iou_per_image
-from avaga_lib.model import build_model
-from avaga_lib.pixel_metrics import PixelMetricAccumulator
+from avaga_lib.evaluation.evaluate import infer_batch
+from avaga_lib.evaluation.metrics import binarize, iou_per_image
+from avaga_lib.evaluation.pixel_metrics import PixelMetricAccumulator
+from avaga_lib.models.avaga.model import build_model
 from benchmarks.harness import synthetic_u8
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from avaga_lib.evaluate import eval_batch_size
+from avaga_lib.evaluation.evaluate import eval_batch_size
 from avaga_lib.runtime import resolve_device
 from benchmarks.estimate import mvtec_study_hours
 from benchmarks.eval_harness import build_eval_harness

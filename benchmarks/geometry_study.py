@@ -37,8 +37,8 @@ from avaga_lib.config import GEOMETRIES, make_config
 from avaga_lib.data import make_splits
 from avaga_lib.data.synthetic import generate_dataset
 from avaga_lib.io import write_csv, write_text
-from avaga_lib.run import load_maps, run_one
 from avaga_lib.run_folder import RunFolder
+from avaga_lib.training.run import load_maps, run_one
 
 BAND = 2  # content lines per side: the two outermost content columns of issue 23's finding
 RUN = "AE-SSIM"  # the baseline whose letterbox map showed the band (0.98 at the border against 0.66 inside)

@@ -14,12 +14,13 @@ What it runs, in order:
 
    a. the runs of each ``--plan`` params file whose name is in :data:`HEADLINE` (the literal AVAGA-R_u, its
       remedies, AE-L2 / AE-SSIM), seed by seed: e.g. ``params/mtd_cpu.yaml``, Magnetic Tile at the cpu profile
-      with 3 seeds, the table issue 13 asks for. They are planned by :func:`avaga_lib.plan.plan_runs` and written
-      where ``make reproduce PARAMS=<file>`` writes them, with the same config, so the pipeline counts them as
+      with 3 seeds, the table issue 13 asks for. They are planned by :func:`avaga_lib.plan.plan_runs` and
+      written where ``make reproduce PARAMS=<file>`` writes them, with the same config, so the pipeline counts them as
       finished (``metrics.json`` and the config hash) and only the report remains to run;
    b. :data:`RUNS` (the literal AVAGA-R_u / AVAGA-R_w, each remedy of group ``remedies``, AE-L2, AE-SSIM and
       AVAGA-D_u), seed 0, on Magnetic Tile (``data/mtd``, converted from ``../shared`` or ``shared/`` when present)
-      and one embedded category, with the paper profile's size / batch / lr and fewer epochs (:data:`EPOCHS`);
+      and one embedded category, with the paper profile's size / batch / lr and fewer epochs (:data:`EPOCHS`),
+      planned by the same planner from ``params/gpu_paper.yaml`` (:data:`PAPER_PARAMS`);
    c. the other runs of the ``--plan`` files (AVAGA-R_w and its remedies, AVAGA-D_u).
 
 Budget arithmetic (H200, stated before measuring; the script prints the measured numbers so the next run can be
@@ -54,7 +55,6 @@ import sys
 import time
 import traceback
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -66,9 +66,11 @@ from avaga_lib.config import MIN_LATENT_GRID, RunConfig, make_config
 from avaga_lib.data import mtd
 from avaga_lib.data.sources import resolve_root
 from avaga_lib.io import write_json, write_text
-from avaga_lib.paths import mtd_converted_root, project_root, results_tree_for, shared_magnetic_tile
-from avaga_lib.results import collect_runs
-from avaga_lib.run import run_one
+from avaga_lib.paths import mtd_converted_root, project_root, shared_magnetic_tile
+from avaga_lib.plan import RunSpec
+from avaga_lib.reporting.results import collect_runs
+from avaga_lib.run_folder import ResultsTree, RunFolder
+from avaga_lib.training.run import run_one
 from benchmarks.estimate import median_or_zero, protocol_estimate, protocol_markdown
 from benchmarks.harness import build_train_harness
 from benchmarks.shared_gpu import RUNS_PER_GPU, measure_runs_per_gpu, mps_running
@@ -81,19 +83,11 @@ HEADLINE: tuple[str, ...] = ("AVAGA-R_u", "AVAGA-R_u-maxnorm", "AVAGA-R_u-gain",
                               "AE-SSIM")  # issue 13's table, run first (issue 21's faithful remedy runs after it)
 EPOCHS = {"mtd": 10, "embedded": 30}  # see the budget arithmetic above
 EMBEDDED_CATEGORY = "granite"
+PAPER_PARAMS = Path("params") / "gpu_paper.yaml"  # the paper profile, every run allowed (relative: the project root)
 METRICS = ("pixel_auroc", "pixel_auroc_recon", "aupro", "iou", "image_auroc", "mean_accuracy")
 NO_CUDA = ("make gpu-study needs a CUDA GPU, and torch.cuda.is_available() is False on this machine "
            "(torch {version}). Run it on a CUDA machine; on a CPU, use `make reproduce PROFILE=...` instead.")
 WORKER_THREADS = 2  # CPU threads per run process: the GPU does the work; 8 workers x 2 fill a 16-core host
-
-
-@dataclass(frozen=True)
-class Job:
-    """One run to make: its label (``<dataset>/<category>/<setting>``), config and whether to draw its figures."""
-
-    label: str
-    cfg: RunConfig
-    figures: bool
 
 
 def require_cuda() -> None:
@@ -189,82 +183,80 @@ def mtd_root(root: Path) -> Path | None:
     return None if src is None else mtd.convert_magnetic_tile(src, mtd_converted_root())
 
 
-def plan(root: Path, datasets: list[str]) -> tuple[list[dict[str, Any]], list[str]]:
-    """(override dicts of the paper-profile runs to make, notes on what cannot run here)."""
-    targets, notes = [], []
-    if "mtd" in datasets:
-        mroot = mtd_root(root)
-        if mroot is None:
-            notes.append("Magnetic Tile not found (data/mtd, ../shared/data/magnetic_tile, shared/...): MTD not run")
+def paper_specs(root: Path, datasets: list[str]) -> tuple[list[RunSpec], list[str]]:
+    """The paper-profile runs of :data:`RUNS`, seed 0, planned by the study's planner (:func:`avaga_lib.plan.plan_runs`:
+    the configs ``make reproduce PROFILE=paper`` would make, with :data:`EPOCHS`), and notes on what cannot run."""
+    specs: list[RunSpec] = []
+    notes: list[str] = []
+    for dataset in datasets:
+        if dataset == "mtd":
+            mroot = mtd_root(root)
+            if mroot is None:
+                notes.append("Magnetic Tile not found (data/mtd, ../shared/data/magnetic_tile, shared/...): not run")
+                continue
+            where = {"root": str(mroot), "categories": [mtd.MTD_CATEGORY]}
         else:
-            targets.append({"data.dataset": "mtd", "data.root": str(mroot), "data.category": mtd.MTD_CATEGORY})
-    if "embedded" in datasets:
-        targets.append({"data.dataset": "embedded", "data.category": EMBEDDED_CATEGORY})
-    runs = []
-    for data in targets:
-        for name in RUNS:
-            over = {**data, "train.epochs": EPOCHS[data["data.dataset"]], "train.amp": "bf16",
-                    "results_dir": str(root / OUT / "runs")}
-            runs.append({"run": name, "overrides": over})
-    return runs, notes
+            where = {"root": "", "categories": [EMBEDDED_CATEGORY]}
+        planned = planning.plan_runs(project_root() / PAPER_PARAMS, dataset=dataset, **where, runs=list(RUNS),
+                                     seeds=[0], profile="paper", results_dir=root / OUT / "runs",
+                                     overrides={"epochs": EPOCHS[dataset]})
+        specs += sorted(planned, key=lambda s: RUNS.index(s.name))  # RUNS' order: the budget may end before D
+    return specs, notes
 
 
-def _label(cfg: RunConfig) -> str:
-    return f"{cfg.data.dataset}/{cfg.data.category}/{cfg.setting_name}"
+def plan_file_specs(params_file: Path | str, root: Path, results_dir: str | None = None) -> tuple[
+        list[RunSpec], list[RunSpec], list[str]]:
+    """(headline runs, other runs, notes) of a params file, as ``make reproduce PARAMS=<file>`` plans them.
 
-
-def plan_file_jobs(params_file: Path | str, root: Path, results_dir: str | None = None) -> tuple[list[Job], list[Job],
-                                                                                                 list[str]]:
-    """(headline jobs, other jobs, notes) of a params file, as ``make reproduce PARAMS=<file>`` plans them.
-
-    Unfinished runs only; headline = :data:`HEADLINE` names, ordered seed by seed. Figures are drawn for seed 0.
-    ``results_dir``: the results tree (default: the profile's, as the Makefile's ``RESULTS``).
+    Unfinished runs only; headline = :data:`HEADLINE` names, ordered seed by seed. ``results_dir``: the results tree
+    (default: the profile's, :meth:`avaga_lib.run_folder.ResultsTree.for_profile`, as ``make reproduce``).
     """
     spec = planning.load_params(params_file)
     if spec["dataset"] == "mtd" and not spec.get("root") and mtd_root(root) is None:
         return [], [], [f"{params_file}: Magnetic Tile not found (data/mtd, ../shared/..., shared/...): not run"]
-    specs = planning.plan_runs(params_file, results_dir=results_dir or results_tree_for(spec["profile"]))
+    specs = planning.plan_runs(params_file, results_dir=results_dir or ResultsTree.for_profile(spec["profile"]))
     todo = [s for s in specs if not planning.is_finished(s)]
-    make = [Job(s.label, s.config, figures=s.config.train.seed == 0) for s in todo]
     done = len(specs) - len(todo)
     notes = [f"{params_file}: {done} of {len(specs)} runs finished earlier, kept"] if done else []
-    head = sorted((j for j in make if j.cfg.name in HEADLINE), key=lambda j: j.cfg.train.seed)  # stable sorts
-    rest = sorted((j for j in make if j.cfg.name not in HEADLINE),
-                  key=lambda j: (j.cfg.name in study.REMEDIES, j.cfg.train.seed))  # the paper's runs before remedies
+    head = sorted((s for s in todo if s.name in HEADLINE), key=lambda s: s.config.train.seed)  # stable sorts
+    rest = sorted((s for s in todo if s.name not in HEADLINE),
+                  key=lambda s: (s.name in study.REMEDIES, s.config.train.seed))  # the paper's runs before remedies
     return head, rest, notes
 
 
-def all_jobs(root: Path, datasets: list[str], plans: list[str]) -> tuple[list[Job], list[str]]:
-    """Every job in the order of the module docstring (plan headline, paper profile, plan rest), and notes."""
-    first: list[Job] = []
-    last: list[Job] = []
+def all_specs(root: Path, datasets: list[str], plans: list[str]) -> tuple[list[RunSpec], set[str], list[str]]:
+    """Every run in the order of the module docstring (plan headline, paper profile, plan rest), the labels of the
+    runs that draw their figures (the params files' seed 0: the paper-profile runs only feed the summary), notes."""
+    first: list[RunSpec] = []
+    last: list[RunSpec] = []
     notes: list[str] = []
     for params_file in plans:
-        head, rest, file_notes = plan_file_jobs(params_file, root)
+        head, rest, file_notes = plan_file_specs(params_file, root)
         first += head
         last += rest
         notes += file_notes
-    runs, paper_notes = plan(root, datasets)
+    figures = {s.label for s in first + last if s.config.train.seed == 0}
+    paper, paper_notes = paper_specs(root, datasets)
     middle = []
-    for item in runs:
-        cfg = make_config("paper", item["overrides"], run=item["run"])
-        if (Path(cfg.run_dir) / "metrics.json").is_file():
-            notes.append(f"{_label(cfg)}: finished earlier, kept")
-            continue
-        middle.append(Job(_label(cfg), cfg, figures=False))
-    return first + middle + last, notes + paper_notes
+    for s in paper:
+        if planning.is_finished(s):
+            notes.append(f"{s.label}: finished earlier, kept")
+        else:
+            middle.append(s)
+    return first + middle + last, figures, notes + paper_notes
 
 
-def prepare(jobs: list[Job]) -> list[str]:
-    """Generate / convert each dataset of ``jobs`` once, here, before the workers start (they would race to write
-    the same folder); returns a note per dataset that could not be prepared (its runs then fail, named)."""
+def prepare(specs: list[RunSpec]) -> list[str]:
+    """Generate / convert each dataset of ``specs`` once, here, before the workers start (they would race to write
+    the same folder); a note per dataset that could not be prepared (its runs then fail, named). The library's own
+    call (:func:`avaga_lib.data.sources.resolve_root`), not the pipeline's ``prepare_data``: that module needs Dask."""
     notes, seen = [], set()
-    for job in jobs:
-        key = (job.cfg.data.dataset, job.cfg.data.root)
+    for s in specs:
+        key = (s.config.data.dataset, s.config.data.root)
         if key not in seen:
             seen.add(key)
             try:
-                resolve_root(job.cfg.data)
+                resolve_root(s.config.data)
             except Exception as exc:  # noqa: BLE001 - reported; the runs of that dataset fail with the same error
                 notes.append(f"{key[0]} (root {key[1]!r}) not prepared: {type(exc).__name__}: {exc}")
     return notes
@@ -274,46 +266,53 @@ def _init_worker(threads: int) -> None:
     torch.set_num_threads(threads)  # the run's own train.threads (cpu profile: 1) still applies inside train_run
 
 
-def run_job(job: Job, deadline: float) -> tuple[str, str, float]:
-    """Run one job unless the wall-clock ``deadline`` (``time.time()``) has passed; (label, status, seconds).
+def run_spec(spec: RunSpec, deadline: float, figures: bool) -> tuple[str, str, float]:
+    """Run one planned run in this process unless the wall-clock ``deadline`` (``time.time()``) has passed; (label,
+    status, seconds).
 
     Status: ``done``, ``not started`` (the budget was spent) or ``failed: <error>``; it never raises, so one failing
     run does not stop the others.
     """
     if time.time() > deadline:
-        return job.label, "not started", 0.0
+        return spec.label, "not started", 0.0
     t0 = time.perf_counter()
     try:
-        run_one(job.cfg, figures=job.figures)
+        run_one(spec.config, figures=figures)
     except Exception as exc:  # reported in the summary with its traceback's last line
         last = traceback.format_exc().strip().splitlines()[-1]
-        return job.label, f"failed: {type(exc).__name__}: {exc} ({last})", time.perf_counter() - t0
-    return job.label, "done", time.perf_counter() - t0
+        return spec.label, f"failed: {type(exc).__name__}: {exc} ({last})", time.perf_counter() - t0
+    return spec.label, "done", time.perf_counter() - t0
 
 
-def execute(jobs: list[Job], workers: int, deadline: float, threads: int = WORKER_THREADS) -> list[tuple[str, str,
-                                                                                                      float]]:
-    """Run ``jobs`` in their order, ``workers`` processes at a time (1 = in this process); print each as it ends."""
+def execute(specs: list[RunSpec], workers: int, deadline: float, threads: int = WORKER_THREADS,
+            figures: set[str] | frozenset[str] = frozenset()) -> list[tuple[str, str, float]]:
+    """Run ``specs`` in their order, ``workers`` processes at a time (1 = in this process); print each as it ends.
+
+    Why not the pipeline's papermill-on-Dask path: the GPU machine's image holds torch but neither papermill, Jupyter
+    nor Dask (docs/PERFORMANCE.md, "make gpu-study"), and its 10-minute budget leaves no room for carrying them;
+    the runs themselves are the pipeline's (same planner, same configs, same ``run_one``), so ``make reproduce``
+    counts them as finished.
+    """
     def outcome(res: tuple[str, str, float]) -> tuple[str, str, float]:
         print(f"[gpu-study] {res[0]}: {res[1]} ({res[2]:.1f} s)", flush=True)
         return res
 
     if workers <= 1:
-        return [outcome(run_job(job, deadline)) for job in jobs]
+        return [outcome(run_spec(s, deadline, s.label in figures)) for s in specs]
     results = []
     ctx = mp.get_context("spawn")  # CUDA cannot be forked
     with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(threads,)) as pool:
-        futures = [pool.submit(run_job, job, deadline) for job in jobs]
-        for job, future in zip(jobs, futures, strict=True):
+        futures = [pool.submit(run_spec, s, deadline, s.label in figures) for s in specs]
+        for s, future in zip(specs, futures, strict=True):
             try:
                 res = future.result()
             except Exception as exc:  # the worker process died (killed, out of memory)
-                res = (job.label, f"failed: worker died: {type(exc).__name__}: {exc}", 0.0)
+                res = (s.label, f"failed: worker died: {type(exc).__name__}: {exc}", 0.0)
             results.append(outcome(res))
     return results
 
 
-def run_costs(jobs: list[Job], results: list[tuple[str, str, float]], size: int = 256) -> tuple[float, float]:
+def run_costs(specs: list[RunSpec], results: list[tuple[str, str, float]], size: int = 256) -> tuple[float, float]:
     """(evaluation seconds per inferred image, seconds outside training and evaluation) of one run: medians over the
     runs of this invocation at ``size`` px that finished; 0 for what none of them measured.
 
@@ -321,14 +320,14 @@ def run_costs(jobs: list[Job], results: list[tuple[str, str, float]], size: int 
     floors, metrics, intervals); the overhead is the job's wall time minus the run's training and evaluation
     (decoding the data, building the networks, saving). Both were measured while ``--workers`` runs shared the GPU.
     """
-    by_label = {j.label: j for j in jobs}
+    by_label = {s.label: s for s in specs}
     evals, overheads = [], []
     for label, status, seconds in results:
-        job = by_label.get(label)
-        if status != "done" or job is None or job.cfg.data.image_size != size:
+        spec = by_label.get(label)
+        if status != "done" or spec is None or spec.config.data.image_size != size:
             continue
         try:
-            m = json.loads((Path(job.cfg.run_dir) / "metrics.json").read_text())
+            m = RunFolder(spec.run_dir).metrics()
         except (OSError, ValueError):
             continue  # a run that wrote no readable metrics measured nothing
         inferred = int(m.get("n_test") or 0) + int(m.get("n_val") or 0)
@@ -431,14 +430,15 @@ def main(argv: list[str] | None = None) -> None:
     deadline = time.time() + args.budget_s
     root = project_root()
     speed, shared, notes = measure_speed(args) if not args.skip_throughput else ({}, {}, [])
-    jobs, plan_notes = all_jobs(root, [d.strip() for d in args.datasets.split(",") if d.strip()], args.plan)
-    notes += plan_notes + prepare(jobs)
-    print(f"[gpu-study] {len(jobs)} runs to make, {args.workers} at a time; notes: {notes}", flush=True)
-    results = execute(jobs, args.workers, deadline)
+    specs, figures, plan_notes = all_specs(root, [d.strip() for d in args.datasets.split(",") if d.strip()],
+                                           args.plan)
+    notes += plan_notes + prepare(specs)
+    print(f"[gpu-study] {len(specs)} runs to make, {args.workers} at a time; notes: {notes}", flush=True)
+    results = execute(specs, args.workers, deadline, figures=figures)
     late = sum(status == "not started" for _, status, _ in results)
     if late:  # named one by one in the job list of the summary
         notes.append(f"{late} runs not started (budget of {args.budget_s:.0f} s spent; rerun to resume)")
-    estimate = study_estimate(speed, shared, *run_costs(jobs, results))
+    estimate = study_estimate(speed, shared, *run_costs(specs, results))
     summary = summarize(root, speed, notes, time.perf_counter() - started, results, estimate)
     print((root / OUT / "summary.md").read_text())
     print(f"[gpu-study] {len(summary['runs'])} paper-profile runs summarised in {root / OUT}")

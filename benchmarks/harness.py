@@ -7,7 +7,7 @@ trainer, so a change of the trainer's step is measured as soon as it lands. This
 training step needs (the peak-memory probe runs it in a fresh process whose baseline memory counts).
 
 Host syncs: like the trainer, a harness step reads nothing back to the host. The loss terms are summed on the device
-(:func:`avaga_lib.step.accumulate_terms`, the trainer's own accumulation) and become floats once, when
+(:func:`avaga_lib.training.step.accumulate_terms`, the trainer's own accumulation) and become floats once, when
 :meth:`TrainHarness.mean_terms` is called after a timed window; the window's end synchronises the device (the
 Timer, or ``runtime.synchronize``). A float conversion per step would make the CPU wait for every step's kernels
 before it queues the next step's: a sync the trainer does not have, which understated GPU throughput.
@@ -22,10 +22,10 @@ from torch import Tensor, nn
 
 from avaga_lib.config import MIN_LATENT_GRID, RunConfig, make_config
 from avaga_lib.data import augment_batch
-from avaga_lib.distributed import SINGLE, average_terms
-from avaga_lib.networks import build_networks
+from avaga_lib.models.networks import build_networks
 from avaga_lib.runtime import amp_dtype
-from avaga_lib.step import Nets, accumulate_terms, make_adam, make_nets, train_step
+from avaga_lib.training.distributed import SINGLE, average_terms
+from avaga_lib.training.step import Nets, accumulate_terms, make_adam, make_nets, train_step
 
 
 def variant_config(size: int, setting: str, amp: str, attention: bool = True) -> RunConfig:

@@ -3,7 +3,7 @@
 One paper-profile run (AVAGA-R_u, 256 px, batch 24) leaves a large GPU mostly idle: small convolutions, a
 second-order Grad-CAM backward, the Python between kernel launches. The study's runs are independent, so the cheap
 way to fill the GPU is to run several at once, as the scheduler does with ``runs_per_gpu`` = k
-(:mod:`avaga_lib.scheduler`): one process per run, each with its own CUDA context.
+(:mod:`avaga_lib.orchestration.scheduler`): one process per run, each with its own CUDA context.
 
 :func:`aggregate_throughput` measures exactly that layout: k spawned processes, each building the trainer's step
 (:func:`benchmarks.harness.build_train_harness`, the memory format the trainer would use) and warming it up; then a

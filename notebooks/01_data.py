@@ -20,7 +20,7 @@ from pathlib import Path
 from avaga_lib import paths
 from avaga_lib.config import make_config
 from avaga_lib.data import AnomalyDataset, make_splits, resolve_root, split_counts
-from avaga_lib.plots import plot_sample_grid
+from avaga_lib.evaluation.plots import plot_sample_grid
 
 cfg = make_config("smoke", {"data.dataset": dataset, "data.root": root, "data.category": category,
                             "data.image_size": image_size, "data.geometry": geometry, "data.seed": seed,

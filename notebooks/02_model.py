@@ -3,8 +3,8 @@
 #
 # Maps to the paper's **Table 9** (architecture of AVAGA_u / AVAGA_w: encoder, W.S. classifier, residual decoder,
 # discriminator) and **Fig. 1** (input -> CAVAE -> reconstruction; attention map A from the latent space by Grad-CAM,
-# anomalous map 1 - A). The networks live in `avaga_lib/model.py`, Grad-CAM in `avaga_lib/attention.py`, the losses in
-# `avaga_lib/losses.py`; this notebook only calls them. Choices are explained in `docs/PROTOCOL.md` (points 1-7).
+# anomalous map 1 - A). The networks live in `avaga_lib/models/avaga/model.py`, Grad-CAM in `avaga_lib/models/avaga/attention.py`, the losses in
+# `avaga_lib/models/avaga/losses.py`; this notebook only calls them. Choices are explained in `docs/PROTOCOL.md` (points 1-7).
 
 # %% tags=["parameters"]
 category: str = "weave"  # embedded category (weave | granite | washer)
@@ -42,8 +42,8 @@ cfg.model
 # %%
 from dataclasses import replace
 
-from avaga_lib.architecture import architecture_table
-from avaga_lib.model import AVAGA, Discriminator, count_parameters
+from avaga_lib.models.avaga.architecture import architecture_table
+from avaga_lib.models.avaga.model import AVAGA, Discriminator, count_parameters
 
 with torch.device("meta"):
     net256 = AVAGA(replace(cfg.model, variant="R", latent="conv", pretrained="none"), 256, classifier=True)
@@ -77,10 +77,10 @@ pd.DataFrame(rows)
 # Untrained, the maps are not meaningful yet: this shows the data path and the shapes, not results.
 
 # %%
-from avaga_lib import plots
-from avaga_lib.attention import infer
 from avaga_lib.data import AnomalyDataset, make_splits
-from avaga_lib.model import build_model
+from avaga_lib.evaluation import plots
+from avaga_lib.models.avaga.attention import infer
+from avaga_lib.models.avaga.model import build_model
 
 splits = make_splits(cfg.data, "unsupervised")
 ds = AnomalyDataset(splits.test[:n_images], cfg.data.image_size, train=False, has_masks=splits.has_masks)

@@ -6,12 +6,14 @@
 # Protocol: trained on normal images only. Detection score = mean |x - x_hat|, normalised by a calibration fitted on the normal validation split only (PN 8: its [min, max] -> [0, 0.5], so the threshold 0.5 is the largest normal validation score); the transductive min-max over the test scores is reported beside it and flagged. Localization: 1 - A > 0.5 (PN 2, 10). Threshold-free image AUROC, pixel AUROC and AUPRO (FPR <= 0.3) are added (PN 11).
 
 # %% tags=["parameters"]
+from typing import Optional  # the epochs parameter may be None: the profile's (smoke 1, cpu 15, paper 150 as in A.1)
+
 run: str = "AVAGA-R_u"  # a unsupervised run of the study registry (avaga_lib/study.py): AVAGA-R_u / AVAGA-D_u / AVAGA-R_u-noattn / AVAGA-R_u-flat / AE-L2 / AE-SSIM
 dataset: str = "embedded"  # embedded | mvtec | mtd | folder | stc
 root: str = ""  # dataset root in MVTec layout; empty: the dataset's default location
 category: str = "weave"  # embedded: weave | granite | washer; MVTec: bottle, ...; mtd: magnetic_tile
 profile: str = "smoke"  # smoke: CPU-sized | cpu: 128 px, 15 epochs | paper: App. A.1 (Adam 1e-4, batch 24, 150 epochs, 256 px)
-epochs: int = 2  # training epochs (paper: 150)
+epochs: Optional[int] = None  # noqa: UP045 - papermill parses Optional[int], not int | None; None: the profile's
 image_size: int = 64  # test side in pixels (paper: 256)
 geometry: str = "squash"  # squash: resize to a square | letterbox / reflect: keep the aspect, pad (never scored)
 seed: int = 0  # training seed (python / numpy / torch)
@@ -49,7 +51,7 @@ split_counts(splits)
 # Checkpoints every epoch (atomic; `train.resume` continues an interrupted run), loss terms per epoch in `losses.csv`. `attn_mean` / `attn_std` show the spread of the attention map A over training (PN 2).
 
 # %%
-from avaga_lib.train import train_run
+from avaga_lib.training.train import train_run
 
 train_result = train_run(cfg, splits)
 print(f"{train_result.epochs_done} epochs on {train_result.device} in {train_result.wall_time_s:.1f} s")
@@ -57,9 +59,9 @@ print("notes:", train_result.notes)
 train_result.history
 
 # %%
-from avaga_lib.plots import plot_loss_curves
+from avaga_lib.evaluation.plots import plot_loss_curves
 
-fig = plot_loss_curves(train_result.history, title=cfg.setting_name)
+fig = plot_loss_curves(train_result.history, title=cfg.run_id)
 
 # %% [markdown]
 # ### Does the attention collapse? (issue 13, docs/PROTOCOL.md "The collapse of the attention")
@@ -67,10 +69,10 @@ fig = plot_loss_curves(train_result.history, title=cfg.setting_name)
 # Per epoch, on the training batches: the raw Grad-CAM `sum_k alpha_k F_k` before normalization (`raw_mean`, `raw_std`, `raw_max` = mean of the batch maxima), the spread of A (`attn_mean`, `attn_std`), `amap_frac` = the fraction of pixels where the anomaly map 1 - A exceeds 0.5 (weak setting: of the normal-class map), the reconstruction / KL / adversarial terms and the discriminator's mean probabilities on real and reconstructed images. With the paper's sigmoid, `raw_mean` grows while `attn_mean` goes to 1 and `amap_frac` to 0: the map saturates and 1 - A can no longer flag a pixel. The remedies (runs `AVAGA-R_u-maxnorm`, `-gain`, `-size`) log the same columns.
 
 # %%
-from avaga_lib.losses import COLLAPSE_TERMS
+from avaga_lib.models.avaga.losses import COLLAPSE_TERMS
 
 if cfg.method == "avaga":
-    fig = plot_loss_curves(train_result.history, title=f"{cfg.setting_name} collapse diagnostics", terms=COLLAPSE_TERMS)
+    fig = plot_loss_curves(train_result.history, title=f"{cfg.run_id} collapse diagnostics", terms=COLLAPSE_TERMS)
 
 # %% [markdown]
 # ## Evaluation and saved run
@@ -78,9 +80,9 @@ if cfg.method == "avaga":
 # `metrics.json`, `predictions.csv`, `calibration.json`, figures and the config go to the run folder.
 
 # %%
-from avaga_lib.evaluate import evaluate_run
-from avaga_lib.paper import metrics_row
-from avaga_lib.run import save_run
+from avaga_lib.evaluation.evaluate import evaluate_run
+from avaga_lib.reporting.paper import metrics_row
+from avaga_lib.training.run import save_run
 
 eval_result = evaluate_run(train_result.cfg, train_result.model, splits)
 run_dir = save_run(train_result.cfg, train_result, eval_result)
@@ -100,7 +102,7 @@ row.astype(object).where(row.notna(), "n/a")
 # ### IoU at other thresholds (Table 7)
 
 # %%
-from avaga_lib.paper import paper_value
+from avaga_lib.reporting.paper import paper_value
 
 pd.DataFrame({"ours": {t: v for t, v in eval_result.metrics["iou_at"].items()},
               "paper (AVAGA-R_u, MVTec)": {t: paper_value("table7_threshold_iou", category, f"thr_{t}")
@@ -110,9 +112,9 @@ pd.DataFrame({"ours": {t: v for t, v in eval_result.metrics["iou_at"].items()},
 # ## Scores of normal vs anomalous test images, with the threshold
 
 # %%
-from avaga_lib.plots import plot_qualitative_grid, plot_score_histogram
+from avaga_lib.evaluation.plots import plot_qualitative_grid, plot_score_histogram
 
-fig = plot_score_histogram(eval_result.predictions, cfg.eval.threshold, title=cfg.setting_name)
+fig = plot_score_histogram(eval_result.predictions, cfg.eval.threshold, title=cfg.run_id)
 
 # %% [markdown]
 # ## Qualitative results (Fig. 2)
@@ -120,7 +122,7 @@ fig = plot_score_histogram(eval_result.predictions, cfg.eval.threshold, title=cf
 # Rows: input, ground truth (red), predicted anomalous pixels (map > 0.5, red), continuous anomaly map; a few images per defect type.
 
 # %%
-fig = plot_qualitative_grid(eval_result.examples, title=cfg.setting_name)
+fig = plot_qualitative_grid(eval_result.examples, title=cfg.run_id)
 
 # %%
 eval_result.predictions.groupby("defect")[["score", "pred_label", "iou", "fp_area"]].mean()

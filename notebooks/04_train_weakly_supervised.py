@@ -6,12 +6,14 @@
 # Protocol: 2% of the anomalous test images (ceil, at least 1, seeded) move to training with their image label only (PROTOCOL_NOTES 12) and are seen in every epoch (balanced sampling). At test the classifier decides normal / anomalous (PN 4); an image called anomalous is localized by A^{c_a} > 0.5, one called normal gets an empty mask. The reconstruction score, calibrated on the normal validation split only (PN 8), is reported beside it (`mean_accuracy_score`, image AUROC).
 
 # %% tags=["parameters"]
+from typing import Optional  # the epochs parameter may be None: the profile's (smoke 1, cpu 15, paper 150 as in A.1)
+
 run: str = "AVAGA-R_w"  # a weak run of the study registry (avaga_lib/study.py): AVAGA-R_w / AVAGA-D_w / AVAGA-R_w-noadv / AVAGA-R_w-noSGB
 dataset: str = "embedded"  # embedded | mvtec | mtd | folder | stc
 root: str = ""  # dataset root in MVTec layout; empty: the dataset's default location
 category: str = "weave"  # embedded: weave | granite | washer; MVTec: bottle, ...; mtd: magnetic_tile
 profile: str = "smoke"  # smoke: CPU-sized | cpu: 128 px, 15 epochs | paper: App. A.1 (Adam 1e-4, batch 24, 150 epochs, 256 px)
-epochs: int = 2  # training epochs (paper: 150)
+epochs: Optional[int] = None  # noqa: UP045 - papermill parses Optional[int], not int | None; None: the profile's
 image_size: int = 64  # test side in pixels (paper: 256)
 geometry: str = "squash"  # squash: resize to a square | letterbox / reflect: keep the aspect, pad (never scored)
 seed: int = 0  # training seed (python / numpy / torch)
@@ -48,7 +50,7 @@ split_counts(splits)
 # Checkpoints every epoch (atomic; `train.resume` continues an interrupted run), loss terms per epoch in `losses.csv`. `attn_mean` / `attn_std` show the spread of the attention map A over training (PN 2).
 
 # %%
-from avaga_lib.train import train_run
+from avaga_lib.training.train import train_run
 
 train_result = train_run(cfg, splits)
 print(f"{train_result.epochs_done} epochs on {train_result.device} in {train_result.wall_time_s:.1f} s")
@@ -56,9 +58,9 @@ print("notes:", train_result.notes)
 train_result.history
 
 # %%
-from avaga_lib.plots import plot_loss_curves
+from avaga_lib.evaluation.plots import plot_loss_curves
 
-fig = plot_loss_curves(train_result.history, title=cfg.setting_name)
+fig = plot_loss_curves(train_result.history, title=cfg.run_id)
 
 # %% [markdown]
 # ## Evaluation and saved run
@@ -66,9 +68,9 @@ fig = plot_loss_curves(train_result.history, title=cfg.setting_name)
 # `metrics.json`, `predictions.csv`, `calibration.json`, figures and the config go to the run folder.
 
 # %%
-from avaga_lib.evaluate import evaluate_run
-from avaga_lib.paper import metrics_row
-from avaga_lib.run import save_run
+from avaga_lib.evaluation.evaluate import evaluate_run
+from avaga_lib.reporting.paper import metrics_row
+from avaga_lib.training.run import save_run
 
 eval_result = evaluate_run(train_result.cfg, train_result.model, splits)
 run_dir = save_run(train_result.cfg, train_result, eval_result)
@@ -88,9 +90,9 @@ row.astype(object).where(row.notna(), "n/a")
 # ## Scores of normal vs anomalous test images, with the threshold
 
 # %%
-from avaga_lib.plots import plot_qualitative_grid, plot_score_histogram
+from avaga_lib.evaluation.plots import plot_qualitative_grid, plot_score_histogram
 
-fig = plot_score_histogram(eval_result.predictions, cfg.eval.threshold, title=cfg.setting_name)
+fig = plot_score_histogram(eval_result.predictions, cfg.eval.threshold, title=cfg.run_id)
 
 # %% [markdown]
 # ## Qualitative results (Fig. 2)
@@ -98,7 +100,7 @@ fig = plot_score_histogram(eval_result.predictions, cfg.eval.threshold, title=cf
 # Rows: input, ground truth (red), predicted anomalous pixels (map > 0.5, red), continuous anomaly map; a few images per defect type.
 
 # %%
-fig = plot_qualitative_grid(eval_result.examples, title=cfg.setting_name)
+fig = plot_qualitative_grid(eval_result.examples, title=cfg.run_id)
 
 # %%
 eval_result.predictions.groupby("defect")[["score", "pred_label", "iou", "fp_area"]].mean()

@@ -14,8 +14,11 @@ image_size: int = 64  # demo runs only
 import matplotlib.pyplot as plt
 from IPython.display import Markdown, display
 
-from avaga_lib import pipeline, plots, report, study
+from avaga_lib import study
+from avaga_lib.evaluation import plots
 from avaga_lib.paths import absolute
+from avaga_lib.reporting import report
+from avaga_lib.training import demo
 
 base = absolute(results_dir)
 run_names = ','.join(study.ABLATION_METHODS)
@@ -25,7 +28,7 @@ runs = report.collect_runs(base)
 has_ablations = (not runs.empty) and runs["method"].isin(study.ABLATIONS).any()
 if not has_ablations and train_if_missing:
     print(f"no ablation runs under {base}: training tiny demo runs (numbers are a smoke check, not results)")
-    pipeline.ensure_demo_runs(base, run_names, demo_category, epochs, image_size)
+    demo.ensure_demo_runs(base, run_names, demo_category, epochs, image_size)
     runs = report.collect_runs(base)
 if runs.empty:
     raise SystemExit(f"no runs under {base}: run `make reproduce` or set train_if_missing=True")

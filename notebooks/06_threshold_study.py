@@ -18,9 +18,11 @@ device: str = "cpu"  # where to re-infer
 import matplotlib.pyplot as plt
 from IPython.display import Markdown, display
 
-from avaga_lib import pipeline, plots, report, threshold
+from avaga_lib.evaluation import plots, threshold
 from avaga_lib.paths import absolute
+from avaga_lib.reporting import report
 from avaga_lib.run_folder import RunFolder
+from avaga_lib.training import demo
 
 base = absolute(results_dir)
 
@@ -28,7 +30,7 @@ base = absolute(results_dir)
 runs = report.collect_runs(base)
 if (runs.empty or not (runs["method"] == "AVAGA-R_u").any()) and train_if_missing:
     print(f"no AVAGA-R_u run under {base}: training tiny demo runs (numbers are a smoke check, not results)")
-    pipeline.ensure_demo_runs(base, "AVAGA-R_u,AE-L2", demo_category, epochs, image_size)
+    demo.ensure_demo_runs(base, "AVAGA-R_u,AE-L2", demo_category, epochs, image_size)
     runs = report.collect_runs(base)
 if runs.empty:
     raise SystemExit(f"no runs under {base}: run `make reproduce` or set train_if_missing=True")
@@ -101,8 +103,8 @@ if studies:
 # %%
 import pandas as pd
 
-from avaga_lib.collapse import toy_collapse
-from avaga_lib.losses import COLLAPSE_TERMS
+from avaga_lib.models.avaga.collapse import toy_collapse
+from avaga_lib.models.avaga.losses import COLLAPSE_TERMS
 
 toy_cases = {"sigmoid (paper)": ("sigmoid", "literal"), "max (remedy a)": ("max", "literal"),
              "gain (remedy b)": ("gain", "literal"), "size barrier (remedy c)": ("sigmoid", "size_barrier")}

@@ -18,8 +18,11 @@ reference_dir: str = ""  # empty: results/reference (the committed reference res
 import matplotlib.pyplot as plt
 from IPython.display import HTML, Markdown, display
 
-from avaga_lib import pipeline, plots, report, study
+from avaga_lib import study
+from avaga_lib.evaluation import plots
 from avaga_lib.paths import absolute, project_root
+from avaga_lib.reporting import report
+from avaga_lib.training import demo
 
 base = absolute(results_dir)
 out = absolute(out_dir) if out_dir else base
@@ -28,7 +31,7 @@ out = absolute(out_dir) if out_dir else base
 runs = report.collect_runs(base)
 if runs.empty and train_if_missing:
     print(f"no runs under {base}: training tiny demo runs (numbers are a smoke check, not results)")
-    pipeline.ensure_demo_runs(base, "AVAGA-R_u,AVAGA-R_w,AE-L2", demo_category, epochs, image_size)
+    demo.ensure_demo_runs(base, "AVAGA-R_u,AVAGA-R_w,AE-L2", demo_category, epochs, image_size)
     runs = report.collect_runs(base)
 protocol = project_root() / "docs" / "PROTOCOL.md"
 protocol_rel = protocol.relative_to(project_root()) if protocol.exists() else None

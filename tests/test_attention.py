@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from avaga_lib.attention import gradcam, gradcam_autograd, infer, normalize_attention
 from avaga_lib.config import ModelConfig
-from avaga_lib.model import build_model
+from avaga_lib.models.avaga.attention import gradcam, gradcam_autograd, infer, normalize_attention
+from avaga_lib.models.avaga.model import build_model
 
 CASES = [  # (latent, gradcam_layer, attention_norm, targets): one model / forward per case, several targets
     ("conv", "features", "sigmoid", ("latent", "normal", "anomalous")),

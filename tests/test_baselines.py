@@ -1,4 +1,4 @@
-"""Tests of avaga_lib.baselines: AE shapes, a tiny overfit, SSIM against scikit-image."""
+"""Tests of avaga_lib.models.autoencoder.model: AE shapes, a tiny overfit, SSIM against scikit-image."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from avaga_lib import baselines as B
+from avaga_lib.models.autoencoder import model as B
 
 skmetrics = pytest.importorskip("skimage.metrics", reason="scikit-image is a dev dependency (pip install -e .[dev])")
 

@@ -16,7 +16,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode, _disable_current_modes
 
 from avaga_lib.config import DataConfig, make_config
-from avaga_lib.evaluate import eval_batch_size
+from avaga_lib.evaluation.evaluate import eval_batch_size
 from avaga_lib.study import RUNS
 from benchmarks import cli, estimate, eval_harness, figures, flops, harness, machine, report, timing
 

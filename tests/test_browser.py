@@ -12,7 +12,7 @@ import pytest
 from test_pipeline import smoke_tree
 from test_report import L2, RU, RW, fake_run
 
-from avaga_lib import pipeline
+from avaga_lib.orchestration import pipeline
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"

@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from avaga_lib import claims
-from avaga_lib.paper import paper_table
+from avaga_lib.reporting import claims
+from avaga_lib.reporting.paper import paper_table
 
 RW_RU_IOU = "AVAGA-R_w localizes better than AVAGA-R_u (IoU)"
 RU_BASELINE_IOU = "AVAGA-R_u localizes better than the best baseline (IoU)"
@@ -23,7 +23,7 @@ BEST_MAP = ("The best unsupervised AVAGA attention map (the recipe or a remedy) 
 
 def row(method: str, seed: int, dataset: str = "embedded", category: str = "granite", image_size: int = 128,
         **metrics: Any) -> dict[str, Any]:
-    """One run as :func:`avaga_lib.results.collect_runs` gives it (cpu profile: a 4x4 latent grid)."""
+    """One run as :func:`avaga_lib.reporting.results.collect_runs` gives it (cpu profile: a 4x4 latent grid)."""
     return {"dataset": dataset, "category": category, "method": method, "seed": seed, "profile": "cpu",
             "image_size": image_size, "epochs": 1, "device": None, "pixel_metrics_available": True, **metrics}
 

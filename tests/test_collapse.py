@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from avaga_lib.collapse import TOY_COLUMNS, toy_collapse
+from avaga_lib.models.avaga.collapse import TOY_COLUMNS, toy_collapse
 
 
 def test_literal_sigmoid_saturates_by_scaling_the_raw_map() -> None:

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import torch
 
-from avaga_lib import train
 from avaga_lib.config import make_config
 from avaga_lib.data import AnomalyDataset, augment_batch, make_splits
+from avaga_lib.training import train
 
 DEVICE = torch.device("cpu")
 

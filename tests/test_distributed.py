@@ -1,4 +1,5 @@
-"""Tests of avaga_lib.distributed and the DDP trainer: sharding, launch command, 2 gloo processes vs one process."""
+"""Tests of avaga_lib.training.distributed and the DDP trainer: sharding, launch command, 2 gloo processes vs one
+process."""
 
 from __future__ import annotations
 
@@ -14,10 +15,10 @@ import torch
 import torch.multiprocessing as mp
 from torch import nn
 
-from avaga_lib import distributed as D
-from avaga_lib import step as Step
-from avaga_lib.baselines import BergmannAE
 from avaga_lib.config import make_config
+from avaga_lib.models.autoencoder.model import BergmannAE
+from avaga_lib.training import distributed as D
+from avaga_lib.training import step as Step
 
 
 def _free_port() -> int:
@@ -132,7 +133,7 @@ def _trainer_worker(rank: int, world: int, port: int, root: str, out: str, epoch
     )  # fmt: skip
     torch.set_num_threads(1)
     from avaga_lib.config import make_config
-    from avaga_lib.train import train_run
+    from avaga_lib.training.train import train_run
 
     cfg = make_config(
         "smoke",
@@ -170,7 +171,7 @@ def test_trainer_two_gloo_ranks_agree_and_resume(tiny_dataset: Path, tmp_path: P
 
 def _load_into_model(ck: dict) -> nn.Module:
     from avaga_lib.config import RunConfig
-    from avaga_lib.networks import build_networks
+    from avaga_lib.models.networks import build_networks
 
     cfg = RunConfig.from_dict(ck["config"])
     model, _, _ = build_networks(cfg)

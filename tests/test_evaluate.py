@@ -17,19 +17,19 @@ import pandas as pd
 import pytest
 import torch
 
-from avaga_lib import calibration as C
-from avaga_lib import evaluate as E
-from avaga_lib import localization as L
-from avaga_lib import metrics as M
 from avaga_lib.config import make_config
 from avaga_lib.data import ImageRecord, generate_dataset, make_splits
+from avaga_lib.evaluation import calibration as C
+from avaga_lib.evaluation import evaluate as E
+from avaga_lib.evaluation import localization as L
+from avaga_lib.evaluation import metrics as M
+from avaga_lib.evaluation.pixel_metrics import PixelMetricAccumulator, exact_pixel_auroc
+from avaga_lib.evaluation.priors import center_gaussian
 from avaga_lib.io import read_json
-from avaga_lib.networks import build_networks
-from avaga_lib.pixel_metrics import PixelMetricAccumulator, exact_pixel_auroc
-from avaga_lib.priors import center_gaussian
-from avaga_lib.run import load_maps, save_run
+from avaga_lib.models.networks import build_networks
 from avaga_lib.runtime import seed_everything
-from avaga_lib.train import train_run
+from avaga_lib.training.run import load_maps, save_run
+from avaga_lib.training.train import train_run
 
 CONTRACT_KEYS = {
     "iou", "iou_pooled", "mean_accuracy", "image_auroc", "image_auroc_classifier", "pixel_auroc", "aupro",

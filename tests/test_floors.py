@@ -10,11 +10,11 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
-from avaga_lib import floors as FL
 from avaga_lib.config import RunConfig, make_config
 from avaga_lib.data import AnomalyDataset, make_splits
-from avaga_lib.evaluate import infer_batch
-from avaga_lib.train import train_run
+from avaga_lib.evaluation import floors as FL
+from avaga_lib.evaluation.evaluate import infer_batch
+from avaga_lib.training.train import train_run
 
 _SIDE = 32  # the smallest side every network accepts (32x downsampling): fast, and mechanics do not need more
 

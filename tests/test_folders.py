@@ -13,9 +13,6 @@ import pytest
 import torch
 from PIL import Image
 
-from avaga_lib import evaluate as E
-from avaga_lib import metrics as M
-from avaga_lib import report
 from avaga_lib.config import GEOMETRIES, make_config
 from avaga_lib.data import (
     PAD_VALUE,
@@ -27,12 +24,15 @@ from avaga_lib.data import (
     to_square,
     valid_mask,
 )
+from avaga_lib.evaluation import evaluate as E
+from avaga_lib.evaluation import metrics as M
+from avaga_lib.evaluation.pixel_metrics import PixelMetricAccumulator, exact_pixel_auroc
+from avaga_lib.evaluation.predict import predict_folder
 from avaga_lib.io import write_json
-from avaga_lib.networks import build_networks
-from avaga_lib.pixel_metrics import PixelMetricAccumulator, exact_pixel_auroc
-from avaga_lib.predict import predict_folder
-from avaga_lib.run import load_maps, run_one, save_run
+from avaga_lib.models.networks import build_networks
+from avaga_lib.reporting import report
 from avaga_lib.runtime import seed_everything
+from avaga_lib.training.run import load_maps, run_one, save_run
 from benchmarks.geometry_study import border_band
 
 W, H = 50, 125  # a portrait strip, 2.5:1 like the 500 x 1250 grayscale strips of issue 12

@@ -3,7 +3,7 @@
 * fake CUDA: ``FakeTensorMode`` with fake ``cuda`` tensors and CUDA autocast switched on, so the installed torch's
   own CUDA autocast rules decide every dtype of one train step and one evaluation step (AVAGA-R_u, AVAGA-R_w,
   AE-L2, AE-SSIM). The autograd engine needs a real CUDA context for a backward on CUDA tensors, so the fake step
-  replaces only ``step._update`` (backward + Adam) by a recorder; the backward itself runs in the bf16 CPU tests;
+  replaces only the methods' ``update`` (backward + Adam) by a recorder; the backward itself runs in the bf16 CPU tests;
 * forced bf16 autocast on CPU: evaluation maps against the float32 ones, SSIM and BCE saturation;
 * resumption across a device-type change and with fewer visible GPUs (monkeypatched ``torch.cuda``);
 * deterministic mode: the Grad-CAM upsampling has no non-deterministic backward, other ops warn;
@@ -25,18 +25,23 @@ import torch.nn.functional as F
 from torch._subclasses.fake_tensor import FakeTensor, FakeTensorMode
 from torch.utils._python_dispatch import TorchDispatchMode, _disable_current_modes
 
-from avaga_lib import attention, step
-from avaga_lib import distributed as ddp
-from avaga_lib.baselines import reconstruction_loss, ssim_map
-from avaga_lib.checkpoint import checkpoint_due, restore_rank_rng, rng_state
 from avaga_lib.config import TrainConfig, make_config
 from avaga_lib.data import generate_dataset
-from avaga_lib.evaluate import infer_batch
-from avaga_lib.losses import generator_objective
-from avaga_lib.model import Discriminator, build_model
-from avaga_lib.networks import build_networks
+from avaga_lib.evaluation.evaluate import infer_batch
+from avaga_lib.models import interface
+from avaga_lib.models.autoencoder.model import reconstruction_loss, ssim_map
+from avaga_lib.models.avaga import attention
+from avaga_lib.models.avaga.losses import generator_objective
+from avaga_lib.models.avaga.model import Discriminator, build_model
+from avaga_lib.models.networks import build_networks
 from avaga_lib.runtime import configure_precision, seed_everything
-from avaga_lib.train import train_run
+from avaga_lib.training import distributed as ddp
+from avaga_lib.training import step
+from avaga_lib.training.checkpoint import checkpoint_due, restore_rank_rng, rng_state
+from avaga_lib.training.train import train_run
+
+# each method's step calls the interface's update through its own module (where a test swaps it)
+_UPDATES = ("avaga_lib.models.avaga.method.update", "avaga_lib.models.autoencoder.method.update")
 
 S = 64
 RUNS = ("AVAGA-R_u", "AVAGA-R_w", "AE-L2", "AE-SSIM")
@@ -95,10 +100,11 @@ def test_fake_cuda_step_and_evaluation_dtypes(run: str, fake_cuda: FakeTensorMod
         return s
 
     losses_seen: list[torch.dtype] = []
-    monkeypatch.setattr("avaga_lib.losses.gradcam_maps", gradcam_maps)
-    monkeypatch.setattr("avaga_lib.attention.gradcam", gradcam)
-    monkeypatch.setattr("avaga_lib.baselines.ssim_map", ssim)
-    monkeypatch.setattr(step, "_update", lambda opt, loss: losses_seen.append(loss.dtype))  # backward: see docstring
+    monkeypatch.setattr("avaga_lib.models.avaga.losses.gradcam_maps", gradcam_maps)
+    monkeypatch.setattr("avaga_lib.models.avaga.attention.gradcam", gradcam)
+    monkeypatch.setattr("avaga_lib.models.autoencoder.model.ssim_map", ssim)
+    for where in _UPDATES:  # backward: see docstring
+        monkeypatch.setattr(where, lambda opt, loss: losses_seen.append(loss.dtype))
     nets = _fake_nets(cfg, fake_cuda)  # before the patches below (with them .to("cuda") would initialise CUDA)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # torch.autocast("cuda") checks these
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
@@ -198,6 +204,7 @@ def _unwatched(fn: Any) -> Any:
         return fn()
 
 
+
 @pytest.mark.parametrize("run", ("AVAGA-R_u", "AVAGA-R_w", "AE-SSIM"))
 def test_train_step_reads_nothing_back_to_the_host(run: str) -> None:
     cfg = _cfg(run, **{"data.image_size": 32, "train.amp": "off"})
@@ -205,7 +212,7 @@ def test_train_step_reads_nothing_back_to_the_host(run: str) -> None:
     opt_d = None if disc is None else torch.optim.Adam(disc.parameters())
     nets = step.make_nets(model, disc, torch.optim.Adam(model.parameters()), opt_d)
     x, labels = torch.rand(2, 3, 32, 32), torch.tensor([0, 1])
-    real_update = step._update
+    real_update = interface.update
 
     def update(opt: torch.optim.Optimizer, loss: torch.Tensor) -> None:
         # Adam reads its step counter with .item(): a CPU tensor (not capturable), so no device sync on CUDA either
@@ -217,7 +224,8 @@ def test_train_step_reads_nothing_back_to_the_host(run: str) -> None:
             del opt.step
 
     with _NoHostSync(), pytest.MonkeyPatch.context() as mp:
-        mp.setattr(step, "_update", update)
+        for where in _UPDATES:
+            mp.setattr(where, update)
         terms = step.train_step(cfg, nets, x, labels, None)
     assert terms and all(isinstance(v, torch.Tensor) and v.ndim == 0 for v in terms.values())
 

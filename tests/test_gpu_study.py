@@ -16,10 +16,10 @@ import pytest
 import torch
 
 from avaga_lib import study
-from avaga_lib.config import config_hash, make_config
+from avaga_lib.config import config_hash
 from avaga_lib.io import write_json
-from avaga_lib.paths import results_tree_for
-from avaga_lib.plan import plan_runs
+from avaga_lib.plan import RunSpec, plan_runs
+from avaga_lib.run_folder import ResultsTree, RunFolder
 from benchmarks import estimate, gpu_study, shared_gpu
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,14 +34,28 @@ def test_without_cuda_it_exits_with_a_clear_message() -> None:
     assert "Traceback" not in out.stderr
 
 
-def test_plan_runs_literal_remedies_and_baselines_at_256_bf16(tmp_path: Path) -> None:
-    runs, notes = gpu_study.plan(tmp_path, ["embedded"])
-    assert [r["run"] for r in runs] == list(gpu_study.RUNS)
+def test_paper_runs_are_planned_by_the_study_planner_at_256(tmp_path: Path) -> None:
+    """The literal recipe, each remedy and the baselines, seed 0, at the paper profile: the configs `make reproduce
+    PROFILE=paper` plans (one planner), with the study's epochs and the planner's AMP (auto: bf16 on CUDA)."""
+    specs, notes = gpu_study.paper_specs(tmp_path, ["embedded"])
+    assert [s.name for s in specs] == list(gpu_study.RUNS) and notes == []
     assert {"AVAGA-R_u", "AVAGA-R_w", "AVAGA-D_u", "AE-L2", "AE-SSIM", *study.REMEDIES} == set(gpu_study.RUNS)
-    assert notes == []
-    cfg = make_config("paper", runs[0]["overrides"], run=runs[0]["run"])
-    assert cfg.data.image_size == 256 and cfg.train.amp == "bf16" and cfg.train.epochs == gpu_study.EPOCHS["embedded"]
+    cfg = specs[0].config
+    assert cfg.data.image_size == 256 and cfg.train.amp == "auto" and cfg.train.epochs == gpu_study.EPOCHS["embedded"]
     assert Path(cfg.run_dir).is_relative_to(tmp_path / gpu_study.OUT / "runs")
+    planned = plan_runs(ROOT / gpu_study.PAPER_PARAMS, dataset="embedded", root="",
+                        categories=[gpu_study.EMBEDDED_CATEGORY], runs=list(gpu_study.RUNS), seeds=[0], profile="paper",
+                        results_dir=tmp_path / gpu_study.OUT / "runs",
+                        overrides={"epochs": gpu_study.EPOCHS["embedded"]})
+    assert {s.label: config_hash(s.config) for s in specs} == {s.label: config_hash(s.config) for s in planned}
+
+
+def test_the_gpu_study_imports_without_dask_papermill_or_jupyter() -> None:
+    """The GPU machine's image has torch but none of them (docs/PERFORMANCE.md): the study must not need them."""
+    code = ("import sys\nfor m in ('dask', 'distributed', 'papermill', 'jupyter_client', 'nbformat', 'ipykernel'):\n"
+            "    sys.modules[m] = None\nimport benchmarks.gpu_study")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
 
 
 def test_throughput_measures_both_memory_formats() -> None:
@@ -57,45 +71,46 @@ def test_summary_lists_what_did_not_run(tmp_path: Path) -> None:
     assert "bf16_img_s = 10.0" in text and (tmp_path / gpu_study.OUT / "summary.json").is_file()
 
 
-def _job(tiny_root: Path, out: Path, category: str, run: str = "AE-L2") -> gpu_study.Job:
-    cfg = make_config("smoke", {"data.root": str(tiny_root), "data.category": category, "data.image_size": 64,
-                                "train.epochs": 1, "results_dir": str(out)}, run=run)
-    return gpu_study.Job(f"embedded/{category}/{cfg.setting_name}", cfg, figures=False)
+def _spec(tiny_root: Path, out: Path, category: str, run: str = "AE-L2") -> RunSpec:
+    specs = plan_runs(dataset="embedded", root=str(tiny_root), categories=[category], runs=[run], seeds=[0],
+                      results_dir=out, overrides={"epochs": 1, "image_size": 64})
+    return specs[0]
 
 
 def test_execute_runs_jobs_in_worker_processes_and_reports_each_outcome(tiny_root: Path, tmp_path: Path) -> None:
     """Two worker processes make the runs; a failing run is reported and the others still finish; nothing past the
     deadline starts, and each outcome is listed (what the summary shows)."""
-    jobs = [_job(tiny_root, tmp_path, "weave"), _job(tmp_path / "missing", tmp_path, "washer")]
-    results = gpu_study.execute(jobs, workers=2, deadline=time.time() + 600, threads=1)
-    assert [r[0] for r in results] == [j.label for j in jobs]
-    assert results[0][1] == "done" and (Path(jobs[0].cfg.run_dir) / "metrics.json").is_file()
+    specs = [_spec(tiny_root, tmp_path, "weave"), _spec(tmp_path / "missing", tmp_path, "washer")]
+    results = gpu_study.execute(specs, workers=2, deadline=time.time() + 600, threads=1)
+    assert [r[0] for r in results] == [s.label for s in specs]
+    assert results[0][1] == "done" and RunFolder(specs[0].run_dir).is_finished()
     assert results[1][1].startswith("failed: ") and "missing" in results[1][1]
-    late = gpu_study.execute([_job(tiny_root, tmp_path / "late", "washer")], workers=1, deadline=time.time() - 1)
+    late = gpu_study.execute([_spec(tiny_root, tmp_path / "late", "washer")], workers=1, deadline=time.time() - 1)
     assert late[0][1] == "not started" and not (tmp_path / "late").exists()
     gpu_study.summarize(tmp_path, {}, [], 1.0, results + late)
     text = (tmp_path / gpu_study.OUT / "summary.md").read_text()
     assert "embedded/washer/AE-L2-seed0: not started" in text and "embedded/weave/AE-L2-seed0: done" in text
 
 
-def test_plan_file_jobs_are_the_pipelines_runs_headline_first(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_plan_file_specs_are_the_pipelines_runs_headline_first(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """--plan params/mtd_cpu.yaml makes exactly the runs `make reproduce PARAMS=... PROFILE=cpu` plans, in its
     results tree with the same configs (so the pipeline then skips them), the issue's table first, seed by seed."""
     root = tmp_path / "mtd"
     (root / "magnetic_tile" / "train" / "good").mkdir(parents=True)
     monkeypatch.setattr(gpu_study, "mtd_root", lambda _root: root)
     tree = str(tmp_path / "results" / "cpu")
-    head, rest, notes = gpu_study.plan_file_jobs(ROOT / "params" / "mtd_cpu.yaml", tmp_path, results_dir=tree)
+    head, rest, notes = gpu_study.plan_file_specs(ROOT / "params" / "mtd_cpu.yaml", tmp_path, results_dir=tree)
     assert notes == [] and len(head) == 18 and len(rest) == 15
-    assert [j.cfg.train.seed for j in head] == [0] * 6 + [1] * 6 + [2] * 6
-    assert {j.cfg.name for j in head} == set(gpu_study.HEADLINE)
-    assert [j.cfg.name for j in rest[:6]] == ["AVAGA-R_w", "AVAGA-D_u"] * 3  # the paper's runs before the remedies
+    assert [s.config.train.seed for s in head] == [0] * 6 + [1] * 6 + [2] * 6
+    assert {s.name for s in head} == set(gpu_study.HEADLINE)
+    assert [s.name for s in rest[:6]] == ["AVAGA-R_w", "AVAGA-D_u"] * 3  # the paper's runs before the remedies
     planned = {s.label: s.config for s in plan_runs(ROOT / "params" / "mtd_cpu.yaml", results_dir=tree)}
-    for job in head + rest:
-        assert config_hash(job.cfg) == config_hash(planned[job.label])
-        assert job.cfg.profile == "cpu" and job.cfg.data.image_size == 128 and job.figures == (job.cfg.train.seed == 0)
-        assert Path(job.cfg.run_dir).is_relative_to(tree)
-    assert (results_tree_for("cpu"), results_tree_for("paper")) == ("results/cpu", "results")  # the Makefile's RESULTS
+    for s in head + rest:
+        assert config_hash(s.config) == config_hash(planned[s.label])
+        assert s.config.profile == "cpu" and s.config.data.image_size == 128
+        assert Path(s.config.run_dir).is_relative_to(tree)
+    # the results tree of make reproduce PROFILE=cpu / paper (the Makefile asks the CLI)
+    assert (ResultsTree.for_profile("cpu"), ResultsTree.for_profile("paper")) == ("results/cpu", "results")
 
 
 # ------------------------------------------------------------------------------- several runs per GPU, estimate
@@ -159,16 +174,16 @@ def test_summary_writes_the_projection_with_its_inputs(tmp_path: Path) -> None:
 
 
 def test_run_costs_read_the_paper_profile_runs_of_this_invocation(tiny_root: Path, tmp_path: Path) -> None:
-    paper = make_config("paper", {"data.category": "granite", "results_dir": str(tmp_path)}, run="AE-L2")
-    small = _job(tiny_root, tmp_path, "weave")  # 64 px: not the size the estimate is about
-    jobs = [gpu_study.Job("embedded/granite/AE-L2-seed0", paper, False), small]
-    for job, wall in ((jobs[0], 100.0), (small, 5.0)):
-        write_json(Path(job.cfg.run_dir) / "metrics.json", {"n_test": 200, "n_val": 20, "eval_wall_time_s": 22.0,
-                                                            "wall_time_s": wall})
-    results = [(jobs[0].label, "done", 130.0), (small.label, "done", 9.0)]
-    assert paper.data.image_size == 256
-    assert gpu_study.run_costs(jobs, results) == pytest.approx((0.1, 30.0))
-    assert gpu_study.run_costs(jobs, [(jobs[0].label, "failed: x", 130.0)]) == (0.0, 0.0)
+    paper = plan_runs(ROOT / gpu_study.PAPER_PARAMS, runs=["AE-L2"], results_dir=tmp_path)[0]
+    small = _spec(tiny_root, tmp_path, "weave")  # 64 px: not the size the estimate is about
+    specs = [paper, small]
+    for spec, wall in ((paper, 100.0), (small, 5.0)):
+        write_json(RunFolder(spec.run_dir).metrics_path, {"n_test": 200, "n_val": 20, "eval_wall_time_s": 22.0,
+                                                          "wall_time_s": wall})
+    results = [(paper.label, "done", 130.0), (small.label, "done", 9.0)]
+    assert paper.config.data.image_size == 256
+    assert gpu_study.run_costs(specs, results) == pytest.approx((0.1, 30.0))
+    assert gpu_study.run_costs(specs, [(paper.label, "failed: x", 130.0)]) == (0.0, 0.0)
 
 
 @pytest.mark.slow

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from avaga_lib import localization as L
-from avaga_lib import metrics as M
-from avaga_lib.pixel_metrics import (
+from avaga_lib.evaluation import localization as L
+from avaga_lib.evaluation import metrics as M
+from avaga_lib.evaluation.pixel_metrics import (
     PixelMetricAccumulator,
     bootstrap_pixel_auroc,
     covering_edges,

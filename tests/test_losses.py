@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from avaga_lib.config import LossConfig, ModelConfig
-from avaga_lib.losses import (
+from avaga_lib.models.avaga.losses import (
     discriminator_objective,
     generator_objective,
     kl_divergence,
@@ -19,7 +19,7 @@ from avaga_lib.losses import (
     size_barrier,
     weak_attention_loss,
 )
-from avaga_lib.model import Discriminator, build_model
+from avaga_lib.models.avaga.model import Discriminator, build_model
 
 MCFG = ModelConfig(pretrained="none")
 S = 32  # smallest legal side (latent 1x1): these tests need no spatial structure, only speed

@@ -1,4 +1,4 @@
-"""Tests of avaga_lib.metrics against scikit-learn, exact references and hand-computed cases."""
+"""Tests of avaga_lib.evaluation.metrics against scikit-learn, exact references and hand-computed cases."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import torch
 from scipy import ndimage
 from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 
-from avaga_lib import metrics as M
-from avaga_lib.pixel_metrics import PixelMetricAccumulator, _trapezoid_upto, quantile_edges, validation_edges
+from avaga_lib.evaluation import metrics as M
+from avaga_lib.evaluation.pixel_metrics import PixelMetricAccumulator, _trapezoid_upto, quantile_edges, validation_edges
 
 
 def _exact_aupro(maps: np.ndarray, gts: np.ndarray, max_fpr: float = 0.3) -> float:

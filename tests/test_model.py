@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from avaga_lib.architecture import architecture_table, table9_expected
 from avaga_lib.config import ModelConfig
-from avaga_lib.model import AVAGA, NOTE_NO_PRETRAINED, Discriminator, build_model
+from avaga_lib.models.avaga.architecture import architecture_table, table9_expected
+from avaga_lib.models.avaga.model import AVAGA, NOTE_NO_PRETRAINED, Discriminator, build_model
 
 NO_PRETRAIN = ModelConfig(pretrained="none")
 

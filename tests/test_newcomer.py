@@ -21,7 +21,7 @@ import nbformat
 import pytest
 
 from avaga_lib.paths import project_root
-from avaga_lib.reference import ANCHOR
+from avaga_lib.reporting.reference import ANCHOR
 
 ROOT = project_root()
 BROKEN = "06_threshold_study.ipynb"

@@ -1,4 +1,5 @@
-"""A run's papermill subprocess (avaga_lib/notebook_exec.py through job.run_papermill): papermill's behaviour, and
+"""A run's papermill subprocess (avaga_lib/orchestration/notebook_exec.py through job.run_papermill): papermill's
+behaviour, and
 a log without ipykernel's "running over TCP without encryption" line, every other line kept."""
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from avaga_lib import job
+from avaga_lib.orchestration import job
 from avaga_lib.paths import project_root
 from avaga_lib.plan import RunSpec, plan_runs
 

@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from avaga_lib import paper
 from avaga_lib.config import make_config
+from avaga_lib.reporting import paper
 
 
 def test_paper_table_and_value() -> None:

@@ -19,10 +19,11 @@ import papermill
 import pytest
 import yaml
 
-from avaga_lib import cli, pipeline, preflight, study
+from avaga_lib import cli, plan, study
 from avaga_lib.config import config_hash
 from avaga_lib.io import write_json
-from avaga_lib.job import error_from_log
+from avaga_lib.orchestration import job, pipeline, preflight
+from avaga_lib.orchestration.job import error_from_log
 from avaga_lib.paths import project_root
 
 PARAMS = project_root() / "params"
@@ -32,12 +33,12 @@ PARAMS = project_root() / "params"
 
 
 def test_plan_smoke_default() -> None:
-    specs = pipeline.plan_runs(PARAMS / "smoke.yaml")
+    specs = plan.plan_runs(PARAMS / "smoke.yaml")
     assert len(specs) == 3 * 8  # 3 embedded categories x (R_u, R_w, 4 ablations, 2 baselines)
-    names = {s.config.setting_name for s in specs if s.config.data.category == "weave"}
+    names = {s.config.run_id for s in specs if s.config.data.category == "weave"}
     assert names == {"AVAGA-R_u-seed0", "AVAGA-R_w-seed0", "AVAGA-R_u-noattn-seed0", "AVAGA-R_u-flat-seed0",
                      "AVAGA-R_w-noadv-seed0", "AVAGA-R_w-noSGB-seed0", "AE-L2-seed0", "AE-SSIM-seed0"}
-    by = {s.config.setting_name: s for s in specs if s.config.data.category == "granite"}
+    by = {s.config.run_id: s for s in specs if s.config.data.category == "granite"}
     assert by["AVAGA-R_w-noSGB-seed0"].config.train.setting == "weak"
     assert by["AVAGA-R_w-noSGB-seed0"].config.loss.sgb is False
     assert by["AVAGA-R_w-noSGB-seed0"].notebook.name == "04_train_weakly_supervised.ipynb"
@@ -67,9 +68,9 @@ def test_params_file_selects_runs_by_name_or_group(tmp_path: Path) -> None:
     f = tmp_path / "p.yaml"
     f.write_text(yaml.safe_dump({"dataset": "embedded", "profile": "smoke", "categories": ["weave"],
                                  "runs": "baselines, AVAGA-R_w"}))
-    assert [s.name for s in pipeline.plan_runs(f)] == ["AVAGA-R_w", "AE-L2", "AE-SSIM"]
-    with pytest.raises(pipeline.PipelineError, match="RUNS=.*AVAGA-R_u"):
-        pipeline.plan_runs(f, runs="AVAGA-R_u")  # not among the file's runs
+    assert [s.name for s in plan.plan_runs(f)] == ["AVAGA-R_w", "AE-L2", "AE-SSIM"]
+    with pytest.raises(plan.PipelineError, match="RUNS=.*AVAGA-R_u"):
+        plan.plan_runs(f, runs="AVAGA-R_u")  # not among the file's runs
 
 
 def test_adding_an_ablation_is_one_registry_entry(tmp_path: Path) -> None:
@@ -80,7 +81,7 @@ def test_adding_an_ablation_is_one_registry_entry(tmp_path: Path) -> None:
     entry = ('    StudyRun("AVAGA-R_u-noKL", "ablations", {**_U, "loss.w_kl": 0.0}),  # the new ablation\n'
              ")  # fmt: skip")
     (pkg / "study.py").write_text(src.replace(")  # fmt: skip", entry, 1))
-    code = (f"from avaga_lib import pipeline; s = pipeline.plan_runs({str(PARAMS / 'smoke.yaml')!r}, "
+    code = (f"from avaga_lib import plan; s = plan.plan_runs({str(PARAMS / 'smoke.yaml')!r}, "
             "categories='weave', runs='ablations'); r = s[-1]; "
             "print(len(s), r.notebook.name, r.config.loss.w_kl, r.run_dir.name)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path,
@@ -89,15 +90,15 @@ def test_adding_an_ablation_is_one_registry_entry(tmp_path: Path) -> None:
 
 
 def test_plan_narrowing_and_paper_profile(tmp_path: Path) -> None:
-    specs = pipeline.plan_runs(PARAMS / "paper_mvtec.yaml", root=str(tmp_path), categories="bottle, carpet",
+    specs = plan.plan_runs(PARAMS / "paper_mvtec.yaml", root=str(tmp_path), categories="bottle, carpet",
                                runs="main,AE-L2", seeds="0,1")
     assert len(specs) == 2 * 5 * 2  # categories x (R_u, R_w, D_u, D_w, AE-L2) x seeds
     assert {s.config.train.epochs for s in specs} == {150} and {s.config.data.image_size for s in specs} == {256}
     assert {s.config.train.seed for s in specs} == {0, 1}
     assert {s.config.model.variant for s in specs if s.name.startswith("AVAGA")} == {"R", "D"}
-    full = pipeline.plan_runs(PARAMS / "paper_mvtec.yaml", root=str(tmp_path))
+    full = plan.plan_runs(PARAMS / "paper_mvtec.yaml", root=str(tmp_path))
     assert len(full) == 15 * len(study.RUNS) * 3  # null = every run of the registry (remedies included)
-    smoke = pipeline.plan_runs(PARAMS / "paper_mvtec.yaml", root=str(tmp_path), profile="smoke", seeds=[0],
+    smoke = plan.plan_runs(PARAMS / "paper_mvtec.yaml", root=str(tmp_path), profile="smoke", seeds=[0],
                                overrides={"epochs": 1})
     assert {s.config.train.epochs for s in smoke} == {1} and {s.config.profile for s in smoke} == {"smoke"}
 
@@ -106,40 +107,40 @@ def test_plan_dataset_switch_and_folder_discovery(tmp_path: Path) -> None:
     for cat in ("a", "b"):
         (tmp_path / cat / "train" / "good").mkdir(parents=True)
     (tmp_path / "not_a_category").mkdir()
-    specs = pipeline.plan_runs(None, dataset="folder", root=str(tmp_path), runs="AVAGA-R_u")
+    specs = plan.plan_runs(None, dataset="folder", root=str(tmp_path), runs="AVAGA-R_u")
     assert [s.config.data.category for s in specs] == ["a", "b"]
-    stc = pipeline.plan_runs(None, dataset="stc", root=str(tmp_path), runs="AVAGA-R_u", seeds="0")
+    stc = plan.plan_runs(None, dataset="stc", root=str(tmp_path), runs="AVAGA-R_u", seeds="0")
     assert len(stc) == 13 and stc[0].config.data.category == "01"
-    assert pipeline.default_params_file("mvtec").name == "paper_mvtec.yaml"
-    assert pipeline.default_params_file(None, "cpu").name == "cpu.yaml", "make reproduce PROFILE=cpu: the cpu study"
-    assert pipeline.default_params_file("embedded").name == "smoke.yaml"
+    assert plan.default_params_file("mvtec").name == "paper_mvtec.yaml"
+    assert plan.default_params_file(None, "cpu").name == "cpu.yaml", "make reproduce PROFILE=cpu: the cpu study"
+    assert plan.default_params_file("embedded").name == "smoke.yaml"
 
 
 def test_plan_errors_name_the_problem(tmp_path: Path) -> None:
-    with pytest.raises(pipeline.PipelineError, match="RUNS=.*nope.*known"):
-        pipeline.plan_runs(PARAMS / "smoke.yaml", runs="nope")
-    with pytest.raises(pipeline.PipelineError, match="not found"):
-        pipeline.plan_runs(tmp_path / "missing.yaml")
+    with pytest.raises(plan.PipelineError, match="RUNS=.*nope.*known"):
+        plan.plan_runs(PARAMS / "smoke.yaml", runs="nope")
+    with pytest.raises(plan.PipelineError, match="not found"):
+        plan.plan_runs(tmp_path / "missing.yaml")
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({"dataset": "embedded", "profile": "smoke", "runs": ["AVAGA-R_u", "AVAGA-X"]}))
-    with pytest.raises(pipeline.PipelineError, match=r"bad.yaml: runs: \['AVAGA-X'\] not in"):
-        pipeline.plan_runs(bad)
+    with pytest.raises(plan.PipelineError, match=r"bad.yaml: runs: \['AVAGA-X'\] not in"):
+        plan.plan_runs(bad)
     old_schema = tmp_path / "old.yaml"  # runs are declared in the registry, not in params files
     old_schema.write_text(yaml.safe_dump({"dataset": "embedded", "profile": "smoke", "notes": "x"}))
-    with pytest.raises(pipeline.PipelineError, match=r"unknown key\(s\) \['notes'\]"):
-        pipeline.plan_runs(old_schema)
-    with pytest.raises(pipeline.PipelineError, match="PROFILE=fast"):
-        pipeline.plan_runs(PARAMS / "smoke.yaml", profile="fast")
-    with pytest.raises(pipeline.PipelineError, match="unknown notebook parameter 'lr'"):
-        pipeline.plan_runs(PARAMS / "smoke.yaml", overrides={"lr": 1.0})
-    with pytest.raises(pipeline.PipelineError, match="no .*train/good"):
-        pipeline.plan_runs(None, dataset="folder", root=str(tmp_path))
+    with pytest.raises(plan.PipelineError, match=r"unknown key\(s\) \['notes'\]"):
+        plan.plan_runs(old_schema)
+    with pytest.raises(plan.PipelineError, match="PROFILE=fast"):
+        plan.plan_runs(PARAMS / "smoke.yaml", profile="fast")
+    with pytest.raises(plan.PipelineError, match="unknown notebook parameter 'lr'"):
+        plan.plan_runs(PARAMS / "smoke.yaml", overrides={"lr": 1.0})
+    with pytest.raises(plan.PipelineError, match="no .*train/good"):
+        plan.plan_runs(None, dataset="folder", root=str(tmp_path))
 
 
 def test_every_params_file_plans(tmp_path: Path) -> None:
     (tmp_path / "c" / "train" / "good").mkdir(parents=True)
     for f in sorted(PARAMS.glob("*.yaml")):
-        specs = pipeline.plan_runs(f, root=str(tmp_path))
+        specs = plan.plan_runs(f, root=str(tmp_path))
         assert specs, f
         assert len({s.run_dir for s in specs}) == len(specs)
 
@@ -151,7 +152,7 @@ def test_every_run_parameter_is_declared_by_its_notebook(tmp_path: Path) -> None
     (tmp_path / "c" / "train" / "good").mkdir(parents=True)
     declared: dict[Path, set[str]] = {}
     for f in sorted(PARAMS.glob("*.yaml")):
-        for spec in pipeline.plan_runs(f, root=str(tmp_path)):
+        for spec in plan.plan_runs(f, root=str(tmp_path)):
             known = declared.setdefault(spec.notebook, set(papermill.inspect_notebook(str(spec.notebook))))
             assert set(spec.parameters) <= known, (f.name, spec.notebook.name, set(spec.parameters) - known)
     assert {n.name for n in declared} == {pipeline.NOTEBOOK_UNSUPERVISED, pipeline.NOTEBOOK_WEAK}
@@ -176,9 +177,9 @@ def test_default_jobs_parallel_only_for_one_thread_cpu_runs(monkeypatch) -> None
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(pipeline.os, "cpu_count", lambda: 2)
-    smoke = pipeline.plan_runs(dataset="embedded", categories=["weave"], runs=["main"])
-    cpu = pipeline.plan_runs(dataset="embedded", categories=["weave"], runs=["main"], profile="cpu")
-    paper = pipeline.plan_runs(dataset="embedded", categories=["weave"], runs=["main"], profile="paper",
+    smoke = plan.plan_runs(dataset="embedded", categories=["weave"], runs=["main"])
+    cpu = plan.plan_runs(dataset="embedded", categories=["weave"], runs=["main"], profile="cpu")
+    paper = plan.plan_runs(dataset="embedded", categories=["weave"], runs=["main"], profile="paper",
                                overrides={"image_size": 256})  # the smoke file pins 64 px: too small for paper
     assert pipeline.default_jobs(smoke, makeflags="") == 2
     assert pipeline.default_jobs(cpu, makeflags="") == 2  # the cpu profile pins one thread per run too
@@ -188,7 +189,7 @@ def test_default_jobs_parallel_only_for_one_thread_cpu_runs(monkeypatch) -> None
     assert pipeline.default_jobs(smoke, makeflags="") == 1
     monkeypatch.setattr(pipeline.scheduler, "visible_gpus", lambda: ["0", "1"])
     assert pipeline.default_jobs(paper, makeflags="") == 2  # one run per GPU
-    wide = pipeline.plan_runs(dataset="embedded", categories=["weave"], profile="paper", overrides={"image_size": 256})
+    wide = plan.plan_runs(dataset="embedded", categories=["weave"], profile="paper", overrides={"image_size": 256})
     assert pipeline.default_jobs(wide, makeflags="", runs_per_gpu=3) == 6  # RUNS_PER_GPU=3 (issue 24): 3 per GPU
 
 
@@ -223,22 +224,22 @@ class FakeRunner:
     def clear(self) -> None:
         self.record.unlink(missing_ok=True)
 
-    def __call__(self, spec: pipeline.RunSpec, job: pipeline.Job) -> pipeline.Outcome:
+    def __call__(self, spec: plan.RunSpec, how: job.Job) -> job.Outcome:
         with open(self.record, "a") as fh:
             fh.write(spec.label + "\n")
         spec.log.parent.mkdir(parents=True, exist_ok=True)
         if spec.config.data.category == "bad":
             spec.log.write_text("Traceback ...\nDataLayoutError: cannot read image bad/train/good/000.png\n")
-            return pipeline.Outcome(spec, "failed", 0.1, error_from_log(spec.log))
+            return job.Outcome(spec, "failed", 0.1, error_from_log(spec.log))
         d = spec.config.to_dict() | {"device": "cpu", "pretrained_source": "none"}  # record-only keys of save_run
         write_json(spec.run_dir / "config.json", d)
         write_json(spec.run_dir / "metrics.json", {"iou": 0.5})
         (spec.run_dir / "checkpoint.pt").write_bytes(b"x")
-        return pipeline.Outcome(spec, "ok", 0.1)
+        return job.Outcome(spec, "ok", 0.1)
 
 
-def _plan(tmp_path: Path, **kw: Any) -> list[pipeline.RunSpec]:
-    return pipeline.plan_runs(PARAMS / "smoke.yaml", dataset="folder", root=str(tmp_path / "data"),
+def _plan(tmp_path: Path, **kw: Any) -> list[plan.RunSpec]:
+    return plan.plan_runs(PARAMS / "smoke.yaml", dataset="folder", root=str(tmp_path / "data"),
                               categories=kw.pop("categories", "good,bad"), runs="main",
                               results_dir=tmp_path / "res", **kw)
 
@@ -262,7 +263,7 @@ def test_execute_skip_force_and_failures(tmp_path: Path, monkeypatch: pytest.Mon
     assert len(third.by_status("ok")) == 2 and not marker.exists()
     # a changed config is not "finished": it reruns
     changed = _plan(tmp_path, categories="good", overrides={"epochs": 7})
-    assert not any(pipeline.is_finished(s) for s in changed)
+    assert not any(plan.is_finished(s) for s in changed)
     assert config_hash(changed[0].config) != config_hash(specs[0].config)
     assert len(pipeline.execute(changed, runner=runner, log=lambda s: None).by_status("ok")) == 2
 
@@ -299,7 +300,8 @@ def test_a_study_that_started_nothing_keeps_the_last_summary(tmp_path: Path, mon
 
 def test_a_failed_study_never_prints_up_to_date_or_another_reference(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                                      capsys: pytest.CaptureFixture[str]) -> None:
-    from avaga_lib import cli, report
+    from avaga_lib import cli
+    from avaga_lib.reporting import report
 
     (tmp_path / "data" / "good").mkdir(parents=True)
     # the data checks pass; the data then fails to prepare for every run (the backstop behind check_study)
@@ -315,7 +317,7 @@ def test_a_failed_study_never_prints_up_to_date_or_another_reference(tmp_path: P
     assert "report: not refreshed (no run of this study started)" in out
     assert "up to date" not in out and "188/315" not in out  # before: both, from the previous study
     # runs that ran but failed: the report of the finished runs is current, and says what it lacks
-    summary = pipeline.Summary([pipeline.Outcome(_plan(tmp_path, categories="good")[0], "failed", 1.0, "boom")],
+    summary = pipeline.Summary([job.Outcome(_plan(tmp_path, categories="good")[0], "failed", 1.0, "boom")],
                                started=1)
     cli._report_step(cli.parse_args(argv), summary)
     assert "1 run(s) of this study failed and are not in it" in capsys.readouterr().out
@@ -330,7 +332,7 @@ class FakeNotebooks:
         monkeypatch.setattr(pipeline, "papermill_command", self._command)
         monkeypatch.setattr(pipeline, "export_html", lambda nb, html: Path(html).write_text("<html/>") and html)
 
-    def _command(self, spec: pipeline.RunSpec, kernel: str) -> list[str]:
+    def _command(self, spec: plan.RunSpec, kernel: str) -> list[str]:
         self.executed.append(spec.name)
         code = "import sys; print('RuntimeError: broken'); sys.exit(1)" if spec.name in self.failing else "pass"
         return [sys.executable, "-c", code]

@@ -11,7 +11,7 @@ from PIL import Image
 
 from avaga_lib.cli import main
 from avaga_lib.data import generate_dataset
-from avaga_lib.predict import predict_folder
+from avaga_lib.evaluation.predict import predict_folder
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +68,7 @@ def test_predict_folder_writes_maps_overlays_and_reports_unreadable(run_dir: Pat
 
 
 def test_predict_says_when_no_pixel_crossed_the_threshold(tmp_path: Path) -> None:
-    from avaga_lib import predict
+    from avaga_lib.evaluation import predict
 
     frame = pd.DataFrame({"file": ["a.png", "b.png", "c.png"], "anomalous_area": [0.0, 0.1, None],
                           "error": ["", "", "unreadable"]})

@@ -9,13 +9,14 @@ import pytest
 import torch
 from torchvision.models import resnet18
 
-from avaga_lib import cli, pretrain, study
-from avaga_lib.attention import infer
+from avaga_lib import cli, study
 from avaga_lib.config import ModelConfig, make_config
 from avaga_lib.data import generate_dataset
 from avaga_lib.io import read_json
-from avaga_lib.model import build_model
-from avaga_lib.networks import build_networks
+from avaga_lib.models.avaga import pretrain
+from avaga_lib.models.avaga.attention import infer
+from avaga_lib.models.avaga.model import build_model
+from avaga_lib.models.networks import build_networks
 
 SIDE = 64  # 2x2 latent grid: enough for shapes and loading, fast on a CPU
 
@@ -103,8 +104,8 @@ def test_arms_and_the_faithful_remedy_in_the_registry() -> None:
     literal = make_config("cpu", run="AVAGA-R_u-size")  # today's adaptation keeps its config (committed results)
     assert literal.loss.w_attn == 1e-2 and literal.model.test_map == "attention"
     assert "AVAGA-R_u-size-faithful" in study.remedies_of("AVAGA-R_u")
-    with pytest.raises(ValueError, match="test_map"):
-        make_config("smoke", {"model.test_map": "gradcam_minmax", "train.setting": "weak", "name": "x"})
+    with pytest.raises(ValueError, match="test_map"):  # refused before any work: the method's own rule
+        build_networks(make_config("smoke", {"model.test_map": "gradcam_minmax", "train.setting": "weak", "name": "x"}))
 
 
 def test_faithful_test_map_is_minmax_gradcam_high_anomalous() -> None:

@@ -1,4 +1,5 @@
-"""Position priors (avaga_lib.priors) and the scoring of every map on equal terms (avaga_lib.localization)."""
+"""Position priors (avaga_lib.evaluation.priors) and the scoring of every map on equal terms
+(avaga_lib.evaluation.localization)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from avaga_lib import localization as L
-from avaga_lib.priors import MeanMap, center_gaussian
+from avaga_lib.evaluation import localization as L
+from avaga_lib.evaluation.priors import MeanMap, center_gaussian
 
 
 def test_center_gaussian_is_centred_with_sigma_a_quarter_of_the_side() -> None:

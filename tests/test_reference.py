@@ -11,10 +11,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from avaga_lib import report
 from avaga_lib.config import make_config
 from avaga_lib.io import write_json
-from avaga_lib.reference import (
+from avaga_lib.reporting import report
+from avaga_lib.reporting.reference import (
     ANCHOR,
     CSV_NAME,
     DIFFERS,
@@ -27,8 +27,8 @@ from avaga_lib.reference import (
     WITHIN_SPREAD,
     read_comparison,
 )
-from avaga_lib.results import collect_runs
-from avaga_lib.tables import table_metrics
+from avaga_lib.reporting.results import collect_runs
+from avaga_lib.reporting.tables import table_metrics
 
 RU = {"train.setting": "unsupervised"}
 L2 = {"method": "ae_l2"}
@@ -187,7 +187,8 @@ def test_refresh_reference_copies_the_curated_subset(tmp_path: Path) -> None:
 
 def test_each_results_tree_has_its_own_reference(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """PROFILE=cpu writes results/cpu and compares with results/cpu/reference; a tree without one falls back."""
-    from avaga_lib import paths, pipeline
+    from avaga_lib import paths
+    from avaga_lib.orchestration import pipeline
 
     root = tmp_path.resolve()
     monkeypatch.setenv("AVAGA_PROJECT_ROOT", str(root))

@@ -9,9 +9,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from avaga_lib import report, study
+from avaga_lib import study
 from avaga_lib.config import make_config
 from avaga_lib.io import write_json
+from avaga_lib.reporting import report
 
 
 def fake_run(base: Path, dataset: str, category: str, overrides: dict, metrics: dict, profile: str = "cpu") -> Path:
@@ -245,7 +246,7 @@ def test_the_qualitative_grid_keeps_predictions_apart_from_red_inputs(tmp_path: 
     import numpy as np
 
     matplotlib.use("Agg")
-    from avaga_lib import plots
+    from avaga_lib.evaluation import plots
 
     red = np.zeros((2, 3, 16, 16), np.uint8)
     red[:, 0] = 200  # a red-tinted input: drawn grey under the masks, so red never reads as a prediction
@@ -267,7 +268,7 @@ def test_table_html_and_figures(mvtec_tree: Path, tmp_path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
-    from avaga_lib import plots
+    from avaga_lib.evaluation import plots
 
     runs = report.collect_runs(mvtec_tree)
     tables = report.build_tables(runs)
@@ -292,7 +293,7 @@ def test_threshold_curve_plot(tmp_path: Path) -> None:
     import numpy as np
 
     matplotlib.use("Agg")
-    from avaga_lib import plots
+    from avaga_lib.evaluation import plots
 
     rows = [{"norm": n, "threshold": t, "iou": t / 2, "acc_validation": 0.5, "acc_transductive": 0.6,
              "fp_area": 1 - t} for n in ("sigmoid", "minmax") for t in np.arange(0.1, 1.0, 0.1)]
@@ -441,8 +442,8 @@ def test_remedies_sit_beside_the_recipe_in_table2(tmp_path: Path) -> None:
 
 
 def test_runs_measured_before_issue_20_are_named_stale(tmp_path: Path) -> None:
-    from avaga_lib.report import stale_measurement
-    from avaga_lib.results import CURRENT_MEASUREMENT, STALE_MEASUREMENT
+    from avaga_lib.reporting.report import stale_measurement
+    from avaga_lib.reporting.results import CURRENT_MEASUREMENT, STALE_MEASUREMENT
 
     runs = pd.DataFrame({"dataset": ["mtd", "mtd", "embedded"], "measurement": [STALE_MEASUREMENT] * 2 +
                          [CURRENT_MEASUREMENT]})
@@ -454,7 +455,7 @@ def test_runs_measured_before_issue_20_are_named_stale(tmp_path: Path) -> None:
 def test_a_run_measured_before_issue_20_reads_its_quantile_iou_as_the_headline(tmp_path: Path) -> None:
     """Before issue 20, `iou` was the 0.5 rule and `iou_val_quantile` today's label-free rule: a stale run's row
     reads the same rule under today's name and keeps the old value beside it."""
-    from avaga_lib.results import STALE_MEASUREMENT, collect_runs
+    from avaga_lib.reporting.results import STALE_MEASUREMENT, collect_runs
 
     cfg = make_config("smoke", {"data.dataset": "embedded", "data.category": "weave", "results_dir": str(tmp_path)})
     write_json(cfg.run_dir / "config.json", cfg.to_dict())

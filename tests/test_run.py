@@ -10,14 +10,14 @@ import pandas as pd
 import pytest
 import torch
 
-from avaga_lib import run as run_module
-from avaga_lib.calibration import load_calibration
 from avaga_lib.config import RunConfig, make_config
 from avaga_lib.data import generate_dataset
-from avaga_lib.evaluate import EvalResult
+from avaga_lib.evaluation.calibration import load_calibration
+from avaga_lib.evaluation.evaluate import EvalResult
 from avaga_lib.io import write_json
-from avaga_lib.run import config_dict, load_maps, run_notes, run_one, save_run
 from avaga_lib.run_folder import MAPS_NAME
+from avaga_lib.training import run as run_module
+from avaga_lib.training.run import config_dict, load_maps, run_notes, run_one, save_run
 
 CONTRACT_KEYS = {
     "iou", "iou_pooled", "mean_accuracy", "image_auroc", "image_auroc_classifier", "pixel_auroc", "aupro",
@@ -49,7 +49,7 @@ def test_run_one_writes_run_folder(tiny_root: Path, tmp_path: Path) -> None:
     saved = json.loads((run_dir / "config.json").read_text())
     assert "notes" not in saved  # config.json holds the config only
     conf = RunConfig.load(run_dir / "config.json")  # loadable: every choice
-    assert conf.method == "ae_ssim" and conf.setting_name == cfg.setting_name
+    assert conf.method == "ae_ssim" and conf.run_id == cfg.run_id
     assert load_calibration(run_dir).source == "validation"
     maps = load_maps(run_dir)
     assert maps["maps"].shape == (metrics["n_test"], 64, 64) and "raw_maps" in maps and "edges_map" in maps

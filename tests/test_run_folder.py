@@ -17,15 +17,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from avaga_lib import job
 from avaga_lib.config import RunConfig, config_hash, make_config
-from avaga_lib.evaluate import EvalResult
+from avaga_lib.evaluation.evaluate import EvalResult
 from avaga_lib.io import read_json, write_json
+from avaga_lib.orchestration import job
 from avaga_lib.paths import PACKAGE_DIR, project_root
 from avaga_lib.plan import RunSpec, is_finished, plan_runs, saved_config
-from avaga_lib.results import collect_runs
-from avaga_lib.run import save_run
+from avaga_lib.reporting.results import collect_runs
 from avaga_lib.run_folder import ResultsTree, RunFolder
+from avaga_lib.training.run import save_run
 
 PARAMS = project_root() / "params" / "smoke.yaml"
 
@@ -141,7 +141,7 @@ def test_retry_after_a_lost_worker_keeps_the_set_aside_run_until_it_finishes(tmp
 def test_make_reproduce_of_a_second_root_keeps_the_first_roots_finished_run(tmp_path: Path) -> None:
     """Through the pipeline (what `make reproduce DATASET=folder ROOT=<b>` runs): the first root's finished run is
     neither deleted up front nor replaced; the second root's run is reported failed with the way out."""
-    from avaga_lib import pipeline
+    from avaga_lib.orchestration import pipeline
 
     first = _spec(tmp_path, str(tmp_path / "a"))
     _finish(first, "root a")
@@ -157,7 +157,7 @@ def test_make_reproduce_of_a_second_root_keeps_the_first_roots_finished_run(tmp_
 
 def test_forced_pipeline_run_replaces_a_finished_run_only_once_the_new_one_finished(tmp_path: Path,
                                                                                      monkeypatch) -> None:
-    from avaga_lib import pipeline
+    from avaga_lib.orchestration import pipeline
 
     monkeypatch.setattr(pipeline, "prepare_data", lambda todo: {})  # the stand-in runner reads no image
     spec = _spec(tmp_path, str(tmp_path / "data"))
@@ -194,7 +194,7 @@ def test_a_saved_run_reads_back_through_its_run_folder(tmp_path: Path) -> None:
     assert folder.load_config() == cfg and config_hash(folder.load_config()) == config_hash(cfg)
     assert folder.config_record() == read_json(folder.config_path) and "notes" not in folder.config_record()
     metrics = folder.metrics()
-    assert metrics["iou"] == 0.25 and metrics["image_auroc"] is None and metrics["setting_name"] == cfg.setting_name
+    assert metrics["iou"] == 0.25 and metrics["image_auroc"] is None and metrics["run_id"] == cfg.run_id
     for path in (folder.calibration_path, folder.predictions_path, folder.maps_path):
         assert path.is_file(), path
     assert ResultsTree(tmp_path / "results").finished_runs() == [folder]  # where the results readers find runs
@@ -213,7 +213,7 @@ def test_record_only_keys_of_older_saves_are_dropped_by_every_reader(tmp_path: P
     folder, cfg = _saved_run(tmp_path)
     write_json(folder.config_path, {**folder.config_record(), "device": "cpu", "pretrained_source": "none"})
     assert folder.load_config() == cfg and saved_config(folder.path) == cfg
-    assert collect_runs(tmp_path / "results")["setting"].tolist() == [cfg.setting_name]
+    assert collect_runs(tmp_path / "results")["setting"].tolist() == [cfg.run_id]
     folder.config_path.write_text("{not json")
     assert saved_config(folder.path) is None  # the planner: no run of its own there
     with pytest.raises(ValueError):

@@ -22,12 +22,14 @@ from typing import Any
 
 import pytest
 
-from avaga_lib import cli, job, pipeline, scheduler
+from avaga_lib import cli, plan
 from avaga_lib.data import generate_dataset
 from avaga_lib.io import read_json, write_json
+from avaga_lib.orchestration import job, pipeline, scheduler
 from avaga_lib.paths import project_root
-from avaga_lib.results import collect_runs
-from avaga_lib.tables import build_tables
+from avaga_lib.reporting.results import collect_runs
+from avaga_lib.reporting.tables import build_tables
+from avaga_lib.training import demo
 
 PARAMS = project_root() / "params" / "smoke.yaml"
 TIMING_KEYS = ("time", "seconds", "wall", "per_s")  # metrics.json fields that measure speed, not the model
@@ -41,8 +43,8 @@ def study_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _plan(data: Path, results: Path, categories: str = "weave,washer", runs: str = "AVAGA-R_u,AVAGA-R_w",
-          epochs: int = 1, device: str = "cpu") -> list[pipeline.RunSpec]:
-    return pipeline.plan_runs(PARAMS, dataset="folder", root=str(data), categories=categories, runs=runs,
+          epochs: int = 1, device: str = "cpu") -> list[plan.RunSpec]:
+    return plan.plan_runs(PARAMS, dataset="folder", root=str(data), categories=categories, runs=runs,
                               results_dir=results, overrides={"epochs": epochs, "image_size": 64, "device": device})
 
 
@@ -65,13 +67,13 @@ def test_local_cluster_gives_the_sequential_metrics(study_data: Path, tmp_path: 
     summary = pipeline.execute(specs, jobs=2, log=_quiet, progress=False)
     assert summary.exit_code == 0 and len(summary.by_status("ok")) == 4, summary.text()
     for s in _plan(study_data, tmp_path / "sequential"):  # the same runs, one after the other, in this process
-        pipeline.run_inline(s, figures=False)
+        demo.run_inline(s, figures=False)
     for s in specs:
         sequential = tmp_path / "sequential" / s.run_dir.relative_to(tmp_path / "dask")
         assert _model_metrics(s.run_dir) == _model_metrics(sequential), s.label
 
 
-def _kill_worker_after_checkpoint(spec: pipeline.RunSpec, killed: list[int], timeout_s: float = 300) -> None:
+def _kill_worker_after_checkpoint(spec: plan.RunSpec, killed: list[int], timeout_s: float = 300) -> None:
     """SIGKILL the Dask worker running ``spec`` once its first checkpoint is on disk."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline and not (spec.run_dir / "checkpoint.pt").exists():
@@ -145,7 +147,7 @@ class Recorder:
     def rows(self) -> list[dict[str, Any]]:
         return [json.loads(ln) for ln in self.record.read_text().splitlines()] if self.record.exists() else []
 
-    def __call__(self, spec: pipeline.RunSpec, run: job.Job) -> pipeline.Outcome:
+    def __call__(self, spec: plan.RunSpec, run: job.Job) -> job.Outcome:
         start = time.monotonic()
         if spec.config.data.category == "bad":
             with open(self.record, "a") as fh:
@@ -157,11 +159,11 @@ class Recorder:
         with open(self.record, "a") as fh:
             fh.write(json.dumps({"label": spec.label, "gpu": run.gpu, "threads": run.threads, "start": start,
                                  "end": time.monotonic()}) + "\n")
-        return pipeline.Outcome(spec, "ok", time.monotonic() - start)
+        return job.Outcome(spec, "ok", time.monotonic() - start)
 
 
-def _folder_plan(tmp_path: Path, categories: str, device: str = "cpu") -> list[pipeline.RunSpec]:
-    return pipeline.plan_runs(PARAMS, dataset="folder", root=str(tmp_path / "data"), categories=categories,
+def _folder_plan(tmp_path: Path, categories: str, device: str = "cpu") -> list[plan.RunSpec]:
+    return plan.plan_runs(PARAMS, dataset="folder", root=str(tmp_path / "data"), categories=categories,
                               runs="AVAGA-R_u", results_dir=tmp_path / "res", overrides={"device": device})
 
 
@@ -338,9 +340,9 @@ def test_dashboard_binds_this_machine_only_unless_asked() -> None:
 def test_log_names_the_threads_the_runs_use() -> None:
     """The smoke and cpu profiles pin one thread per run (train.threads wins in job.run_job): the session line says
     1, not the local cluster's share (cores // workers: 2 with one worker on a 2-core machine)."""
-    specs = pipeline.plan_runs(project_root() / "params" / "cpu.yaml")
+    specs = plan.plan_runs(project_root() / "params" / "cpu.yaml")
     assert scheduler.pinned_threads(specs) == 1
-    paper = pipeline.plan_runs(project_root() / "params" / "cpu.yaml", profile="paper")  # threads: torch's default
+    paper = plan.plan_runs(project_root() / "params" / "cpu.yaml", profile="paper")  # threads: torch's default
     assert scheduler.pinned_threads(paper) == 0 and scheduler.pinned_threads([*specs, *paper]) == 0
     lines: list[str] = []
     with scheduler.open_session(scheduler.ClusterChoice("local"), jobs=1, log=lines.append, in_process=True,

@@ -12,6 +12,7 @@ import pytest
 from avaga_lib.cli import main as cli_main
 from avaga_lib.data import stc
 from avaga_lib.data.stc import DataLayoutError, ensure_stc_cache, extract_stc
+from avaga_lib.training import demo
 
 W, H = 64, 48  # fixture frame size (the release is 856 x 480)
 N_FRAMES = 12  # per training video and per test clip
@@ -299,13 +300,12 @@ def _check_metrics(run_dir: Path, n_test: int, n_anomalous: int) -> dict:
 
 def test_pipeline_run_from_the_release(release: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """End to end with data.root = the *release*: resolve_root extracts the scene, then make_splits -> train_run ->
-    evaluate_run -> save_run (pipeline.run_inline, the library path the notebooks take), 1 epoch at 64 px."""
-    pipeline = pytest.importorskip("avaga_lib.pipeline")
+    evaluate_run -> save_run (demo.run_inline, the library path the notebooks take), 1 epoch at 64 px."""
     monkeypatch.setenv("AVAGA_PROJECT_ROOT", str(tmp_path))
     cfg = _tiny_run_config(release, tmp_path / "results", "unsupervised")
-    run_dir = pipeline.run_inline(cfg, figures=False)
+    run_dir = demo.run_inline(cfg, figures=False)
     assert (tmp_path / "data" / "stc_cache" / "01" / "train" / "good").is_dir()
     metrics = _check_metrics(run_dir, 2 * N_FRAMES, 2 * len(ANOMALOUS))
-    assert metrics["setting_name"] == "AVAGA-R_u-seed0"
+    assert metrics["run_id"] == "AVAGA-R_u-seed0"
     splits = json.loads((run_dir / "splits.json").read_text())
     assert splits["root"] == str(tmp_path / "data" / "stc_cache")  # the splits name the cache, not the release

@@ -1,4 +1,5 @@
-"""The trainer's optimisers and loss accumulation (avaga_lib.step): fused Adam on CUDA only, CPU steps exactly as
+"""The trainer's optimisers and loss accumulation (avaga_lib.training.step): fused Adam on CUDA only, CPU steps exactly
+as
 before, a loaded state keeping the training device's update kernel, the loss terms summed on the device."""
 
 from __future__ import annotations
@@ -10,8 +11,8 @@ import pytest
 import torch
 from torch import nn
 
-from avaga_lib import step
 from avaga_lib.config import TrainConfig
+from avaga_lib.training import step
 
 
 def _net() -> nn.Module:

@@ -7,9 +7,9 @@ import yaml
 
 from avaga_lib import study
 from avaga_lib.config import make_config
-from avaga_lib.paper import paper_table
 from avaga_lib.paths import project_root
-from avaga_lib.tables import summary_order
+from avaga_lib.reporting.paper import paper_table
+from avaga_lib.reporting.tables import summary_order
 
 
 def test_names_groups_and_tables_of_the_paper() -> None:
@@ -34,7 +34,7 @@ def test_names_groups_and_tables_of_the_paper() -> None:
 @pytest.mark.parametrize("run", study.RUNS, ids=lambda r: r.name)
 def test_every_entry_builds_a_valid_config_named_after_it(run: study.StudyRun) -> None:
     cfg = make_config("smoke", run=run.name)
-    assert cfg.name == run.name and cfg.setting_name == f"{run.name}-seed0"
+    assert cfg.name == run.name and cfg.run_id == f"{run.name}-seed0"
     assert cfg.train.setting == run.setting
     # the same overrides without the name are recognised as this run (unique identity)
     assert make_config("paper", dict(run.overrides)).name == run.name
@@ -72,7 +72,7 @@ def test_remedies_plan_beside_the_recipe_in_their_own_folders() -> None:
     """Each remedy is its own run folder, differs from the literal recipe on one key, and is no paper column."""
     picked = study.select(["remedies"])
     assert [r.name for r in picked] == list(study.REMEDIES)
-    folders = {make_config("smoke", run=r.name).setting_name for r in picked}
+    folders = {make_config("smoke", run=r.name).run_id for r in picked}
     assert len(folders) == len(picked) and all(f.endswith("-seed0") for f in folders)
     for r in picked:
         assert r.remedy_of in ("AVAGA-R_u", "AVAGA-R_w") and r.name in study.remedies_of(r.remedy_of)

@@ -25,7 +25,7 @@ from avaga_lib.data.synthetic import (
     generate_dataset,
     make_image,
 )
-from avaga_lib.priors import center_gaussian
+from avaga_lib.evaluation.priors import center_gaussian
 
 N_BAD = 100  # anomalous test images per category at the defaults (25 per defect type)
 

@@ -10,11 +10,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from avaga_lib import metrics as M
 from avaga_lib.config import make_config
 from avaga_lib.data import generate_dataset
-from avaga_lib.run import load_maps, run_one
-from avaga_lib.threshold import ATTENTION_NORMS, ThresholdStudy, missing_weights, threshold_study
+from avaga_lib.evaluation import metrics as M
+from avaga_lib.evaluation.threshold import ATTENTION_NORMS, ThresholdStudy, missing_weights, threshold_study
+from avaga_lib.training.run import load_maps, run_one
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,7 @@
 """A study is checked before any worker starts (issue 22): data root and layout, categories, seeds, RESULTS writable
 and large enough, the cluster's extra and submit command; one message, exit 2, nothing written.
 
-No test trains: every failure here happens before :func:`avaga_lib.pipeline.execute`, which the fixture
+No test trains: every failure here happens before :func:`avaga_lib.orchestration.pipeline.execute`, which the fixture
 ``no_start`` replaces by a tripwire. The SLURM paths use a stand-in ``dask_jobqueue`` module and a fake ``sbatch``
 on a PATH of their own (this machine has neither).
 """
@@ -19,10 +19,11 @@ import pytest
 import torch
 from PIL import Image
 
-from avaga_lib import cli, pipeline, preflight, scheduler
-from avaga_lib.baselines import BergmannAE
+from avaga_lib import cli, plan
 from avaga_lib.config import make_config
 from avaga_lib.io import write_json
+from avaga_lib.models.autoencoder.model import BergmannAE
+from avaga_lib.orchestration import pipeline, preflight, scheduler
 from avaga_lib.paths import project_root
 
 PARAMS = project_root() / "params" / "smoke.yaml"
@@ -89,7 +90,7 @@ def test_unknown_category_is_named_before_dask(tmp_path: Path, folder_data: Path
     assert f"CATEGORIES: nosuchcategory not in {folder_data} (categories there: weave)" in err
     assert not (tmp_path / "res").exists()
     # the embedded set is generated on first use: its category names are known without it
-    check = preflight.check_study(pipeline.plan_runs(PARAMS, categories="weave,nosuchcategory", runs="AE-L2",
+    check = preflight.check_study(plan.plan_runs(PARAMS, categories="weave,nosuchcategory", runs="AE-L2",
                                                     results_dir=tmp_path / "res"), tmp_path / "res")
     assert any("nosuchcategory not in" in p for p in check.problems)
 
@@ -125,9 +126,9 @@ def test_seeds_must_be_non_negative_whole_numbers(seeds: str, tmp_path: Path, fo
 def test_seeds_of_a_params_file_are_checked_too(tmp_path: Path) -> None:
     params = tmp_path / "p.yaml"
     params.write_text("dataset: embedded\nprofile: smoke\ncategories: [weave]\nseeds: [0, -1]\n")
-    with pytest.raises(pipeline.PipelineError, match=r"p.yaml: seeds='-1'"):
-        pipeline.plan_runs(params)
-    assert [s.config.train.seed for s in pipeline.plan_runs(PARAMS, runs="AE-L2", categories="weave",
+    with pytest.raises(plan.PipelineError, match=r"p.yaml: seeds='-1'"):
+        plan.plan_runs(params)
+    assert [s.config.train.seed for s in plan.plan_runs(PARAMS, runs="AE-L2", categories="weave",
                                                             seeds="0, 7")] == [0, 7]
 
 
@@ -173,7 +174,7 @@ def test_checkpoint_estimate_matches_a_saved_checkpoint(tmp_path: Path) -> None:
 
 
 def test_a_good_study_passes_and_reports_its_estimate(tmp_path: Path, folder_data: Path) -> None:
-    specs = pipeline.plan_runs(PARAMS, dataset="folder", root=str(folder_data), categories="weave",
+    specs = plan.plan_runs(PARAMS, dataset="folder", root=str(folder_data), categories="weave",
                                runs="AE-L2", results_dir=tmp_path / "res")
     check = preflight.check_study(specs, tmp_path / "res", scheduler.parse_cluster(None))
     assert check.problems == []
@@ -183,7 +184,7 @@ def test_a_good_study_passes_and_reports_its_estimate(tmp_path: Path, folder_dat
     write_json(specs[0].run_dir / "config.json", specs[0].config.to_dict())
     write_json(specs[0].run_dir / "metrics.json", {"iou": 0.5})
     shutil.rmtree(folder_data)
-    assert pipeline.is_finished(specs[0]) and preflight.check_study(specs, tmp_path / "res").problems == []
+    assert plan.is_finished(specs[0]) and preflight.check_study(specs, tmp_path / "res").problems == []
     assert preflight.check_study(specs, tmp_path / "res", force=True).problems  # FORCE reruns it: data needed
 
 

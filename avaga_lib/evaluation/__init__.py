@@ -1,0 +1,1 @@
+"""Evaluating a trained run: maps, metrics, floors and priors, thresholds, prediction on new images."""

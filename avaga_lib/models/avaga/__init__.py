@@ -1,0 +1,1 @@
+"""AVAGA: the adversarial VAE, its Grad-CAM attention, its losses and remedies (paper Sections 3-4)."""

@@ -1,0 +1,1 @@
+"""From finished run folders to paper-shaped tables, claims and REPORT.md."""
