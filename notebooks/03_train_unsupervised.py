@@ -3,7 +3,7 @@
 #
 # Maps to the paper's **Tables 2 and 3** (AVAGA-R_u / AVAGA-D_u columns, and measured AE-L2 / AE-SSIM with `method`), **Tables 4 and 5** on STC, **Table 7** (IoU at thresholds 0.2-0.6), **Table 8** (ablations: w/o attention, flat latent) and **Fig. 2**.
 #
-# Protocol: trained on normal images only. Detection score = mean |x - x_hat|, normalised by a calibration fitted on the normal validation split only (PN 8: its [min, max] -> [0, 0.5], so the threshold 0.5 is the largest normal validation score); the transductive min-max over the test scores is reported beside it and flagged. Localization: 1 - A > 0.5 (PN 2, 10). Threshold-free image AUROC, pixel AUROC and AUPRO (FPR <= 0.3) are added (PN 11).
+# Protocol: trained on normal images only. Detection score = mean |x - x_hat|, calibrated on the normal validation split only (PN 8, issue 20: the decision threshold is the 0.95 quantile of the normal validation scores, mapped to 0.5); the transductive min-max over the test scores is reported beside it and flagged. Localization: one label-free rule for every map (AVAGA's 1 - A, each remedy, the baselines' residuals): a pixel is anomalous above the 0.99 quantile of the run's own map over the normal validation pixels (`iou`); the paper's literal rule, the attention map itself at 0.5 (PN 2, 10), is scored beside it (`iou_literal`). Threshold-free image AUROC, exact pixel AUROC and AUPRO (FPR <= 0.3) are added (PN 11); docs/PROTOCOL.md "Measurement".
 
 # %% tags=["parameters"]
 from typing import Optional  # the epochs parameter may be None: the profile's (smoke 1, cpu 15, paper 150 as in A.1)
@@ -119,7 +119,7 @@ fig = plot_score_histogram(eval_result.predictions, cfg.eval.threshold, title=cf
 # %% [markdown]
 # ## Qualitative results (Fig. 2)
 #
-# Rows: input, ground truth (red), predicted anomalous pixels (map > 0.5, red), continuous anomaly map; a few images per defect type.
+# Rows: input, ground truth (red), predicted anomalous pixels (calibrated map > 0.5, i.e. above the label-free pixel threshold; red), continuous anomaly map; a few images per defect type.
 
 # %%
 fig = plot_qualitative_grid(eval_result.examples, title=cfg.run_id)
