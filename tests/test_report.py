@@ -462,3 +462,14 @@ def test_a_run_measured_before_issue_20_reads_its_quantile_iou_as_the_headline(t
     write_json(cfg.run_dir / "metrics.json", {"iou": 0.0, "iou_val_quantile": 0.149, "pixel_auroc": 0.93})
     row = collect_runs(tmp_path).iloc[0]
     assert row["measurement"] == STALE_MEASUREMENT and row["iou"] == 0.149 and row["iou_old_rule"] == 0.0
+
+
+def test_the_report_says_what_few_seeds_do_to_the_intervals() -> None:
+    """Issue 20: the verdicts rest on t-intervals over seeds; the report names the multiplier its seed count gives
+    (3 seeds: 4.30 standard errors, 2 degrees of freedom) and that one seed gives none."""
+    runs = pd.DataFrame({"dataset": ["embedded"] * 3 + ["mtd"], "category": ["granite"] * 3 + ["magnetic_tile"],
+                         "method": ["AE-L2"] * 4, "seed": [0, 1, 2, 0]})
+    text = report.seeds_caveat(runs)
+    assert "embedded: 3 seeds per run at most" in text and "4.30 standard errors (2 degrees of freedom)" in text
+    assert "mtd: 1 seed per run" in text
+    assert report.seeds_caveat(runs.iloc[:0]) == ""
