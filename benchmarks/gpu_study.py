@@ -58,6 +58,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import torch
 
 from avaga_lib import plan as planning
@@ -69,6 +70,7 @@ from avaga_lib.io import write_json, write_text
 from avaga_lib.paths import mtd_converted_root, project_root, shared_magnetic_tile
 from avaga_lib.plan import RunSpec
 from avaga_lib.reporting.results import collect_runs
+from avaga_lib.reporting.tables import initialisation
 from avaga_lib.run_folder import ResultsTree, RunFolder
 from avaga_lib.training.run import run_one
 from benchmarks.estimate import median_or_zero, protocol_estimate, protocol_markdown
@@ -365,7 +367,9 @@ def summarize(root: Path, speed: dict[str, float], notes: list[str], wall_s: flo
     """Write ``summary.json`` / ``summary.md`` (metrics per dataset x run, throughput, each job's outcome, notes, and
     the protocol ``estimate`` of :func:`study_estimate` with its inputs)."""
     runs = collect_runs(root / OUT / "runs")
-    cols = [c for c in ("dataset", "category", "method", "epochs", *METRICS) if c in runs.columns]
+    if "notes" in runs.columns:  # issue 21: every row names its encoder's initialisation (random init offline)
+        runs = runs.assign(init=[initialisation(pd.Series([n])) or "not recorded" for n in runs["notes"]])
+    cols = [c for c in ("dataset", "category", "method", "init", "epochs", *METRICS) if c in runs.columns]
     table = runs[cols].sort_values(["dataset", "method"]) if not runs.empty else runs
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
     jobs = [{"run": label, "status": status, "seconds": round(sec, 1)} for label, status, sec in results or []]

@@ -211,3 +211,12 @@ def test_mps_is_recorded_from_its_control_pipe(tmp_path: Path) -> None:
     assert not shared_gpu.mps_running({"CUDA_MPS_PIPE_DIRECTORY": str(tmp_path)})
     (tmp_path / "control").touch()
     assert shared_gpu.mps_running({"CUDA_MPS_PIPE_DIRECTORY": str(tmp_path)})
+
+
+def test_summary_names_each_runs_encoder_initialisation(tiny_root: Path, tmp_path: Path) -> None:
+    """Issue 21: the GPU summary's run table says how each encoder started (random init here: no weights offline)."""
+    spec = _spec(tiny_root, tmp_path / gpu_study.OUT / "runs", "weave", run="AVAGA-R_u")
+    assert gpu_study.execute([spec], workers=1, deadline=time.time() + 600)[0][1] == "done"
+    gpu_study.summarize(tmp_path, {}, [], 1.0)
+    text = (tmp_path / gpu_study.OUT / "summary.md").read_text()
+    assert "| init |" in text and "| AVAGA-R_u | random init |" in text
