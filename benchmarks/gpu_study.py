@@ -290,11 +290,8 @@ def execute(specs: list[RunSpec], workers: int, deadline: float, threads: int = 
             figures: set[str] | frozenset[str] = frozenset()) -> list[tuple[str, str, float]]:
     """Run ``specs`` in their order, ``workers`` processes at a time (1 = in this process); print each as it ends.
 
-    Why not the pipeline's papermill-on-Dask path: the GPU machine's image holds torch but neither papermill, Jupyter
-    nor Dask (docs/PERFORMANCE.md, "make gpu-study"), and its 10-minute budget leaves no room for carrying them;
-    the runs themselves are the pipeline's (same planner, same configs, same ``run_one``), so ``make reproduce``
-    counts them as finished.
-    """
+    Not the pipeline's papermill-on-Dask path: the GPU machine's image lacks papermill, Jupyter and Dask, and its budget
+    leaves no room to carry them (docs/PERFORMANCE.md); the runs are the pipeline's (same planner, configs, run_one)."""
     def outcome(res: tuple[str, str, float]) -> tuple[str, str, float]:
         print(f"[gpu-study] {res[0]}: {res[1]} ({res[2]:.1f} s)", flush=True)
         return res
