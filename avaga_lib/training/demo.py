@@ -25,7 +25,6 @@ def run_inline(spec: RunSpec | RunConfig, figures: bool = True) -> Path:
     return run_one(cfg, figures=figures)
 
 
-
 def ensure_demo_runs(
     results_dir: Path | str,
     runs: str | Sequence[str],
