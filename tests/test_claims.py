@@ -243,3 +243,20 @@ def test_decisions_are_read_from_each_runs_predictions_csv(tmp_path: Path) -> No
     shares = claims.with_decisions(runs)[claims.CALLED]
     assert shares.iloc[0] == 0.0 and shares.iloc[1] == 0.5 and math.isnan(shares.iloc[2])
     assert claims.with_decisions(pd.DataFrame([row("AVAGA-R_u", 0)])).columns.tolist()[-1] != claims.CALLED
+
+
+# ------------------------------------------------------------------------------------ measurements not mixed
+
+
+def test_runs_measured_before_issue_20_are_not_compared_with_runs_measured_after() -> None:
+    # one side rerun under today's rules, its counterpart still from the old measurement: the paired differences
+    # alone would say "holds", but they would measure the change of test set and bins, not the methods
+    runs = paired_runs([0.05, 0.06, 0.04])
+    runs["measurement"] = np.where(runs["method"] == "AVAGA-R_u", "before issue 20", "issue 20")
+    claim = judged(runs)
+    assert claim.verdict == "cannot test"
+    assert "AVAGA-R_u before issue 20" in claim.sentence() and "Measured anyway" in claim.sentence()
+    # the same runs all measured alike are judged as usual, whichever the measurement
+    for measurement in ("issue 20", "before issue 20"):
+        runs["measurement"] = measurement
+        assert judged(runs).verdict == "holds"

@@ -27,7 +27,14 @@ from avaga_lib import study
 from avaga_lib.config import MIN_LATENT_GRID, latent_side
 from avaga_lib.evaluation import metrics as M
 from avaga_lib.reporting.paper import PAPER_FILES, frame_value, paper_table
-from avaga_lib.reporting.results import FLOOR_ROWS, PRIOR_CENTER, REFERENCE_ROWS, aggregate, with_prior_rows
+from avaga_lib.reporting.results import (
+    FLOOR_ROWS,
+    PRIOR_CENTER,
+    REFERENCE_ROWS,
+    STALE_MEASUREMENT,
+    aggregate,
+    with_prior_rows,
+)
 from avaga_lib.reporting.tables import PIXEL_METRICS, THRESHOLDS, lacks_pixel_masks, needs_pixel_masks, no_pixel_masks
 from avaga_lib.run_folder import RunFolder
 from avaga_lib.study import BASELINES
@@ -276,6 +283,21 @@ def _untestable(runs: pd.DataFrame, dataset: str, methods: Sequence[str], metric
             "(PROFILE=cpu or paper can)")
 
 
+def _mixed_measurement(runs: pd.DataFrame, dataset: str, methods: Sequence[str]) -> str:
+    """Why runs of ``methods`` cannot be compared: some were evaluated before issue 20 and some after (a tree that
+    holds both, e.g. one run rerun and its counterpart not). The two measurements differ in test sets, pixel-AUROC
+    bins and threshold rule, so a difference between them would measure the rules, not the methods."""
+    if "measurement" not in runs.columns:
+        return ""
+    sub = runs[(runs["dataset"] == dataset) & runs["method"].isin(methods)]
+    values = sub["measurement"].dropna()  # the prior's and the floors' rows carry none: they are their runs' own
+    stale = sorted(set(sub.loc[values[values == STALE_MEASUREMENT].index, "method"]))
+    if not stale or (values == STALE_MEASUREMENT).all():
+        return ""
+    return (f"the runs compared were measured under different rules: {', '.join(stale)} before issue 20 (older "
+            "test sets, binned pixel AUROC), the other side after; rerun the stale side to compare them")
+
+
 def _paper_column(method: str) -> str | None:
     """The paper's Table 2/4 column of an AVAGA run; a remedy sits beside the recipe it changes."""
     column = study.PAPER_MAIN_COLUMN.get(method)
@@ -509,7 +531,8 @@ def _judge(runs: pd.DataFrame, dataset: str, text: str, source: str, metric: str
         n=len(cats),
         detail=prefix + "; ".join(_line(c, sub, column, metric) for c in cats),
         basis=_basis(runs, dataset, methods),
-        untestable=(_untestable(runs, dataset, methods, metric) or _grid_cap(sub, dataset, metric, cats)
+        untestable=(_mixed_measurement(runs, dataset, methods) or _untestable(runs, dataset, methods, metric)
+                    or _grid_cap(sub, dataset, metric, cats)
                     or _classifier(sub, column, metric, cats)),
         diffs=tuple(float(v) for c in cats for v in c.diffs),
         cells=_cells([c.diffs.size for c in cats]),

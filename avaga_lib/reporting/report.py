@@ -422,7 +422,7 @@ def stale_measurement(runs: pd.DataFrame) -> list[str]:
                    "read from their own label-free quantile IoU (`iou_val_quantile`, today's rule; the old headline "
                    "at 0.5 is `iou_old_rule`), but their test sets were smaller (embedded: generator v2, 40 test "
                    "images; 10% validation), their pixel AUROC binned on validation edges; no floors, grid caps or "
-                   "intervals")
+                   "intervals; a claim comparing them with runs measured after issue 20 is not judged (cannot test)")
     return out
 
 

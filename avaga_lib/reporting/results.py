@@ -162,9 +162,13 @@ def with_prior_rows(runs: pd.DataFrame) -> pd.DataFrame:
             continue
         scored = runs[runs[f"{prefix}_pixel_auroc"].notna()]
         for (dataset, category, seed), grp in scored.groupby(["dataset", "category", "seed"], sort=False):
-            first = grp.iloc[0]
+            # a tree holding both measurements scores the prior on the current test set; the row carries the
+            # measurement of the run it was read from (claims refuse to compare across measurements)
+            current = grp[grp["measurement"] == CURRENT_MEASUREMENT] if "measurement" in grp.columns else grp
+            first = (current if len(current) else grp).iloc[0]
             row = {"dataset": dataset, "category": category, "method": name, "seed": seed,
-                   "profile": first["profile"], "image_size": first["image_size"], "epochs": first["epochs"]}
+                   "profile": first["profile"], "image_size": first["image_size"], "epochs": first["epochs"],
+                   "measurement": first.get("measurement", math.nan)}
             row |= {metric: first.get(f"{prefix}_{metric}", math.nan) for metric in _ROW_METRICS}
             rows.append(row)
     return pd.concat([runs, pd.DataFrame(rows)], ignore_index=True) if rows else runs
