@@ -65,7 +65,7 @@ from avaga_lib import plan as planning
 from avaga_lib import study
 from avaga_lib.config import MIN_LATENT_GRID, RunConfig, make_config
 from avaga_lib.data import mtd
-from avaga_lib.data.sources import resolve_root
+from avaga_lib.data.sources import prepare_datasets
 from avaga_lib.io import write_json, write_text
 from avaga_lib.paths import mtd_converted_root, project_root, shared_magnetic_tile
 from avaga_lib.plan import RunSpec
@@ -249,19 +249,12 @@ def all_specs(root: Path, datasets: list[str], plans: list[str]) -> tuple[list[R
 
 
 def prepare(specs: list[RunSpec]) -> list[str]:
-    """Generate / convert each dataset of ``specs`` once, here, before the workers start (they would race to write
-    the same folder); a note per dataset that could not be prepared (its runs then fail, named). The library's own
-    call (:func:`avaga_lib.data.sources.resolve_root`), not the pipeline's ``prepare_data``: that module needs Dask."""
-    notes, seen = [], set()
-    for s in specs:
-        key = (s.config.data.dataset, s.config.data.root)
-        if key not in seen:
-            seen.add(key)
-            try:
-                resolve_root(s.config.data)
-            except Exception as exc:  # noqa: BLE001 - reported; the runs of that dataset fail with the same error
-                notes.append(f"{key[0]} (root {key[1]!r}) not prepared: {type(exc).__name__}: {exc}")
-    return notes
+    """Make each dataset of ``specs`` ready once, here, before the workers start: the library's one preparation
+    (:func:`avaga_lib.data.prepare_datasets`, as the study pipeline's); a note per dataset that could not be
+    prepared (its runs then fail, named)."""
+    errors = prepare_datasets(s.config.data for s in specs)
+    return [f"{dataset} (root {root!r}{f', {category}' if category else ''}) not prepared: {err}"
+            for (dataset, root, category), err in errors.items()]
 
 
 def _init_worker(threads: int) -> None:

@@ -20,6 +20,8 @@ from avaga_lib.data import (
     ImageRecord,
     augment_batch,
     make_splits,
+    preparation_key,
+    prepare_datasets,
     resolve_root,
     scan_category,
     split_counts,
@@ -126,6 +128,28 @@ def test_resolve_root(tiny_dataset: Path, tmp_path: Path, monkeypatch: pytest.Mo
     root = resolve_root(DataConfig(dataset="embedded"))
     assert root == tmp_path / "data" / "embedded" and (root / "granite" / "train" / "good").is_dir()
     assert resolve_root(DataConfig(dataset="embedded")) == root and len(calls) == 1  # not regenerated
+
+
+def test_each_dataset_is_prepared_once_and_a_failure_is_named_not_raised(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # what the pipeline and `make gpu-study` do before their runs start side by side
+    import avaga_lib.data.synthetic as synthetic
+
+    calls = []
+    monkeypatch.setenv("AVAGA_PROJECT_ROOT", str(tmp_path))
+    monkeypatch.setattr(synthetic, "generate_dataset",
+                        lambda root, **kw: calls.append(root) or root.mkdir(parents=True))
+    cfgs = [DataConfig(dataset="embedded", category=c) for c in ("granite", "weave", "granite")]
+    missing = DataConfig(dataset="folder", root=str(tmp_path / "nowhere"), category="mine")
+    errors = prepare_datasets([*cfgs, missing, missing])
+    assert len(calls) == 1  # one preparation serves every embedded category
+    assert list(errors) == [("folder", str(tmp_path / "nowhere"), "")]
+    error = errors[preparation_key(missing)]
+    assert error.startswith("DataLayoutError:") and "nowhere" in error
+    # STC extracts one scene at a time: each scene is its own preparation
+    scenes = [preparation_key(DataConfig(dataset="stc", category=c)) for c in ("01", "02")]
+    assert scenes[0] != scenes[1]
+    assert preparation_key(cfgs[0]) == preparation_key(cfgs[1])
 
 
 # ----------------------------------------------------------------------------------------------------- dataset

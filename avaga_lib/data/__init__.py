@@ -20,7 +20,7 @@ from avaga_lib.data.dataset import (
 )
 from avaga_lib.data.geometry import PAD_VALUE, PADDED, content_box, to_image_size, to_square, valid_mask
 from avaga_lib.data.records import DataLayoutError, ImageRecord, Splits
-from avaga_lib.data.sources import SOURCES, DataSource, resolve_root
+from avaga_lib.data.sources import SOURCES, DataSource, preparation_key, prepare_datasets, resolve_root
 from avaga_lib.data.synthetic import generate_dataset
 
 __all__ = [
@@ -36,6 +36,8 @@ __all__ = [
     "content_box",
     "generate_dataset",
     "make_splits",
+    "preparation_key",
+    "prepare_datasets",
     "resolve_root",
     "save_splits",
     "scan_category",

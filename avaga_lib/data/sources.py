@@ -11,7 +11,7 @@ Import direction (no cycle): ``dataset`` -> ``sources`` -> ``mtd`` / ``stc`` / `
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +33,8 @@ class DataSource:
             extract) or raises :class:`DataLayoutError` naming the folder and the fix; None = nothing to prepare.
         prepares_given_root: True when a given ``data.root`` goes through ``prepare`` too (STC: the root may be
             the release, which is extracted into the cache); False = a given root is used as is.
+        prepares_per_category: True when ``prepare`` makes one category (scene) ready at a time (STC extracts per
+            scene), so each category is prepared once; False = one preparation serves every category.
     """
 
     name: str
@@ -40,6 +42,7 @@ class DataSource:
     default_root: Callable[[], Path] | None = None
     prepare: Callable[[Path, DataConfig], Path] | None = None
     prepares_given_root: bool = False
+    prepares_per_category: bool = False
 
 
 def _prepare_embedded(root: Path, cfg: DataConfig) -> Path:
@@ -84,7 +87,7 @@ SOURCES: dict[str, DataSource] = {
         DataSource("mvtec", "MVTec AD as extracted from its archive (ROOT= required; download-mvtec)"),
         DataSource("folder", "your own images in MVTec layout (ROOT= required)"),
         DataSource("stc", "ShanghaiTech Campus: release extracted into an MVTec-layout cache (data/stc_cache)",
-                   _stc_cache_root, _prepare_stc, prepares_given_root=True),
+                   _stc_cache_root, _prepare_stc, prepares_given_root=True, prepares_per_category=True),
     )
 }
 
@@ -114,3 +117,39 @@ def resolve_root(cfg: DataConfig) -> Path:
                               "(data.root=...), a folder in MVTec layout")
     return source.prepare(source.default_root(), cfg)
 
+
+
+PreparationKey = tuple[str, str, str]
+"""(dataset, root, category or "") that one preparation covers (:func:`preparation_key`)."""
+
+
+def preparation_key(cfg: DataConfig) -> PreparationKey:
+    """What one preparation of ``cfg``'s data covers: its dataset at its root, per category where the source
+    prepares one category at a time (:attr:`DataSource.prepares_per_category`)."""
+    source = SOURCES.get(cfg.dataset)
+    per_category = source is not None and source.prepares_per_category
+    return (cfg.dataset, cfg.root, cfg.category if per_category else "")
+
+
+def prepare_datasets(cfgs: Iterable[DataConfig]) -> dict[PreparationKey, str]:
+    """Make the data of ``cfgs`` ready (generate / convert / extract, :func:`resolve_root`) once per
+    :func:`preparation_key`, here, before runs start in parallel (they would race to write the same folder).
+
+    Every caller that starts runs side by side uses this one function: the study pipeline and ``make gpu-study``.
+
+    Returns:
+        ``"ErrorType: message"`` per preparation that failed (its runs cannot start; the callers mark them failed);
+        empty when every dataset is ready.
+    """
+    errors: dict[PreparationKey, str] = {}
+    done: set[PreparationKey] = set()
+    for cfg in cfgs:
+        key = preparation_key(cfg)
+        if key in done:
+            continue
+        done.add(key)
+        try:
+            resolve_root(cfg)
+        except Exception as exc:  # noqa: BLE001 - recorded per preparation; the other datasets go on
+            errors[key] = f"{type(exc).__name__}: {exc}"
+    return errors

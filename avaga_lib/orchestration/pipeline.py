@@ -37,7 +37,7 @@ from typing import Any
 import torch
 
 from avaga_lib.config import RunConfig
-from avaga_lib.data import resolve_root
+from avaga_lib.data import preparation_key, prepare_datasets
 from avaga_lib.io import write_json, write_text
 from avaga_lib.orchestration import scheduler
 from avaga_lib.orchestration.job import (
@@ -140,25 +140,12 @@ class Summary:
 
 
 def prepare_data(specs: Sequence[RunSpec]) -> dict[tuple[str, str, str], str]:
-    """Generate / convert / extract each (dataset, root, category) once, before runs start in parallel.
+    """Prepare the data of ``specs`` once each, before runs start in parallel (:func:`avaga_lib.data.prepare_datasets`).
 
     Returns:
-        Errors per (dataset, root, category) that could not be prepared (their runs are marked failed).
+        Errors per :func:`avaga_lib.data.preparation_key` that could not be prepared (their runs are marked failed).
     """
-    errors: dict[tuple[str, str, str], str] = {}
-    done: set[tuple[str, str, str]] = set()
-    for s in specs:
-        d = s.config.data
-        # embedded / mtd defaults are per dataset; stc extracts per scene
-        key = (d.dataset, d.root, d.category if d.dataset == "stc" else "")
-        if key in done:
-            continue
-        done.add(key)
-        try:
-            resolve_root(d)
-        except Exception as exc:  # noqa: BLE001 - recorded per run, the others go on
-            errors[key] = f"{type(exc).__name__}: {exc}"
-    return errors
+    return prepare_datasets(s.config.data for s in specs)
 
 
 def _runs_to_do(specs: Sequence[RunSpec], force: bool, summary: Summary, log: Callable[[str], None]) -> list[RunSpec]:
@@ -193,8 +180,7 @@ def _with_data(todo: list[RunSpec], summary: Summary) -> list[RunSpec]:
     data_errors = prepare_data(todo) if todo else {}
     runnable = []
     for s in todo:
-        d = s.config.data
-        err = data_errors.get((d.dataset, d.root, d.category if d.dataset == "stc" else ""))
+        err = data_errors.get(preparation_key(s.config.data))
         if err:
             s.log.parent.mkdir(parents=True, exist_ok=True)
             write_text(s.log, f"data preparation failed: {err}\n")
