@@ -232,9 +232,9 @@ def _infer_test(cfg: RunConfig, model: nn.Module, ds: AnomalyDataset, cal: Calib
     return test, {name: np.concatenate(parts) for name, parts in other.items()}
 
 
-def _uppers(cfg: RunConfig, names: Any) -> dict[str, float]:
-    """The largest value each scored map can take (top of its pixel bins): attention and images in [0, 1]."""
-    own = method_of(cfg.method).map_upper
+def _uppers(own: float, names: Any) -> dict[str, float]:
+    """The largest value each scored map can take (top of its pixel bins): ``own`` for the run's map (its method's
+    :attr:`~avaga_lib.models.interface.Method.map_upper`), images and residuals in [0, 1]."""
     return {name: own if name == "map" else floors.floor_upper(name, own) if name in floors.FLOORS else _RECON_UPPER
             for name in names}
 
@@ -274,6 +274,7 @@ def evaluate_run(
         :class:`EvalResult` with ``metrics`` keyed as docs/ARCHITECTURE.md's results contract.
     """
     t0 = time.perf_counter()
+    method = method_of(cfg.method)
     configure_threads(cfg.train.threads)  # the run's CPU thread count (floats depend on it)
     device = torch.device(device or next((p.device for p in model.parameters()), "cpu"))  # None: the model's own
     configure_precision(device)  # the trainer's (and the bench's) matmul precision
@@ -296,26 +297,27 @@ def evaluate_run(
     pred = M.binarize(test.maps, thr) & gate[:, None, None] & (True if valid is None else valid)
     frame = _predictions(ds, test, cal, pred, gt, thr, has_masks, valid)
     thresholds = sorted({float(t) for t in cfg.eval.thresholds_study} | {thr})
-    literal = test.raw_maps if method_of(cfg.method).has_attention else None  # the paper's rule: the map at 0.5
+    literal = test.raw_maps if method.has_attention else None  # the paper's rule: the map at 0.5
     m = metrics_from_maps(frame, test.maps, gt, thr, has_masks, valid, literal, thresholds)
     scorer = LocalizationScorer(vm.references(cfg.eval.pixel_bins, cfg.eval.val_quantile,
-                                              _uppers(cfg, ["map", *other])), cfg.eval.aupro_max_fpr)
+                                              _uppers(method.map_upper, ["map", *other])), cfg.eval.aupro_max_fpr)
     priors = vm.priors(*ds.images.shape[-2:])
-    m.update(_localization(cfg, test, other, priors, scorer, frame, gt, gate, valid, has_masks))
-    m.update(_run_info(cfg, frame, len(val_scores), has_masks, t0))
+    native = method.native_side(cfg.data.image_size)
+    m.update(_localization(native, test, other, priors, scorer, frame, gt, gate, valid, has_masks))
+    m.update(_run_info(cfg, method.classifies(cfg.train.setting), frame, len(val_scores), has_masks, t0))
     maps = _maps_to_save(test, gt, valid, other, priors, scorer)
     examples = _examples(ds, test.maps, pred, examples_per_defect)
     return EvalResult(m, frame, cal, examples, val_scores, time.perf_counter() - t0, maps)
 
 
-def _localization(cfg: RunConfig, test: Inferred, other: dict[str, np.ndarray], priors: dict[str, np.ndarray],
+def _localization(native: int, test: Inferred, other: dict[str, np.ndarray], priors: dict[str, np.ndarray],
                   scorer: LocalizationScorer, frame: pd.DataFrame, gt: np.ndarray, gate: np.ndarray,
                   valid: np.ndarray | None, has_masks: bool) -> dict[str, Any]:
-    """Every scored map alike (where there are masks), the grid cap of the run's map, the per-run intervals."""
+    """Every scored map alike (where there are masks), the grid cap of the run's map (``native`` cells a side), the
+    per-run intervals."""
     y, out = frame["label"].to_numpy(), {}
     if has_masks:
         out |= scorer.compute({"map": test.raw_maps, **other, **priors}, gt, y, gate, valid)
-        native = method_of(cfg.method).native_side(cfg.data.image_size)
         out |= {M.GRID_CAP: grid_cap(gt, y, native, valid), "map_grid_side": int(native)}
     out |= test_intervals(y, test.score_raw, frame["iou"].to_numpy(), test.raw_maps, gt if has_masks else None,
                           valid, scorer.edges.get("map"))
@@ -350,10 +352,10 @@ def _predictions(ds: AnomalyDataset, test: Inferred, cal: Calibration, pred: np.
     return frame
 
 
-def _run_info(cfg: RunConfig, predictions: pd.DataFrame, n_val: int, has_masks: bool, t0: float) -> dict[str, Any]:
-    """Counts, protocol choices and wall time written beside the metrics."""
+def _run_info(cfg: RunConfig, weak: bool, predictions: pd.DataFrame, n_val: int, has_masks: bool,
+              t0: float) -> dict[str, Any]:
+    """Counts, protocol choices and wall time written beside the metrics (``weak``: the classifier decides)."""
     y = predictions["label"].to_numpy()
-    weak = method_of(cfg.method).classifies(cfg.train.setting)
     q, qi = cfg.eval.val_quantile, cfg.eval.image_val_quantile
     return {
         "n_test": int(len(y)),
