@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from avaga_lib.reporting import claims
+from avaga_lib.reporting import claims, testability
 from avaga_lib.reporting.paper import paper_table
 
 RW_RU_IOU = "AVAGA-R_w localizes better than AVAGA-R_u (IoU)"
@@ -196,7 +196,7 @@ def test_a_side_whose_decisions_are_one_class_cannot_be_ranked() -> None:
     """The strips of issue 23: both sides call every test image normal (0.500), one seed slightly under it."""
     runs = accuracy_runs([0.487, 0.490, 0.485], [0.5, 0.5, 0.5])
     shares = {"AVAGA-R_u": [0.02, 0.03, 0.01], "AVAGA-R_w": [0.0, 0.0, 0.0]}  # from predictions.csv
-    runs[claims.CALLED] = [v for m in ("AVAGA-R_u", "AVAGA-R_w") for v in shares[m]]
+    runs[testability.CALLED] = [v for m in ("AVAGA-R_u", "AVAGA-R_w") for v in shares[m]]
     claim = judged(runs, RW_RU_ACC)
     assert claim.verdict == "cannot test"  # the paired differences alone would say "holds"
     assert claims.t_interval(claim.diffs) is not None and claims.t_interval(claim.diffs)[0] > 0
@@ -226,7 +226,7 @@ def test_a_side_at_chance_within_its_interval_cannot_be_ranked() -> None:
 
 def test_two_classifiers_above_chance_are_judged_by_the_interval() -> None:
     runs = accuracy_runs([0.70, 0.72, 0.71], [0.80, 0.83, 0.81])
-    runs[claims.CALLED] = 0.4  # both call some images anomalous, some normal
+    runs[testability.CALLED] = 0.4  # both call some images anomalous, some normal
     assert judged(runs, RW_RU_ACC).verdict == "holds"
     # the rule is for classification only: an IoU claim next to a 0.500 mean accuracy is judged as before
     iou = paired_runs([0.05, 0.06, 0.04], mean_accuracy=0.5)
@@ -240,9 +240,9 @@ def test_decisions_are_read_from_each_runs_predictions_csv(tmp_path: Path) -> No
         pd.DataFrame({"label": [0, 0, 1, 1], "pred_label": labels}).to_csv(folder / "predictions.csv", index=False)
     runs = pd.DataFrame([row("AVAGA-R_u", 0, run_dir=str(one_class)), row("AVAGA-R_w", 0, run_dir=str(mixed)),
                          row("AE-L2", 0, run_dir=str(tmp_path / "none"))])
-    shares = claims.with_decisions(runs)[claims.CALLED]
+    shares = testability.with_decisions(runs)[testability.CALLED]
     assert shares.iloc[0] == 0.0 and shares.iloc[1] == 0.5 and math.isnan(shares.iloc[2])
-    assert claims.with_decisions(pd.DataFrame([row("AVAGA-R_u", 0)])).columns.tolist()[-1] != claims.CALLED
+    assert testability.with_decisions(pd.DataFrame([row("AVAGA-R_u", 0)])).columns.tolist()[-1] != testability.CALLED
 
 
 # ------------------------------------------------------------------------------------ measurements not mixed

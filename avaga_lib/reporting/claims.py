@@ -9,7 +9,10 @@ above 0, **contradicted** when it lies below 0, **undecided** when it contains 0
 interval. A claim on localization is **cannot test** on runs whose latent grid is under 4x4 (64 px), and an IoU claim
 is **cannot test** when the grid caps the best reachable IoU of the claimed-better side under the paper's number. A
 classification claim is **cannot test** when a side predicts one class for every test image (its mean accuracy is
-then 0.500 whatever it learned) or when the t-interval of a side's mean accuracy does not lie above chance (0.5).
+then 0.500 whatever it learned) or when the t-interval of a side's mean accuracy does not lie above chance (0.5), and
+any claim is **cannot test** when its sides were measured under different rules (before and after issue 20). What is
+judged is listed in :mod:`avaga_lib.reporting.questions`; why a claim cannot be tested, in
+:mod:`avaga_lib.reporting.testability`.
 """
 
 from __future__ import annotations
@@ -23,26 +26,26 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from avaga_lib import study
-from avaga_lib.config import MIN_LATENT_GRID, latent_side
 from avaga_lib.evaluation import metrics as M
-from avaga_lib.reporting.paper import PAPER_FILES, frame_value, paper_table
+from avaga_lib.reporting.questions import CLAIMS, STUDY_QUESTIONS
 from avaga_lib.reporting.results import (
     FLOOR_ROWS,
-    PRIOR_CENTER,
     REFERENCE_ROWS,
-    STALE_MEASUREMENT,
     aggregate,
     with_prior_rows,
 )
-from avaga_lib.reporting.tables import PIXEL_METRICS, THRESHOLDS, lacks_pixel_masks, needs_pixel_masks, no_pixel_masks
-from avaga_lib.run_folder import RunFolder
+from avaga_lib.reporting.tables import THRESHOLDS, lacks_pixel_masks, needs_pixel_masks, no_pixel_masks
+from avaga_lib.reporting.testability import (
+    CHANCE,
+    coarse_grid,
+    grid_capped,
+    mixed_measurement,
+    one_class,
+    with_decisions,
+)
 from avaga_lib.study import BASELINES
 
 CONFIDENCE = 0.95  # level of the t-interval of the mean paired difference
-LOCALIZATION_METRICS: tuple[str, ...] = (*PIXEL_METRICS, "pixel_auroc_recon", "aupro_recon")
-# Metrics whose per-run 95% bootstrap interval over test images the evaluator writes as <metric>_ci_lo / _ci_hi.
-_TABLE_NAMES = {"table2_mvtec_iou.csv": "Table 2", "table4_stc_iou.csv": "Table 4"}
 
 
 def t_interval(diffs: Sequence[float] | np.ndarray, confidence: float = CONFIDENCE) -> tuple[float, float] | None:
@@ -270,88 +273,6 @@ def _basis(runs: pd.DataFrame, dataset: str, methods: Sequence[str]) -> str:
             + (f", trained on {'/'.join(devices)}" if devices else ""))
 
 
-def _untestable(runs: pd.DataFrame, dataset: str, methods: Sequence[str], metric: str) -> str:
-    """Why runs of ``methods`` cannot test a localization claim: every AVAGA run among them has a latent grid under
-    4x4 (its attention map has that many cells; a baseline's residual map and the prior are per pixel)."""
-    sub = runs[(runs["dataset"] == dataset) & runs["method"].isin(methods) & runs["method"].str.startswith("AVAGA")]
-    sizes = pd.to_numeric(sub["image_size"], errors="coerce").dropna()
-    if metric not in LOCALIZATION_METRICS or sizes.empty or (latent_side(sizes) >= MIN_LATENT_GRID).any():
-        return ""
-    side = latent_side(int(sizes.max()))
-    return (f"at {int(sizes.max())} px the latent grid is {side}x{side}, under {MIN_LATENT_GRID}x{MIN_LATENT_GRID}: "
-            "an attention map of so few cells cannot localize, so this budget cannot test a localization claim "
-            "(PROFILE=cpu or paper can)")
-
-
-def _mixed_measurement(runs: pd.DataFrame, dataset: str, methods: Sequence[str]) -> str:
-    """Why runs of ``methods`` cannot be compared: some were evaluated before issue 20 and some after (a tree that
-    holds both, e.g. one run rerun and its counterpart not). The two measurements differ in test sets, pixel-AUROC
-    bins and threshold rule, so a difference between them would measure the rules, not the methods."""
-    if "measurement" not in runs.columns:
-        return ""
-    sub = runs[(runs["dataset"] == dataset) & runs["method"].isin(methods)]
-    values = sub["measurement"].dropna()  # the prior's and the floors' rows carry none: they are their runs' own
-    stale = sorted(set(sub.loc[values[values == STALE_MEASUREMENT].index, "method"]))
-    if not stale or (values == STALE_MEASUREMENT).all():
-        return ""
-    return (f"the runs compared were measured under different rules: {', '.join(stale)} before issue 20 (older "
-            "test sets, binned pixel AUROC), the other side after; rerun the stale side to compare them")
-
-
-def _paper_column(method: str) -> str | None:
-    """The paper's Table 2/4 column of an AVAGA run; a remedy sits beside the recipe it changes."""
-    column = study.PAPER_MAIN_COLUMN.get(method)
-    if column is None and method in study.names() and study.get(method).remedy_of:
-        column = study.PAPER_MAIN_COLUMN.get(study.get(method).remedy_of)
-    return column
-
-
-def _grid_cap(sub: pd.DataFrame, dataset: str, metric: str, cats: Sequence[_Category]) -> str:
-    """Why an IoU claim cannot be tested at this resolution: the mean ``iou_grid_cap`` of the claimed-better AVAGA
-    side (the best IoU its map's grid allows) is under the paper's IoU for that side; "" when it is not, or when the
-    runs carry no cap.
-
-    The paper's number is the mean of its cells (Table 2 / 4) over the categories measured; a dataset without paper
-    cells (embedded, mtd) is held against the paper's MVTec AD mean (Table 2, over its categories), as said.
-    """
-    if metric != "iou" or M.GRID_CAP not in sub.columns:
-        return ""
-    table = PAPER_FILES.get((dataset, "iou"))
-    paper = paper_table(table) if table else None
-    mvtec = paper_table(PAPER_FILES[("mvtec", "iou")])
-    # (method, mean cap over seeds, paper value): against the dataset's own paper cells / the paper's MVTec means
-    cells: list[tuple[str, float, float]] = []
-    means: list[tuple[str, float, float]] = []
-    for c in cats:
-        column = _paper_column(c.better.method)
-        own = sub[(sub["category"] == c.category) & (sub["method"] == c.better.method)]
-        cap = pd.to_numeric(own[M.GRID_CAP], errors="coerce").dropna()
-        if not c.better.method.startswith("AVAGA") or column is None or cap.empty:
-            continue
-        cell = frame_value(paper, c.category, column) if paper is not None else math.nan
-        if not math.isnan(cell):
-            cells.append((c.better.method, float(cap.mean()), cell))
-        if column in mvtec.columns:
-            means.append((c.better.method, float(cap.mean()), float(mvtec[column].astype(float).mean())))
-    if cells:
-        rows = cells
-        where = (f"{_TABLE_NAMES.get(table or '', table)}, mean of its cells over the {len(cells)} "
-                 f"categor{'y' if len(cells) == 1 else 'ies'} measured")
-    elif means:
-        rows = means
-        where = (f"its MVTec AD mean IoU, Table 2 averaged over its {len(mvtec.index)} categories: {dataset} has no "
-                 f"paper cell{' for these categories' if paper is not None else ''}")
-    else:
-        return ""
-    cap, number = float(np.mean([r[1] for r in rows])), float(np.mean([r[2] for r in rows]))
-    if cap >= number:
-        return ""
-    names = "/".join(dict.fromkeys(r[0] for r in rows))
-    return (f"at this resolution the best reachable IoU is {cap:.3f} < the paper's {number:.2f} ({names}; {where}): "
-            f"{M.GRID_CAP}, the ground-truth masks pooled to the map's grid and upsampled like the map at the best "
-            "threshold, caps what any map of this grid can score")
-
-
 def _not_run(sub: pd.DataFrame, better: Any, worse: Any) -> str:
     """``not run: no run of X`` for each side without a run in the dataset ``sub``; "" when both sides ran.
 
@@ -374,50 +295,6 @@ def _unmeasured(sub: pd.DataFrame, runs: pd.DataFrame, dataset: str, metric: str
     return "no category where both sides were measured"
 
 
-CHANCE = 0.5  # the mean (balanced) accuracy of a classifier that ignores the image
-CALLED = "share_called_anomalous"  # per run: the fraction of its test images it called anomalous (predictions.csv)
-
-
-def with_decisions(runs: pd.DataFrame) -> pd.DataFrame:
-    """``runs`` with :data:`CALLED`, read from each run's ``predictions.csv`` (``pred_label``) where the runs frame
-    names a ``run_dir`` holding one; NaN elsewhere (hand-made frames, runs without the file)."""
-    if CALLED in runs.columns or "run_dir" not in runs.columns:
-        return runs
-    shares = []
-    for run_dir in runs["run_dir"]:
-        path = RunFolder(run_dir).predictions_path if isinstance(run_dir, str) else None
-        share = math.nan
-        if path is not None and path.is_file():
-            try:
-                labels = pd.read_csv(path, usecols=["pred_label"])["pred_label"]
-                share = float(pd.to_numeric(labels, errors="coerce").dropna().mean())
-            except (ValueError, OSError):  # an unreadable or older file: the mean-accuracy rule decides instead
-                share = math.nan
-        shares.append(share)
-    return runs.assign(**{CALLED: shares})
-
-
-def _one_class(values: pd.DataFrame, column: str) -> str:
-    """How the runs in ``values`` show one class for every test image, or "".
-
-    The decisions themselves (:data:`CALLED` 0 or 1 in every run) are read first; without them a mean accuracy of
-    exactly 0.500 in every run is taken as the sign: it is the balanced accuracy of a constant classifier (one class
-    right, the other wrong), and a classifier that is not constant yet scores exactly chance in every seed would be
-    untestable by the chance rule anyway."""
-    shares = pd.to_numeric(values[CALLED], errors="coerce") if CALLED in values else pd.Series(math.nan, values.index)
-    if shares.notna().all() and len(shares):
-        if not shares.isin([0.0, 1.0]).all():
-            return ""
-        called = {0.0: "normal", 1.0: "anomalous"}
-        kinds = sorted({called[float(v)] for v in shares})
-        what = f"every test image called {kinds[0]}" if len(kinds) == 1 else "one class per run"
-        return f"{what} in {'all ' if len(shares) > 1 else ''}{len(shares)} run{'s' if len(shares) > 1 else ''}"
-    acc = pd.to_numeric(values[column], errors="coerce")
-    if len(acc) and acc.notna().all() and bool(np.isclose(acc, CHANCE, rtol=0, atol=1e-9).all()):
-        return f"mean accuracy exactly {CHANCE:.3f} in every run, what a one-class classifier scores"
-    return ""
-
-
 def _classifier(sub: pd.DataFrame, column: str, metric: str, cats: Sequence[_Category]) -> str:
     """Why a classification claim cannot be tested: a side predicts one class (issue 23: two constant classifiers
     were ranked by ties of 0.500), or the t-interval of a side's mean accuracy over its (category, seed) cells does
@@ -432,7 +309,7 @@ def _classifier(sub: pd.DataFrame, column: str, metric: str, cats: Sequence[_Cat
         names = "/".join(dict.fromkeys(m for _, m in picks))
         if rows.empty:
             continue
-        if one := _one_class(rows, column):
+        if one := one_class(rows, column):
             reasons.append(f"{names} predicts one class ({one})")
             continue
         ci = t_interval(rows[column].astype(float).to_numpy())
@@ -441,60 +318,6 @@ def _classifier(sub: pd.DataFrame, column: str, metric: str, cats: Sequence[_Cat
             reasons.append(f"{names} classifies {where} chance (mean accuracy {rows[column].mean():.3f}, 95% "
                            f"t-interval [{ci[0]:.3f}, {ci[1]:.3f}] over its runs does not lie above {CHANCE})")
     return "; ".join(reasons)
-
-
-# (claim text, source in the paper, metric, better, worse)
-CLAIMS: tuple[tuple[str, str, str, Any, Any], ...] = (
-    ("AVAGA-R_w localizes better than AVAGA-R_u (IoU)", "Table 2/4, Sec. 4", "iou", "AVAGA-R_w", "AVAGA-R_u"),
-    ("AVAGA-R_w classifies better than AVAGA-R_u (mean accuracy)", "Table 3/5", "mean_accuracy", "AVAGA-R_w",
-     "AVAGA-R_u"),
-    ("AVAGA-R_u localizes better than the best baseline (IoU)", "Table 2/4, abstract", "iou", "AVAGA-R_u", BASELINES),
-    ("AVAGA-R_u classifies better than the best baseline (mean accuracy)", "Table 3/5, abstract", "mean_accuracy",
-     "AVAGA-R_u", BASELINES),
-    ("AVAGA-R_w localizes better than the best baseline (IoU)", "Table 2/4, abstract", "iou", "AVAGA-R_w", BASELINES),
-    ("AVAGA-R_w classifies better than the best baseline (mean accuracy)", "Table 3/5, abstract", "mean_accuracy",
-     "AVAGA-R_w", BASELINES),
-    ("AVAGA-R_u beats AVAGA-D_u (IoU)", "Table 2", "iou", "AVAGA-R_u", "AVAGA-D_u"),
-    ("AVAGA-R_w beats AVAGA-D_w (IoU)", "Table 2", "iou", "AVAGA-R_w", "AVAGA-D_w"),
-    ("The guided attention loss improves localization", "Table 6/8 cols 1 vs 3", "iou", "AVAGA-R_u",
-     "AVAGA-R_u-noattn"),
-    ("The convolutional latent beats a flat latent", "Table 6/8 cols 2 vs 3", "iou", "AVAGA-R_u", "AVAGA-R_u-flat"),
-    ("Adversarial reconstruction improves weak localization", "Table 6/8 cols 4 vs 6", "iou", "AVAGA-R_w",
-     "AVAGA-R_w-noadv"),
-    ("SGB improves weak localization", "Table 6/8 cols 5 vs 6", "iou", "AVAGA-R_w", "AVAGA-R_w-noSGB"),
-)
-
-
-# Questions of this study (issue 13), not claims of the paper: does a map beat position, does a remedy help?
-_REMEDY_QUESTIONS = tuple(
-    (f"{r.name} localizes better than the literal {r.remedy_of} (pixel AUROC)", "issue 13, remedy", "pixel_auroc",
-     r.name, r.remedy_of) for r in study.RUNS if r.remedy_of
-)
-# Issue 21: each arm (one confound of the recipe changed) against the random-init recipe, the prior and the baselines:
-# does pretraining / dropping the adversarial term change the ordering AVAGA vs baselines vs position?
-_ARM_QUESTIONS = tuple(q for r in study.RUNS if r.arm_of for q in (
-    (f"{r.name} localizes better than the random-init {r.arm_of} (pixel AUROC)", "issue 21, arm", "pixel_auroc",
-     r.name, r.arm_of),
-    (f"{r.name}'s attention map beats the centred-Gaussian position prior (pixel AUROC)", "issue 21, arm",
-     "pixel_auroc", r.name, PRIOR_CENTER),
-    (f"{r.name} localizes better than the best baseline (pixel AUROC)", "issue 21, arm", "pixel_auroc", r.name,
-     BASELINES),
-))
-_AVAGA_U_MAPS = ("AVAGA-R_u", *study.remedies_of("AVAGA-R_u"))  # the recipe and its remedies: the best one is judged
-STUDY_QUESTIONS: tuple[tuple[str, str, str, Any, Any], ...] = (
-    ("AVAGA-R_u's attention map beats the centred-Gaussian position prior (pixel AUROC)", "issue 13, position",
-     "pixel_auroc", "AVAGA-R_u", PRIOR_CENTER),
-    ("The best unsupervised AVAGA attention map (the recipe or a remedy) beats the centred-Gaussian prior "
-     "(pixel AUROC)", "issue 13, position", "pixel_auroc", _AVAGA_U_MAPS, PRIOR_CENTER),
-    ("The best baseline's residual map beats the centred-Gaussian position prior (pixel AUROC)",
-     "issue 13, position", "pixel_auroc", BASELINES, PRIOR_CENTER),
-    ("AVAGA-R_u localizes better than the best baseline (pixel AUROC, threshold-free)", "issue 13, PN 11",
-     "pixel_auroc", "AVAGA-R_u", BASELINES),
-    ("AVAGA-R_u detects better than the best baseline (image AUROC, threshold-free)", "issue 13, PN 11",
-     "image_auroc", "AVAGA-R_u", BASELINES),
-    *_REMEDY_QUESTIONS,
-    *_ARM_QUESTIONS,
-)
 
 
 def _as_list(side: str | Sequence[str]) -> list[str]:
@@ -531,8 +354,8 @@ def _judge(runs: pd.DataFrame, dataset: str, text: str, source: str, metric: str
         n=len(cats),
         detail=prefix + "; ".join(_line(c, sub, column, metric) for c in cats),
         basis=_basis(runs, dataset, methods),
-        untestable=(_mixed_measurement(runs, dataset, methods) or _untestable(runs, dataset, methods, metric)
-                    or _grid_cap(sub, dataset, metric, cats)
+        untestable=(mixed_measurement(runs, dataset, methods) or coarse_grid(runs, dataset, methods, metric)
+                    or grid_capped(sub, dataset, metric, [(c.category, c.better.method) for c in cats])
                     or _classifier(sub, column, metric, cats)),
         diffs=tuple(float(v) for c in cats for v in c.diffs),
         cells=_cells([c.diffs.size for c in cats]),
