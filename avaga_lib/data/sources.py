@@ -118,7 +118,6 @@ def resolve_root(cfg: DataConfig) -> Path:
     return source.prepare(source.default_root(), cfg)
 
 
-
 PreparationKey = tuple[str, str, str]
 """(dataset, root, category or "") that one preparation covers (:func:`preparation_key`)."""
 

@@ -46,11 +46,11 @@ def mixed_measurement(runs: pd.DataFrame, dataset: str, methods: Sequence[str]) 
     bins and threshold rule, so a difference between them would measure the rules, not the methods."""
     if "measurement" not in runs.columns:
         return ""
-    sub = runs[(runs["dataset"] == dataset) & runs["method"].isin(methods)]
-    values = sub["measurement"].dropna()  # the prior's and the floors' rows carry none: they are their runs' own
-    stale = sorted(set(sub.loc[values[values == STALE_MEASUREMENT].index, "method"]))
-    if not stale or (values == STALE_MEASUREMENT).all():
+    sub = runs[(runs["dataset"] == dataset) & runs["method"].isin(methods) & runs["measurement"].notna()]
+    is_stale = sub["measurement"] == STALE_MEASUREMENT  # prior and floor rows carry their source run's measurement
+    if not is_stale.any() or is_stale.all():
         return ""
+    stale = sorted(set(sub.loc[is_stale, "method"]))
     return (f"the runs compared were measured under different rules: {', '.join(stale)} before issue 20 (older "
             "test sets, binned pixel AUROC), the other side after; rerun the stale side to compare them")
 
